@@ -1,0 +1,193 @@
+/**
+ * @file dbm_shm.h
+ * @brief Public C API of the dbm_shm store: a key-value store in a
+ *        memory-mapped file, one writer at a time, lock-free readers.
+ *
+ * This is the only header the Python binding sees (its cffi cdef is the
+ * copy in cdef.h, kept in step by tests/test_cffi_smoke.py).
+ *
+ * @section caveats Caveats
+ * - A handle may be shared by any number of threads of one process: every
+ *   entry point is thread-safe. Closing a handle waits for the calls other
+ *   threads are making on it.
+ * - A handle survives fork(): the child may keep using it. It must not be
+ *   used by the child while it was inside a call in another thread of the
+ *   parent at the moment of the fork (the usual fork rule).
+ * - Many processes may open one file. Writers serialise on a robust,
+ *   process-shared mutex in the file; readers take no lock. A writer that
+ *   dies (even by SIGKILL) is detected by the next writer, which repairs
+ *   the store before it goes on.
+ * - Do not put the file on a network file system: the lock and the
+ *   lock-free read protocol need coherent shared memory.
+ * - Values returned by readers are copies; no pointer into the mapping ever
+ *   leaves the library.
+ *
+ * @section errors Return values
+ * Functions return 0 on success, a negative DSHM_* code for a library
+ * condition, or a positive errno value for a system error. Functions that
+ * return a length return it as a non-negative int64_t and report errors as
+ * a negative DSHM_* code or as -errno.
+ */
+#ifndef DBM_SHM_H
+#define DBM_SHM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** @defgroup errors Error codes
+ * Library codes live in -31000..-31099, clear of BerkeleyDB's
+ * (-30800..-30999) and LMDB's (-30779..-30799).
+ * @{ */
+#define DSHM_SUCCESS           0
+#define DSHM_NOTFOUND          (-31000) /**< key not found (an ordinary result) */
+#define DSHM_BAD_MAGIC         (-31001) /**< not a dbm_shm file */
+#define DSHM_VERSION_MISMATCH  (-31002) /**< dbm_shm file of another format version */
+#define DSHM_CORRUPT           (-31003) /**< the file's structures are damaged */
+#define DSHM_READONLY          (-31004) /**< write to a handle opened read-only */
+#define DSHM_NEED_RECOVERY     (-31005) /**< a writer died; a writable handle must repair */
+#define DSHM_FULL              (-31006) /**< file or address-space limit reached */
+#define DSHM_TOOBIG            (-31007) /**< key or value over the supported maximum */
+#define DSHM_CLOSED            (-31008) /**< handle already closed */
+#define DSHM_KEYEXIST          (-31009) /**< key exists (DSHM_NOOVERWRITE) */
+#define DSHM_BUSY              (-31010) /**< file is being created by another process */
+#define DSHM_INVALID           (-31011) /**< invalid argument */
+#define DSHM_TRUNCATED         (-31012) /**< file shorter than its header says */
+#define DSHM_LAST_ERRCODE      DSHM_TRUNCATED
+/** @} */
+
+/** @defgroup openflags Flags for dshm_open()
+ * @{ */
+#define DSHM_RDONLY   0x01  /**< read-only handle ('r') */
+#define DSHM_CREATE   0x02  /**< create the file if missing ('c') */
+#define DSHM_TRUNC    0x04  /**< start a new, empty store ('n') */
+#define DSHM_SYNC     0x08  /**< msync+fsync after every write ('s') */
+/** @} */
+
+/** Flag for dshm_put(): fail with DSHM_KEYEXIST if the key is present. */
+#define DSHM_NOOVERWRITE 0x01
+
+/** Flag for dshm_scan(): also copy the values. */
+#define DSHM_SCAN_VALUES 0x01
+
+/** Largest key, in bytes. */
+#define DSHM_MAX_KEY   ((uint64_t)0x7fffffff)
+/** Largest value, in bytes (also bounded by the file-size limit). */
+#define DSHM_MAX_VALUE ((uint64_t)1 << 40)
+
+/** Opaque handle. */
+typedef struct dshm_db dshm_db;
+
+/** Counters reported by dshm_stat(). A snapshot: other processes may be
+ *  writing while it is taken. */
+typedef struct dshm_stat_t {
+    uint64_t st_count;        /**< number of keys */
+    uint64_t st_file_size;    /**< bytes in the file */
+    uint64_t st_top;          /**< end of allocated space */
+    uint64_t st_live_bytes;   /**< bytes held by records (keys, values, headers) */
+    uint64_t st_free_bytes;   /**< bytes on the free lists, ready for reuse */
+    uint64_t st_depth;        /**< global depth of the directory */
+    uint64_t st_buckets;      /**< primary bucket pages */
+    uint64_t st_overflow;     /**< overflow bucket pages */
+    uint64_t st_slots;        /**< slots per bucket page */
+    uint64_t st_commit;       /**< commit counter */
+    uint64_t st_format;       /**< file format version */
+    uint64_t st_page_size;    /**< bucket page size */
+    uint64_t st_lock_pid;     /**< pid of the writer-lock holder, 0 if none */
+    uint64_t st_recoveries;   /**< recoveries run on this file since creation */
+    uint64_t st_read_retries; /**< this handle: reads retried (seqlock moved) */
+    uint64_t st_read_fallbacks; /**< this handle: reads done under the writer lock */
+    uint64_t st_reopens;      /**< this handle: reopens after reorganize */
+    uint64_t st_map_size;     /**< this handle: bytes of address space reserved */
+} dshm_stat_t;
+
+/** Open or create a store.
+ * @param[in] path   file name
+ * @param[in] flags  DSHM_RDONLY / DSHM_CREATE / DSHM_TRUNC / DSHM_SYNC
+ * @param[in] mode   permission bits for a created file (umask applies)
+ * @param[out] out   the handle
+ * @return 0, DSHM_BAD_MAGIC, DSHM_VERSION_MISMATCH, DSHM_CORRUPT,
+ *         DSHM_TRUNCATED, DSHM_BUSY, DSHM_FULL or an errno (ENOENT, EACCES...). */
+int dshm_open(const char *path, int flags, int mode, dshm_db **out);
+
+/** Close a handle: unmap and close the file, after the calls other threads
+ *  have in flight on it. Later calls return DSHM_CLOSED. The handle's
+ *  memory stays valid until dshm_free(), so a call racing with close
+ *  fails cleanly instead of touching freed memory. NULL is ok. */
+void dshm_close(dshm_db *db);
+
+/** Close (if needed) and free a handle. No call may be running or made on
+ *  it afterwards. NULL is ok. */
+void dshm_free(dshm_db *db);
+
+/** Look up @p key. Copies the value into @p buf if it fits in @p cap bytes.
+ * @return the value length (the value was copied only if it is <= cap),
+ *         or DSHM_NOTFOUND, or another negative error. */
+int64_t dshm_get(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap);
+
+/** Store @p key -> @p val.
+ * @return 0, DSHM_KEYEXIST (with DSHM_NOOVERWRITE), DSHM_READONLY,
+ *         DSHM_TOOBIG, DSHM_FULL, or an errno (ENOSPC, EFBIG...). */
+int dshm_put(dshm_db *db, const char *key, size_t klen,
+             const char *val, size_t vlen, int flags);
+
+/** Delete @p key. @return 0, DSHM_NOTFOUND, DSHM_READONLY or an error. */
+int dshm_del(dshm_db *db, const char *key, size_t klen);
+
+/** Number of keys. @return the count, or a negative error. */
+int64_t dshm_count(dshm_db *db);
+
+/** Copy the first key (in the store's order) into @p buf if it fits.
+ * @return its length, DSHM_NOTFOUND for an empty store, or an error. */
+int64_t dshm_firstkey(dshm_db *db, char *buf, size_t cap);
+
+/** Copy the key that follows @p key into @p buf if it fits.
+ * @return its length, DSHM_NOTFOUND at the end (or if @p key is absent). */
+int64_t dshm_nextkey(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap);
+
+/** Bulk scan. Copies whole buckets' worth of entries, starting at
+ * @p *cursor (0 to start), into @p buf as records
+ * `[u32 klen][u64 hash][key]` or, with DSHM_SCAN_VALUES,
+ * `[u32 klen][u64 vlen][u64 hash][key][value]`
+ * (native byte order, unaligned). Advances @p *cursor; sets @p *done to 1
+ * when the whole key space was visited.
+ * Each bucket's entries are a consistent snapshot; keys present for the
+ * whole scan are reported exactly once.
+ * @return the number of bytes written (0 is possible before the end), or
+ *         a negative error; -ERANGE if the next bucket's entries do not
+ *         fit in @p cap, with the size needed stored in @p *need. */
+int64_t dshm_scan(dshm_db *db, uint64_t *cursor, int *done, char *buf,
+                  size_t cap, int flags, uint64_t *need);
+
+/** msync + fsync the file. */
+int dshm_sync(dshm_db *db);
+
+/** Delete every key (space is kept for reuse). */
+int dshm_clear(dshm_db *db);
+
+/** Rewrite the store compactly into a new file, rename it over the path,
+ *  and tell every open handle to follow it. Gives space back to the
+ *  file system. */
+int dshm_reorganize(dshm_db *db);
+
+/** Fill @p st. */
+int dshm_stat(dshm_db *db, dshm_stat_t *st);
+
+/** Walk the whole file and verify its structure, changing nothing.
+ * Writes a human-readable report (one problem per line) into @p report.
+ * @return the number of problems found (0 = sound), or a negative error. */
+int64_t dshm_check(dshm_db *db, char *report, size_t cap);
+
+/** The commit counter: bumped by every committed write. */
+uint64_t dshm_commit_id(dshm_db *db);
+
+/** Message for a return code: "DSHM_NOTFOUND: key not found", or strerror. */
+const char *dshm_strerror(int rc);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DBM_SHM_H */

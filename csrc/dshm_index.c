@@ -1,0 +1,543 @@
+/**
+ * @file dshm_index.c
+ * @brief The index: a keyed hash, and extendible hashing over bucket pages.
+ *
+ * The directory is an array of 2^depth bucket offsets indexed by the TOP
+ * `depth` bits of the hash, so each bucket covers one contiguous range of
+ * hash space and a scan in directory order is a scan in hash order (a scan
+ * cursor survives splits). A bucket page is an open-addressing table of
+ * DSHM_SLOTS slots (linear probing from hash % DSHM_SLOTS, backward-shift
+ * deletion). A full bucket splits into two fresh pages; the directory
+ * doubles only when the bucket's local depth equals the global depth, and
+ * only while it stays within DSHM_DIR_SLACK entries per bucket and
+ * DSHM_MAX_DEPTH bits. A bucket that cannot be split that way (its keys
+ * collide) grows a chain of overflow pages instead.
+ *
+ * Readers (dshm_index_read) run without the lock: see dshm_layout.h for the
+ * seqlock protocol. Every function not named *_read runs under the lock.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dshm_internal.h"
+
+/* ---------------------------------------------------------------------- */
+/* SipHash-1-3 (Aumasson & Bernstein), 64-bit output.                      */
+
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND do { \
+        v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32); \
+        v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                    \
+        v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                    \
+        v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32); \
+    } while (0)
+
+uint64_t dshm_hash(const uint64_t seed[2], const void *data, size_t len) {
+    const unsigned char *p = data;
+    uint64_t k0 = seed[0], k1 = seed[1];
+    uint64_t v0 = 0x736f6d6570736575ULL ^ k0, v1 = 0x646f72616e646f6dULL ^ k1;
+    uint64_t v2 = 0x6c7967656e657261ULL ^ k0, v3 = 0x7465646279746573ULL ^ k1;
+    uint64_t b = (uint64_t)len << 56, m;
+    const unsigned char *end = p + (len & ~(size_t)7);
+    for (; p != end; p += 8) {
+        memcpy(&m, p, 8);       /* little-endian hosts; the seed is per file */
+        v3 ^= m; SIPROUND; v0 ^= m;
+    }
+    switch (len & 7) {
+    case 7: b |= (uint64_t)p[6] << 48; /* fall through */
+    case 6: b |= (uint64_t)p[5] << 40; /* fall through */
+    case 5: b |= (uint64_t)p[4] << 32; /* fall through */
+    case 4: b |= (uint64_t)p[3] << 24; /* fall through */
+    case 3: b |= (uint64_t)p[2] << 16; /* fall through */
+    case 2: b |= (uint64_t)p[1] << 8;  /* fall through */
+    case 1: b |= (uint64_t)p[0]; break;
+    case 0: break;
+    }
+    v3 ^= b; SIPROUND; v0 ^= b;
+    v2 ^= 0xff;
+    SIPROUND; SIPROUND; SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+uint64_t dshm_header_checksum(const dshm_header *hd) {
+    static const uint64_t key[2] = {0x64626d5f73686d31ULL, 0x6865616465723031ULL};
+    return dshm_hash(key, hd, offsetof(dshm_header, hd_checksum));
+}
+
+/* ---------------------------------------------------------------------- */
+
+static inline dshm_bucket *page_at(dshm_env *env, uint64_t off) { return DSHM_AT(env, off); }
+static inline uint64_t ld_rel(const _Atomic uint64_t *p) { return atomic_load_explicit(p, memory_order_relaxed); }
+static inline void st_rel(_Atomic uint64_t *p, uint64_t v) { atomic_store_explicit(p, v, memory_order_relaxed); }
+
+static inline uint64_t dir_index(uint64_t h, unsigned depth) {
+    return depth ? h >> (64 - depth) : 0;
+}
+
+static inline bool page_ok(uint64_t off, uint64_t limit) {
+    return off % 64 == 0 && dshm_in(off, DSHM_BUCKET_SIZE, limit);
+}
+
+/** The primary bucket for hash h under directory value dir, or 0 if an
+ *  offset on the way is out of bounds (stale under a reader, or damage). */
+uint64_t dshm_bucket_for(dshm_env *env, uint64_t dir, uint64_t h, uint64_t limit) {
+    uint64_t doff = DSHM_DIR_OFF(dir);
+    unsigned depth = DSHM_DIR_DEPTH(dir);
+    uint64_t idx = dir_index(h, depth);
+    if (depth > DSHM_MAX_DEPTH || doff % 64 || !dshm_in(doff, ((uint64_t)8 << depth), limit))
+        return 0;
+    const _Atomic uint64_t *d = DSHM_AT(env, doff);
+    uint64_t b = atomic_load_explicit(&d[idx], memory_order_acquire);
+    return page_ok(b, limit) ? b : 0;
+}
+
+/* Compare a slot's record with key; on a match return the record's value
+ * length and its offset, else -1. Bounds-checked: a stale slot under a
+ * reader reads harmless bytes. */
+static int64_t rec_match(dshm_env *env, uint64_t r, const char *key, size_t klen,
+                         uint64_t limit, uint64_t *voff) {
+    if (r % DSHM_ALIGN || !dshm_in(r, DSHM_REC_HDR, limit))
+        return -1;
+    const volatile dshm_rec *rec = DSHM_AT(env, r);
+    uint64_t rk = rec->rc_klen, rv = rec->rc_vlen;
+    if (rk != klen || rv > DSHM_MAX_VALUE || !dshm_in(r, DSHM_REC_HDR + rk + rv, limit))
+        return -1;
+    const char *kp = (const char *)DSHM_AT(env, r + DSHM_REC_HDR);
+    if (memcmp(kp, key, klen) != 0)
+        return -1;
+    *voff = r + DSHM_REC_HDR + rk;
+    return (int64_t)rv;
+}
+
+/* Search one page's probe sequence. Returns the slot or -1. */
+static int page_search(dshm_env *env, dshm_bucket *pg, uint64_t h, const char *key,
+                       size_t klen, uint64_t limit, int64_t *vlen, uint64_t *voff) {
+    unsigned s = (unsigned)(h % DSHM_SLOTS);
+    for (unsigned i = 0; i < DSHM_SLOTS; i++, s = s + 1 == DSHM_SLOTS ? 0 : s + 1) {
+        uint64_t r = ld_rel(&pg->bk_slots[s].sl_rec);
+        if (!r)
+            return -1;
+        if (ld_rel(&pg->bk_slots[s].sl_hash) != h)
+            continue;
+        int64_t n = rec_match(env, r, key, klen, limit, voff);
+        if (n >= 0) {
+            *vlen = n;
+            return (int)s;
+        }
+    }
+    return -1;
+}
+
+int64_t dshm_index_read(dshm_env *env, uint64_t h, const char *key, size_t klen,
+                        char *buf, size_t cap, bool locked) {
+    dshm_header *hd = DSHM_HDR(env);
+    const int64_t bad = locked ? DSHM_CORRUPT : DSHM_RETRY;
+    uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_acquire);
+    if (limit > env->ev_resv)
+        limit = env->ev_resv;
+    uint64_t ss1 = atomic_load_explicit(&hd->hd_struct_seq, memory_order_acquire);
+    if ((ss1 & 1) && !locked)
+        return DSHM_RETRY;
+    uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_acquire);
+    uint64_t b = dshm_bucket_for(env, dir, h, limit);
+    if (!b)
+        return bad;
+    dshm_bucket *bk = page_at(env, b);
+    uint64_t s1 = atomic_load_explicit(&bk->bk_seq, memory_order_acquire);
+    if ((s1 & 1) && !locked)
+        return DSHM_RETRY;
+    int64_t result = DSHM_NOTFOUND;
+    uint64_t page = b;
+    for (unsigned hops = 0; page; hops++) {
+        if (!page_ok(page, limit) || hops > (1u << 20)) {
+            result = bad;
+            break;
+        }
+        dshm_bucket *pg = page_at(env, page);
+        int64_t vlen;
+        uint64_t voff;
+        if (page_search(env, pg, h, key, klen, limit, &vlen, &voff) >= 0) {
+            if ((uint64_t)vlen <= cap && vlen > 0)
+                memcpy(buf, DSHM_AT(env, voff), (size_t)vlen);
+            result = vlen;
+            break;
+        }
+        page = ld_rel(&pg->bk_next);
+    }
+    if (!locked) {
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&bk->bk_seq, memory_order_relaxed) != s1 ||
+            atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed) != ss1)
+            return DSHM_RETRY;
+    }
+    return result;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Writer side: everything below runs under the writer lock.               */
+
+/** Open the seqlock window of a primary bucket (and its chain). */
+static void bucket_begin(dshm_bucket *bk) {
+    uint64_t s = ld_rel(&bk->bk_seq);
+    st_rel(&bk->bk_seq, s + 1);
+    atomic_thread_fence(memory_order_release);
+}
+
+static void bucket_end(dshm_bucket *bk) {
+    uint64_t s = ld_rel(&bk->bk_seq);
+    atomic_store_explicit(&bk->bk_seq, s + 1, memory_order_release);
+}
+
+int dshm_index_find(dshm_env *env, uint64_t h, const char *key, size_t klen, dshm_pos *pos) {
+    dshm_header *hd = DSHM_HDR(env);
+    uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
+    uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed);
+    uint64_t b = dshm_bucket_for(env, dir, h, limit);
+    if (!b)
+        return DSHM_CORRUPT;
+    pos->ps_bucket = b;
+    pos->ps_dir_idx = (uint32_t)dir_index(h, DSHM_DIR_DEPTH(dir));
+    uint64_t page = b;
+    for (unsigned hops = 0; page; hops++) {
+        if (!page_ok(page, limit) || hops > (1u << 20))
+            return DSHM_CORRUPT;
+        int64_t vlen;
+        uint64_t voff;
+        int s = page_search(env, page_at(env, page), h, key, klen, limit, &vlen, &voff);
+        if (s >= 0) {
+            pos->ps_page = page;
+            pos->ps_slot = (uint32_t)s;
+            return 0;
+        }
+        page = ld_rel(&page_at(env, page)->bk_next);
+    }
+    return DSHM_NOTFOUND;
+}
+
+/* Put (h, rec) into the first free slot of pg's probe sequence. The page
+ * must have room. */
+static void page_put(dshm_bucket *pg, uint64_t h, uint64_t rec) {
+    unsigned s = (unsigned)(h % DSHM_SLOTS);
+    while (ld_rel(&pg->bk_slots[s].sl_rec))
+        s = s + 1 == DSHM_SLOTS ? 0 : s + 1;
+    st_rel(&pg->bk_slots[s].sl_hash, h);
+    atomic_store_explicit(&pg->bk_slots[s].sl_rec, rec, memory_order_release);
+    atomic_store_explicit(&pg->bk_count, atomic_load_explicit(&pg->bk_count, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+/* Put (h, rec) into the chain that starts at primary page b, appending an
+ * overflow page if every page is full. */
+static int chain_put(dshm_env *env, uint64_t b, uint64_t h, uint64_t rec) {
+    uint64_t page = b, last = b;
+    while (page) {
+        dshm_bucket *pg = page_at(env, page);
+        if (atomic_load_explicit(&pg->bk_count, memory_order_relaxed) < DSHM_MAX_FILL) {
+            page_put(pg, h, rec);
+            return 0;
+        }
+        last = page;
+        page = ld_rel(&pg->bk_next);
+    }
+    uint64_t np;
+    int rc = dshm_page_alloc(env, DSHM_BK_OVERFLOW, &np);
+    if (rc)
+        return rc;
+    dshm_bucket *npg = page_at(env, np);
+    page_put(npg, h, rec);
+    bucket_end(npg);   /* its own counter even; the primary's covers it */
+    atomic_store_explicit(&page_at(env, last)->bk_next, np, memory_order_release);
+    return 0;
+}
+
+/* Double the directory. New directory entries 2i and 2i+1 both point to
+ * old entry i; it is published with one store of hd_dir inside an odd
+ * window of hd_struct_seq, and the old one is freed. */
+static int dir_double(dshm_env *env) {
+    dshm_header *hd = DSHM_HDR(env);
+    uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed);
+    unsigned depth = DSHM_DIR_DEPTH(dir);
+    uint64_t n = (uint64_t)1 << depth, noff;
+    int rc = dshm_alloc_aligned(env, dshm_dir_bytes(depth + 1), 64, &noff);
+    if (rc)
+        return rc;
+    const _Atomic uint64_t *od = DSHM_AT(env, DSHM_DIR_OFF(dir));
+    _Atomic uint64_t *nd = DSHM_AT(env, noff);
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t b = ld_rel(&od[i]);
+        st_rel(&nd[2 * i], b);
+        st_rel(&nd[2 * i + 1], b);
+    }
+    DSHM_CRASH_POINT("double");
+    uint64_t ss = atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed);
+    st_rel(&hd->hd_struct_seq, ss + 1);
+    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&hd->hd_dir, noff | (depth + 1), memory_order_release);
+    atomic_store_explicit(&hd->hd_struct_seq, ss + 2, memory_order_release);
+    dshm_free_block(env, DSHM_DIR_OFF(dir), dshm_dir_bytes(depth));
+    return 0;
+}
+
+/* Repoint directory entries [first, first+n) for a split: the lower half to
+ * lo, the upper half to hi. Idempotent: recovery redoes it. */
+static void dir_switch(dshm_env *env, uint64_t first, uint64_t n, uint64_t lo, uint64_t hi) {
+    dshm_header *hd = DSHM_HDR(env);
+    _Atomic uint64_t *d = DSHM_AT(env, DSHM_DIR_OFF(atomic_load_explicit(&hd->hd_dir, memory_order_relaxed)));
+    for (uint64_t i = 0; i < n; i++) {
+        atomic_store_explicit(&d[first + i], i < n / 2 ? lo : hi, memory_order_release);
+        if (i == n / 2)
+            DSHM_CRASH_POINT("split-switch");
+    }
+}
+
+/* Free a bucket's overflow chain (not the primary). */
+static void chain_free(dshm_env *env, uint64_t b) {
+    uint64_t page = ld_rel(&page_at(env, b)->bk_next);
+    while (page) {
+        uint64_t next = ld_rel(&page_at(env, page)->bk_next);
+        dshm_page_free(env, page);
+        page = next;
+    }
+}
+
+/* Split the primary bucket b (local depth ld) in two fresh pages. */
+static int bucket_split(dshm_env *env, uint64_t b) {
+    dshm_header *hd = DSHM_HDR(env);
+    dshm_bucket *bk = page_at(env, b);
+    unsigned ld = atomic_load_explicit(&bk->bk_depth, memory_order_relaxed);
+    uint64_t prefix = ld_rel(&bk->bk_prefix);
+    uint64_t lo, hi;
+    int rc;
+    if ((rc = dshm_page_alloc(env, DSHM_BK_PRIMARY, &lo)))
+        return rc;
+    if ((rc = dshm_page_alloc(env, DSHM_BK_PRIMARY, &hi))) {
+        dshm_page_free(env, lo);
+        return rc;
+    }
+    uint64_t bit = (uint64_t)1 << (63 - ld);
+    dshm_bucket *L = page_at(env, lo), *H = page_at(env, hi);
+    st_rel(&L->bk_prefix, prefix);
+    st_rel(&H->bk_prefix, prefix | bit);
+    atomic_store_explicit(&L->bk_depth, ld + 1, memory_order_relaxed);
+    atomic_store_explicit(&H->bk_depth, ld + 1, memory_order_relaxed);
+    for (uint64_t page = b; page; page = ld_rel(&page_at(env, page)->bk_next)) {
+        dshm_bucket *pg = page_at(env, page);
+        for (unsigned s = 0; s < DSHM_SLOTS; s++) {
+            uint64_t r = ld_rel(&pg->bk_slots[s].sl_rec);
+            if (!r)
+                continue;
+            uint64_t h = ld_rel(&pg->bk_slots[s].sl_hash);
+            if ((rc = chain_put(env, (h & bit) ? hi : lo, h, r)))
+                return rc;   /* the new pages are unreachable; recovery or
+                                the next rebuild takes them back */
+        }
+    }
+    bucket_end(L);
+    bucket_end(H);
+    unsigned gd = DSHM_DIR_DEPTH(atomic_load_explicit(&hd->hd_dir, memory_order_relaxed));
+    uint64_t first = prefix >> (64 - gd), n = (uint64_t)1 << (gd - ld);
+    if (ld == 0)
+        first = 0;
+    /* Record the intent, then switch: a writer dying in between leaves the
+     * intent for the next lock holder, which finishes the switch. */
+    hd->hd_intent_old = b;
+    hd->hd_intent_lo = lo;
+    hd->hd_intent_hi = hi;
+    hd->hd_intent_first = first;
+    hd->hd_intent_n = n;
+    atomic_thread_fence(memory_order_release);
+    hd->hd_intent_op = DSHM_INTENT_SPLIT;
+    DSHM_CRASH_POINT("split-intent");
+    dir_switch(env, first, n, lo, hi);
+    hd->hd_intent_op = DSHM_INTENT_NONE;
+    chain_free(env, b);
+    dshm_page_free(env, b);   /* its counter goes odd: readers on it retry */
+    return 0;
+}
+
+int dshm_index_finish_split(dshm_env *env) {
+    dshm_header *hd = DSHM_HDR(env);
+    if (hd->hd_intent_op != DSHM_INTENT_SPLIT)
+        return 0;
+    uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
+    uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed);
+    uint64_t entries = (uint64_t)1 << DSHM_DIR_DEPTH(dir);
+    if (!page_ok(hd->hd_intent_lo, limit) || !page_ok(hd->hd_intent_hi, limit) ||
+        hd->hd_intent_n < 2 || hd->hd_intent_n > entries ||
+        hd->hd_intent_first > entries - hd->hd_intent_n)
+        return DSHM_CORRUPT;
+    dir_switch(env, hd->hd_intent_first, hd->hd_intent_n, hd->hd_intent_lo, hd->hd_intent_hi);
+    hd->hd_intent_op = DSHM_INTENT_NONE;
+    return 0;
+}
+
+/* Can the bucket b split usefully, given that (h) joins it? A split needs
+ * the entries to differ somewhere below the top `ld` bits and within
+ * DSHM_MAX_DEPTH bits, and the directory must be allowed to hold it. */
+static bool can_split(dshm_env *env, uint64_t b, uint64_t h) {
+    dshm_header *hd = DSHM_HDR(env);
+    dshm_bucket *bk = page_at(env, b);
+    unsigned ld = atomic_load_explicit(&bk->bk_depth, memory_order_relaxed);
+    unsigned gd = DSHM_DIR_DEPTH(atomic_load_explicit(&hd->hd_dir, memory_order_relaxed));
+    if (ld >= DSHM_MAX_DEPTH)
+        return false;
+    uint64_t diff = 0;
+    for (uint64_t page = b; page; page = ld_rel(&page_at(env, page)->bk_next)) {
+        dshm_bucket *pg = page_at(env, page);
+        for (unsigned s = 0; s < DSHM_SLOTS; s++)
+            if (ld_rel(&pg->bk_slots[s].sl_rec))
+                diff |= ld_rel(&pg->bk_slots[s].sl_hash) ^ h;
+    }
+    if (!diff || (unsigned)__builtin_clzll(diff) >= DSHM_MAX_DEPTH)
+        return false;   /* colliding keys: no split separates them */
+    if (ld < gd)
+        return true;
+    return ((uint64_t)1 << (gd + 1)) <= DSHM_DIR_SLACK * (hd->hd_buckets + 1);
+}
+
+int dshm_index_insert(dshm_env *env, uint64_t h, uint64_t rec) {
+    dshm_header *hd = DSHM_HDR(env);
+    for (;;) {
+        uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
+        uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed);
+        uint64_t b = dshm_bucket_for(env, dir, h, limit);
+        if (!b)
+            return DSHM_CORRUPT;
+        dshm_bucket *bk = page_at(env, b);
+        if (atomic_load_explicit(&bk->bk_count, memory_order_relaxed) >= DSHM_MAX_FILL &&
+            can_split(env, b, h)) {
+            int rc;
+            unsigned ld = atomic_load_explicit(&bk->bk_depth, memory_order_relaxed);
+            if (ld == DSHM_DIR_DEPTH(dir) && (rc = dir_double(env)))
+                return rc;
+            if ((rc = bucket_split(env, b)))
+                return rc;
+            continue;
+        }
+        bucket_begin(bk);
+        DSHM_CRASH_POINT("insert");
+        int rc = chain_put(env, b, h, rec);
+        bucket_end(bk);
+        return rc;
+    }
+}
+
+/* Backward-shift deletion of slot s in page pg (linear probing). */
+static void page_remove(dshm_bucket *pg, unsigned i) {
+    st_rel(&pg->bk_slots[i].sl_rec, 0);
+    unsigned j = i;
+    for (;;) {
+        j = j + 1 == DSHM_SLOTS ? 0 : j + 1;
+        uint64_t r = ld_rel(&pg->bk_slots[j].sl_rec);
+        if (!r || j == i)
+            break;
+        uint64_t h = ld_rel(&pg->bk_slots[j].sl_hash);
+        unsigned home = (unsigned)(h % DSHM_SLOTS);
+        /* Leave j alone if its home lies cyclically in (i, j]. */
+        bool stays = i < j ? (home > i && home <= j) : (home > i || home <= j);
+        if (stays)
+            continue;
+        st_rel(&pg->bk_slots[i].sl_hash, h);
+        st_rel(&pg->bk_slots[i].sl_rec, r);
+        st_rel(&pg->bk_slots[j].sl_rec, 0);
+        i = j;
+    }
+    atomic_store_explicit(&pg->bk_count, atomic_load_explicit(&pg->bk_count, memory_order_relaxed) - 1,
+                          memory_order_relaxed);
+}
+
+int dshm_index_remove(dshm_env *env, const dshm_pos *pos) {
+    dshm_bucket *bk = page_at(env, pos->ps_bucket);
+    dshm_bucket *pg = page_at(env, pos->ps_page);
+    bucket_begin(bk);
+    DSHM_CRASH_POINT("remove");
+    page_remove(pg, pos->ps_slot);
+    if (pos->ps_page != pos->ps_bucket && atomic_load_explicit(&pg->bk_count, memory_order_relaxed) == 0) {
+        /* Unlink an emptied overflow page. */
+        uint64_t prev = pos->ps_bucket;
+        while (ld_rel(&page_at(env, prev)->bk_next) != pos->ps_page)
+            prev = ld_rel(&page_at(env, prev)->bk_next);
+        st_rel(&page_at(env, prev)->bk_next, ld_rel(&pg->bk_next));
+        dshm_page_free(env, pos->ps_page);
+    }
+    bucket_end(bk);
+    return 0;
+}
+
+void dshm_index_replace(dshm_env *env, const dshm_pos *pos, uint64_t rec) {
+    dshm_bucket *bk = page_at(env, pos->ps_bucket);
+    dshm_bucket *pg = page_at(env, pos->ps_page);
+    bucket_begin(bk);
+    atomic_store_explicit(&pg->bk_slots[pos->ps_slot].sl_rec, rec, memory_order_release);
+    bucket_end(bk);
+}
+
+/** Rebuild a bucket chain whose writer died inside its odd window: gather
+ *  every entry, drop duplicates and entries whose records are unreadable,
+ *  and reinsert them with their hashes recomputed. */
+int dshm_index_rebuild_page(dshm_env *env, uint64_t b) {
+    dshm_header *hd = DSHM_HDR(env);
+    uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
+    uint64_t *recs = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    for (uint64_t page = b; page; page = ld_rel(&page_at(env, page)->bk_next)) {
+        if (!page_ok(page, limit)) {
+            rc = DSHM_CORRUPT;
+            goto out;
+        }
+        dshm_bucket *pg = page_at(env, page);
+        for (unsigned s = 0; s < DSHM_SLOTS; s++) {
+            uint64_t r = ld_rel(&pg->bk_slots[s].sl_rec);
+            if (!r || r % DSHM_ALIGN || !dshm_in(r, DSHM_REC_HDR, limit))
+                continue;
+            bool dup = false;
+            for (size_t k = 0; k < n && !dup; k++)   /* a chain is short */
+                dup = recs[k] == r;
+            if (dup)
+                continue;
+            if (n == cap) {
+                cap = cap ? cap * 2 : DSHM_SLOTS;
+                uint64_t *v = realloc(recs, cap * sizeof *v);
+                if (!v) {
+                    rc = ENOMEM;
+                    goto out;
+                }
+                recs = v;
+            }
+            recs[n++] = r;
+        }
+    }
+    /* Clear every page of the chain, keeping the chain itself. */
+    for (uint64_t page = b; page; page = ld_rel(&page_at(env, page)->bk_next)) {
+        dshm_bucket *pg = page_at(env, page);
+        memset(pg->bk_slots, 0, sizeof pg->bk_slots);
+        atomic_store_explicit(&pg->bk_count, 0, memory_order_relaxed);
+    }
+    for (size_t k = 0; k < n && !rc; k++) {
+        dshm_rec *rec = DSHM_AT(env, recs[k]);
+        if (!dshm_in(recs[k], dshm_rec_size(rec->rc_klen, rec->rc_vlen), limit))
+            continue;
+        uint64_t h = dshm_hash(hd->hd_seed, (const char *)rec + DSHM_REC_HDR, rec->rc_klen);
+        rc = chain_put(env, b, h, recs[k]);
+    }
+out:
+    free(recs);
+    return rc;
+}
+
+/** Create the directory (depth 0) and its one bucket, and publish them. */
+int dshm_index_init(dshm_env *env) {
+    dshm_header *hd = DSHM_HDR(env);
+    uint64_t b, d;
+    int rc;
+    if ((rc = dshm_page_alloc(env, DSHM_BK_PRIMARY, &b)))
+        return rc;
+    bucket_end(page_at(env, b));
+    if ((rc = dshm_alloc_aligned(env, dshm_dir_bytes(0), 64, &d)))
+        return rc;
+    st_rel(DSHM_AT(env, d), b);
+    atomic_store_explicit(&hd->hd_dir, d, memory_order_release);
+    return 0;
+}

@@ -1,0 +1,128 @@
+/**
+ * @file dshm_internal.h
+ * @brief Process-private structures and the prototypes shared by the
+ *        csrc/ files: layout (dshm_layout.h), lock (dshm_lock.c),
+ *        space (dshm_space.c), index (dshm_index.c), store (dshm_store.c).
+ */
+#ifndef DSHM_INTERNAL_H
+#define DSHM_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <pthread.h>
+
+#include "dbm_shm.h"
+#include "dshm_layout.h"
+
+/* Internal codes, never returned to callers (LMDB style). */
+#define DSHM_RETRY   (DSHM_LAST_ERRCODE - 10)  /* seqlock moved: read again */
+#define DSHM_MOVED   (DSHM_LAST_ERRCODE - 11)  /* file reorganized: reopen */
+#define DSHM_SPLIT   (DSHM_LAST_ERRCODE - 12)  /* bucket full: split, retry */
+
+/** One mapping of one file. Private to a process. Superseded mappings
+ *  (after a remap for growth or a reopen after reorganize) stay mapped
+ *  until the handle is closed, because other threads may still read them. */
+typedef struct dshm_env {
+    int      ev_fd;         /**< the file, O_RDWR or O_RDONLY */
+    int      ev_writable;   /**< fd and mapping allow writes */
+    char    *ev_base;       /**< start of the reserved range; file mapped at it */
+    uint64_t ev_resv;       /**< bytes reserved (>= file size when mapped) */
+    struct dshm_env *ev_older; /**< superseded mappings, freed at close */
+} dshm_env;
+
+/** An open handle. Shared by the threads of one process. */
+struct dshm_db {
+    _Atomic(dshm_env *) db_env;  /**< current mapping; swapped under db_lock */
+    pthread_mutex_t db_lock;     /**< guards remap/reopen (rare paths only) */
+    char    *db_path;            /**< for reopen after reorganize */
+    int      db_flags;           /**< DSHM_RDONLY, DSHM_SYNC */
+    _Atomic int db_inflight;     /**< calls running; close waits for 0 */
+    _Atomic int db_closed;       /**< set by dshm_close */
+    _Atomic uint64_t db_retries;   /**< statistics, relaxed */
+    _Atomic uint64_t db_fallbacks;
+    _Atomic uint64_t db_reopens;
+};
+
+#define DSHM_HDR(env)      ((dshm_header *)(void *)(env)->ev_base)
+#define DSHM_AT(env, off)  ((void *)((env)->ev_base + (off)))
+
+/** True if [off, off+len) lies inside [DSHM_HEADER_SIZE, limit). */
+static inline bool dshm_in(uint64_t off, uint64_t len, uint64_t limit) {
+    return off >= DSHM_HEADER_SIZE && off <= limit && len <= limit - off;
+}
+
+/** Bytes the directory of this depth occupies. */
+static inline uint64_t dshm_dir_bytes(unsigned depth) {
+    return depth ? (uint64_t)8 << depth : DSHM_ALIGN;
+}
+
+/** Bytes a record of these lengths occupies. */
+static inline uint64_t dshm_rec_size(uint64_t klen, uint64_t vlen) {
+    return (DSHM_REC_HDR + klen + vlen + (DSHM_ALIGN - 1)) & ~(uint64_t)(DSHM_ALIGN - 1);
+}
+
+/** CPU hint inside spin loops. */
+static inline void dshm_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/** Test hook: DSHM_CRASH_AT="point:n" kills the process with SIGKILL the
+ *  n-th time the writer passes the named point (tests/crash). Costs one
+ *  predictable branch when unset. */
+extern int dshm_crash_armed;
+void dshm_crash_point0(const char *point);
+#define DSHM_CRASH_POINT(p) do { if (dshm_crash_armed) dshm_crash_point0(p); } while (0)
+
+/* ---- index (dshm_index.c) ---- */
+uint64_t dshm_hash(const uint64_t seed[2], const void *data, size_t len);
+uint64_t dshm_header_checksum(const dshm_header *hd);
+/** Reader lookup in the current directory, no lock. Returns the value
+ *  length, DSHM_NOTFOUND, DSHM_RETRY (seqlock moved) or DSHM_CORRUPT. */
+int64_t dshm_index_read(dshm_env *env, uint64_t h, const char *key, size_t klen,
+                        char *buf, size_t cap, bool locked);
+/** Writer lookup: finds the slot of key, or not. */
+typedef struct dshm_pos {
+    uint64_t ps_bucket;   /**< primary bucket */
+    uint64_t ps_page;     /**< page holding the slot (primary or overflow) */
+    uint32_t ps_slot;     /**< slot index, valid if found */
+    uint32_t ps_dir_idx;  /**< directory index used */
+} dshm_pos;
+int dshm_index_find(dshm_env *env, uint64_t h, const char *key, size_t klen,
+                    dshm_pos *pos);
+int dshm_index_insert(dshm_env *env, uint64_t h, uint64_t rec);
+int dshm_index_remove(dshm_env *env, const dshm_pos *pos);
+/** Switch the slot at pos to record rec (an overwrite): one atomic store
+ *  inside the bucket's odd window. */
+void dshm_index_replace(dshm_env *env, const dshm_pos *pos, uint64_t rec);
+int dshm_index_init(dshm_env *env);
+uint64_t dshm_bucket_for(dshm_env *env, uint64_t dir, uint64_t h, uint64_t limit);
+int dshm_index_finish_split(dshm_env *env);
+int dshm_index_rebuild_page(dshm_env *env, uint64_t bucket);
+
+/* ---- space (dshm_space.c) ---- */
+int dshm_alloc(dshm_env *env, uint64_t size, uint64_t *off);
+/** A block of size bytes aligned to align (a power of two >= 16). */
+int dshm_alloc_aligned(dshm_env *env, uint64_t size, uint64_t align, uint64_t *off);
+void dshm_free_block(dshm_env *env, uint64_t off, uint64_t size);
+int dshm_page_alloc(dshm_env *env, uint32_t kind, uint64_t *off);
+void dshm_page_free(dshm_env *env, uint64_t off);
+int dshm_grow(dshm_env *env, uint64_t need);
+void dshm_space_reset(dshm_env *env, uint64_t top);
+int dshm_space_rebuild(dshm_env *env);
+
+/* ---- lock (dshm_lock.c) ---- */
+int dshm_mutex_init(dshm_header *hd);
+int dshm_lock0(dshm_env *env, bool *recovered);
+void dshm_unlock0(dshm_env *env);
+int dshm_mutex_probe(dshm_header *hd, bool *stale);
+
+/* ---- store (dshm_store.c) ---- */
+int dshm_recover(dshm_env *env);
+
+#endif /* DSHM_INTERNAL_H */

@@ -1,0 +1,191 @@
+/**
+ * @file dshm_layout.h
+ * @brief The file format: every structure that lives in the shared mapping.
+ *
+ * One file, mapped MAP_SHARED by every process that opens it:
+ *
+ *   [0, 4096)        header page (struct dshm_header)
+ *   [4096, top)      allocated space: the directory, bucket pages, records,
+ *                    and free blocks on the free lists
+ *   [top, file_size) not yet allocated (already reserved with fallocate)
+ *
+ * All offsets are from the start of the file. Offset 0 means "none" (the
+ * header page is never pointed to). Every offset read from the file is
+ * bounds-checked against the size the reader may touch before it is used.
+ *
+ * Protocol in one paragraph (docs/design.md has the long version):
+ * one writer at a time holds hd_mutex. Readers take no lock. The writer
+ * publishes last: a new record is written into free space, then one slot's
+ * sl_rec is switched to it with one atomic store inside the bucket's
+ * seqlock window (bk_seq odd while the bucket changes); the old record is
+ * freed only after. A reader samples hd_struct_seq and bk_seq, reads,
+ * then checks both again and retries if either moved.
+ */
+#ifndef DSHM_LAYOUT_H
+#define DSHM_LAYOUT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#if !defined(__STDC_VERSION__) || __STDC_VERSION__ < 201112L
+# error "dbm_shm needs a C11 compiler"
+#endif
+#if ATOMIC_LLONG_LOCK_FREE != 2
+# error "dbm_shm needs lock-free 64-bit atomics"
+#endif
+
+/** File magic: the first 8 bytes. Binary first byte and CR/LF catch
+ *  text-mode mangling, like PNG's. dbm_shm.whichdb() checks these. */
+#define DSHM_MAGIC        "\x93" "DSHM\r\n\x1a"
+#define DSHM_MAGIC_LEN    8
+/** File format version; bump on any incompatible layout change. */
+#define DSHM_FORMAT       1u
+#define DSHM_HEADER_SIZE  4096u
+/** Bytes per bucket page (primary or overflow). */
+#define DSHM_BUCKET_SIZE  4096u
+/** Header of a bucket page, then the slots. */
+#define DSHM_BUCKET_HDR   64u
+#define DSHM_SLOTS        ((DSHM_BUCKET_SIZE - DSHM_BUCKET_HDR) / 16u)   /* 252 */
+/** A bucket splits (or overflows) when an insert would pass this count. */
+#define DSHM_MAX_FILL     ((DSHM_SLOTS * 7u) / 8u)                      /* 220 */
+/** Hard cap on the global depth: the directory never exceeds 2^28 entries. */
+#define DSHM_MAX_DEPTH    28u
+/** The directory may only double while 2^depth <= this factor * buckets:
+ *  keys crafted to collide make overflow pages, not a huge directory. */
+#define DSHM_DIR_SLACK    16u
+/** Allocation granule for records and free blocks. */
+#define DSHM_ALIGN        16u
+/** Small size classes: exact multiples of 16 up to 2048 bytes. */
+#define DSHM_NSMALL       128u
+#define DSHM_SMALL_MAX    (DSHM_NSMALL * DSHM_ALIGN)
+/** Large size classes: power-of-two bins above 2048 bytes, up to 2^62. */
+#define DSHM_NLARGE       52u
+
+/** Bucket page kinds (bk_kind). */
+#define DSHM_BK_PRIMARY   0x504bu   /* "KP" */
+#define DSHM_BK_OVERFLOW  0x4f4bu   /* "KO" */
+#define DSHM_BK_FREE      0x464bu   /* "KF" */
+
+/** Intent record operations (hd_intent_op). */
+#define DSHM_INTENT_NONE  0u
+#define DSHM_INTENT_SPLIT 1u
+
+/** A record: the unit of allocation for one key and its value.
+ *  Written once by the writer before it is published; never changed after
+ *  (an overwrite writes a new record). Readers copy from it under a bucket
+ *  seqlock, so a record freed and reused under them is caught. */
+typedef struct dshm_rec {
+    uint32_t rc_klen;      /**< key length (<= DSHM_MAX_KEY) */
+    uint32_t rc_check;     /**< low 32 bits of the key's hash: a cheap sanity tag */
+    uint64_t rc_vlen;      /**< value length */
+    /* key bytes, then value bytes, then padding to DSHM_ALIGN */
+} dshm_rec;
+#define DSHM_REC_HDR  ((uint64_t)sizeof(dshm_rec))
+
+/** A free block on a free list. Written and read only by the lock holder. */
+typedef struct dshm_freeblk {
+    uint64_t fr_size;      /**< bytes in this block, a multiple of DSHM_ALIGN */
+    uint64_t fr_next;      /**< next block in the same class, 0 = end */
+} dshm_freeblk;
+
+/** One slot of a bucket's open-addressing table (linear probing from
+ *  sl_hash % DSHM_SLOTS, backward-shift deletion).
+ *  Written by the writer inside the bucket's odd seqlock window; read by
+ *  readers with relaxed atomic loads and validated by bk_seq.
+ *  sl_rec == 0 means empty. */
+typedef struct dshm_slot {
+    _Atomic uint64_t sl_hash;  /**< full 64-bit keyed hash of the key */
+    _Atomic uint64_t sl_rec;   /**< offset of the record, 0 = empty */
+} dshm_slot;
+
+/** A bucket page: one node of the extendible hash.
+ *  A primary bucket covers the hash prefix bk_prefix of bk_depth bits
+ *  (the top bits of the hash); the directory entries for that prefix all
+ *  point to it. Overflow pages hang off a primary (bk_next) when keys
+ *  cannot be split apart; they are covered by the primary's bk_seq.
+ *  Written only by the lock holder. Readers read bk_seq with acquire
+ *  loads and everything else relaxed, then re-check bk_seq. */
+typedef struct dshm_bucket {
+    _Atomic uint64_t bk_seq;    /**< seqlock: odd while the writer changes this
+                                     bucket or its overflow chain. Only ever
+                                     grows, also across free and reuse */
+    _Atomic uint64_t bk_next;   /**< next overflow page, 0 = none (a free page:
+                                     next page on the bucket free list) */
+    _Atomic uint64_t bk_prefix; /**< hash prefix covered, left-aligned */
+    _Atomic uint32_t bk_depth;  /**< local depth: bits of bk_prefix that count */
+    _Atomic uint32_t bk_count;  /**< occupied slots in this page */
+    _Atomic uint32_t bk_kind;   /**< DSHM_BK_PRIMARY / _OVERFLOW / _FREE */
+    uint32_t bk_pad0;
+    uint64_t bk_pad[3];
+    dshm_slot bk_slots[DSHM_SLOTS];
+} dshm_bucket;
+_Static_assert(sizeof(dshm_bucket) == DSHM_BUCKET_SIZE, "bucket page size");
+_Static_assert(DSHM_BUCKET_HDR == 64, "bucket header size");
+
+/** The header page, at offset 0.
+ *  Fields before hd_checksum are written once at creation and never again
+ *  (covered by hd_checksum, validated on every open). The rest is written
+ *  only by the holder of hd_mutex; fields readers use are atomics, read
+ *  with acquire loads and written with release stores. */
+typedef struct dshm_header {
+    /* ---- immutable, checksummed ---- */
+    char     hd_magic[DSHM_MAGIC_LEN]; /**< DSHM_MAGIC */
+    uint32_t hd_format;        /**< DSHM_FORMAT */
+    uint32_t hd_header_size;   /**< DSHM_HEADER_SIZE */
+    uint32_t hd_bucket_size;   /**< DSHM_BUCKET_SIZE */
+    uint32_t hd_abi;           /**< DSHM_ABI: sizes of the lock types, so a
+                                    build with another pthread ABI refuses the file */
+    uint64_t hd_seed[2];       /**< SipHash key, random per file */
+    uint64_t hd_created;       /**< creation time, ns since the epoch */
+    uint64_t hd_checksum;      /**< SipHash (fixed key) of the fields above */
+    uint64_t hd_pad0[2];
+
+    /* ---- writer lock: its own cache line ---- */
+    union {
+        pthread_mutex_t m;     /**< robust, process-shared; held by the writer */
+        char pad[64];
+    } hd_mutex;
+    _Atomic uint64_t hd_lock_pid;   /**< pid of the holder (0 = none); informative */
+
+    /* ---- published state: written by the writer, read by readers ---- */
+    _Atomic uint64_t hd_file_size;  /**< file length; grows only, after fallocate.
+                                         Readers never touch bytes past it */
+    _Atomic uint64_t hd_dir;        /**< directory offset | global depth (low 6 bits) */
+    _Atomic uint64_t hd_struct_seq; /**< seqlock over the directory as a whole:
+                                         odd during doubling, clear and recovery */
+    _Atomic uint64_t hd_commit;     /**< bumped once per committed write */
+    _Atomic uint64_t hd_count;      /**< number of keys */
+    _Atomic uint32_t hd_moved;      /**< 1: reorganized; reopen the path */
+    _Atomic uint32_t hd_waiters;    /**< reserved for wait() (futex on hd_commit) */
+
+    /* ---- allocator state: read and written only by the lock holder ---- */
+    uint64_t hd_top;                /**< end of allocated space */
+    uint64_t hd_live_bytes;         /**< bytes in live records */
+    uint64_t hd_free_bytes;         /**< bytes on the free lists */
+    uint64_t hd_buckets;            /**< primary bucket pages in use */
+    uint64_t hd_overflow;           /**< overflow pages in use */
+    uint64_t hd_bucket_free;        /**< free bucket pages (linked by bk_next) */
+    uint64_t hd_recoveries;         /**< recoveries run on this file */
+    uint64_t hd_small_map[2];       /**< bit c set: hd_small[c] non-empty */
+    uint64_t hd_small[DSHM_NSMALL]; /**< free lists, class c holds (c+1)*16 bytes */
+    uint64_t hd_large[DSHM_NLARGE]; /**< free lists, bin b holds [2^(b+11), 2^(b+12)) */
+
+    /* ---- intent record for multi-step changes (split) ---- */
+    uint64_t hd_intent_op;          /**< DSHM_INTENT_*; non-zero while in progress */
+    uint64_t hd_intent_old;         /**< bucket being split */
+    uint64_t hd_intent_lo;          /**< new bucket for the lower half */
+    uint64_t hd_intent_hi;          /**< new bucket for the upper half */
+    uint64_t hd_intent_first;       /**< first directory index of the old bucket */
+    uint64_t hd_intent_n;           /**< number of directory entries it had */
+} dshm_header;
+_Static_assert(sizeof(dshm_header) <= DSHM_HEADER_SIZE, "header fits its page");
+
+#define DSHM_ABI ((uint32_t)((sizeof(pthread_mutex_t) << 8) | sizeof(long)))
+
+/** hd_dir packing: the directory is 64-byte aligned, so the low 6 bits
+ *  carry the global depth and one atomic store publishes both. */
+#define DSHM_DIR_OFF(d)    ((d) & ~(uint64_t)63)
+#define DSHM_DIR_DEPTH(d)  ((unsigned)((d) & 63))
+
+#endif /* DSHM_LAYOUT_H */

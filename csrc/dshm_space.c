@@ -1,0 +1,400 @@
+/**
+ * @file dshm_space.c
+ * @brief Space management: growth of the file, size-class free lists,
+ *        the bucket-page pool, and the rebuild of all of it by scanning.
+ *
+ * Everything here runs under the writer lock: only the lock holder reads
+ * or writes the allocator fields of the header and the free blocks.
+ *
+ * - Records and the directory come from the general space: 128 exact
+ *   small classes (16..2048 bytes, a bitmap of the non-empty ones) and 52
+ *   power-of-two bins above that. A request takes the smallest block that
+ *   fits and gives the remainder back; failing that it is cut from the
+ *   top, growing the file when needed. A block freed at the top lowers it.
+ * - Bucket pages have a pool of their own, so a page that was a bucket is
+ *   only ever reused as a bucket and its seqlock counter only grows: a
+ *   reader holding a stale page pointer always sees the counter move.
+ *   (Pages leave the pool only in clear and recovery, which bump
+ *   hd_struct_seq, failing every read in flight.)
+ * - A writer that dies may leave the lists half-updated; the next holder
+ *   calls dshm_space_rebuild(), which recomputes them from the live
+ *   structures (every gap between live extents is free).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dshm_internal.h"
+
+#define GROW_STEP_MIN  ((uint64_t)1 << 20)   /* grow by at least 1 MiB */
+#define GROW_STEP_MAX  ((uint64_t)1 << 30)   /* and at most 1 GiB beyond need */
+#define LARGE_SCAN     32                    /* entries scanned per bin, best fit */
+
+static unsigned small_class(uint64_t size) { return (unsigned)(size / DSHM_ALIGN) - 1u; }
+
+static unsigned large_bin(uint64_t size) {
+    unsigned b = 63u - (unsigned)__builtin_clzll(size) - 11u;
+    return b < DSHM_NLARGE ? b : DSHM_NLARGE - 1;
+}
+
+static dshm_freeblk *blk(dshm_env *env, uint64_t off) { return (dshm_freeblk *)DSHM_AT(env, off); }
+
+/** A free-list entry is trusted only if it lies inside allocated space and
+ *  is well formed; otherwise the lists are rebuilt from the structures. */
+static bool free_ok(dshm_env *env, uint64_t off) {
+    dshm_header *hd = DSHM_HDR(env);
+    if (off % DSHM_ALIGN || !dshm_in(off, sizeof(dshm_freeblk), hd->hd_top))
+        return false;
+    uint64_t sz = blk(env, off)->fr_size;
+    return sz >= DSHM_ALIGN && sz % DSHM_ALIGN == 0 && dshm_in(off, sz, hd->hd_top);
+}
+
+static void push_free(dshm_env *env, uint64_t off, uint64_t size) {
+    dshm_header *hd = DSHM_HDR(env);
+    dshm_freeblk *f = blk(env, off);
+    f->fr_size = size;
+    if (size <= DSHM_SMALL_MAX) {
+        unsigned c = small_class(size);
+        f->fr_next = hd->hd_small[c];
+        hd->hd_small[c] = off;
+        hd->hd_small_map[c / 64] |= (uint64_t)1 << (c % 64);
+    } else {
+        unsigned b = large_bin(size);
+        f->fr_next = hd->hd_large[b];
+        hd->hd_large[b] = off;
+    }
+    hd->hd_free_bytes += size;
+}
+
+void dshm_free_block(dshm_env *env, uint64_t off, uint64_t size) {
+    dshm_header *hd = DSHM_HDR(env);
+    if (size == 0)
+        return;
+    if (off + size == hd->hd_top) {
+        hd->hd_top = off;           /* give the tail back to the top */
+        return;
+    }
+    push_free(env, off, size);
+}
+
+/* Give back the unused tail of a block taken from a list. */
+static void take_remainder(dshm_env *env, uint64_t off, uint64_t have, uint64_t want) {
+    if (have > want)
+        push_free(env, off + want, have - want);
+}
+
+/* Pop the first block of small class c. 0 if empty, 1 if corrupt. */
+static uint64_t pop_small(dshm_env *env, unsigned c, bool *bad) {
+    dshm_header *hd = DSHM_HDR(env);
+    uint64_t off = hd->hd_small[c];
+    if (!free_ok(env, off) || blk(env, off)->fr_size != (uint64_t)(c + 1) * DSHM_ALIGN) {
+        *bad = true;
+        return 0;
+    }
+    hd->hd_small[c] = blk(env, off)->fr_next;
+    if (!hd->hd_small[c])
+        hd->hd_small_map[c / 64] &= ~((uint64_t)1 << (c % 64));
+    hd->hd_free_bytes -= (uint64_t)(c + 1) * DSHM_ALIGN;
+    return off;
+}
+
+/* Best fit among the first LARGE_SCAN entries of bin b. */
+static uint64_t take_large(dshm_env *env, unsigned b, uint64_t size, uint64_t *have, bool *bad) {
+    dshm_header *hd = DSHM_HDR(env);
+    uint64_t *link = &hd->hd_large[b], *best_link = NULL;
+    uint64_t best = 0, best_size = UINT64_MAX;
+    for (int n = 0; *link && n < LARGE_SCAN; n++) {
+        uint64_t off = *link;
+        if (!free_ok(env, off)) {
+            *bad = true;
+            return 0;
+        }
+        uint64_t sz = blk(env, off)->fr_size;
+        if (sz >= size && sz < best_size) {
+            best = off; best_size = sz; best_link = link;
+            if (sz == size)
+                break;
+        }
+        link = &blk(env, off)->fr_next;
+    }
+    if (!best)
+        return 0;
+    *best_link = blk(env, best)->fr_next;
+    hd->hd_free_bytes -= best_size;
+    *have = best_size;
+    return best;
+}
+
+int dshm_grow(dshm_env *env, uint64_t need) {
+    dshm_header *hd = DSHM_HDR(env);
+    uint64_t size = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
+    if (need <= size)
+        return 0;
+    if (need > env->ev_resv)
+        return DSHM_FULL;
+    uint64_t step = size < GROW_STEP_MIN ? GROW_STEP_MIN : size > GROW_STEP_MAX ? GROW_STEP_MAX : size;
+    uint64_t target = need + step / 2;
+    target = (target + GROW_STEP_MIN - 1) & ~(GROW_STEP_MIN - 1);
+    if (target > env->ev_resv)
+        target = need;
+    /* Reserve the blocks first: a full disk or a size limit is an error
+     * here, never a SIGBUS later when a page is first touched. */
+    int rc = posix_fallocate(env->ev_fd, (off_t)size, (off_t)(target - size));
+    if (rc != 0 && target > need) {
+        target = need;
+        rc = posix_fallocate(env->ev_fd, (off_t)size, (off_t)(target - size));
+    }
+    if (rc == EOPNOTSUPP || rc == ENOSYS)
+        rc = ftruncate(env->ev_fd, (off_t)target) ? errno : 0;
+    if (rc != 0) {
+        /* Leave the file as it was: a partial fallocate may have grown it. */
+        if (ftruncate(env->ev_fd, (off_t)size) != 0) { /* best effort */ }
+        return rc;
+    }
+    atomic_store_explicit(&hd->hd_file_size, target, memory_order_release);
+    return 0;
+}
+
+int dshm_alloc(dshm_env *env, uint64_t size, uint64_t *out) {
+    dshm_header *hd = DSHM_HDR(env);
+    bool bad = false;
+    size = (size + DSHM_ALIGN - 1) & ~(uint64_t)(DSHM_ALIGN - 1);
+    if (size < DSHM_ALIGN)
+        size = DSHM_ALIGN;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        uint64_t off = 0, have = 0;
+        if (size <= DSHM_SMALL_MAX) {
+            unsigned c = small_class(size);
+            for (unsigned w = c / 64; w < 2 && !off && !bad; w++) {
+                uint64_t bits = hd->hd_small_map[w];
+                if (w == c / 64)
+                    bits &= ~(uint64_t)0 << (c % 64);
+                if (bits) {
+                    unsigned cc = w * 64 + (unsigned)__builtin_ctzll(bits);
+                    off = pop_small(env, cc, &bad);
+                    have = (uint64_t)(cc + 1) * DSHM_ALIGN;
+                }
+            }
+        }
+        for (unsigned b = size <= DSHM_SMALL_MAX ? 0 : large_bin(size); b < DSHM_NLARGE && !off && !bad; b++)
+            off = take_large(env, b, size, &have, &bad);
+        if (bad) {
+            /* A list is damaged (a writer died mid-update, or the file was
+             * hurt): recompute every list from the live structures. */
+            int rc = dshm_space_rebuild(env);
+            if (rc)
+                return rc;
+            bad = false;
+            continue;
+        }
+        if (off) {
+            take_remainder(env, off, have, size);
+            *out = off;
+            return 0;
+        }
+        uint64_t top = hd->hd_top;
+        if (size > UINT64_MAX - top)
+            return DSHM_FULL;
+        int rc = dshm_grow(env, top + size);
+        if (rc)
+            return rc;
+        hd->hd_top = top + size;
+        *out = top;
+        return 0;
+    }
+    return DSHM_CORRUPT;
+}
+
+int dshm_alloc_aligned(dshm_env *env, uint64_t size, uint64_t align, uint64_t *out) {
+    uint64_t off, total = size + align - DSHM_ALIGN;
+    int rc = dshm_alloc(env, total, &off);
+    if (rc)
+        return rc;
+    uint64_t start = (off + align - 1) & ~(align - 1);
+    if (start > off)
+        push_free(env, off, start - off);
+    if (off + total > start + size)
+        dshm_free_block(env, start + size, off + total - start - size);
+    *out = start;
+    return 0;
+}
+
+int dshm_page_alloc(dshm_env *env, uint32_t kind, uint64_t *out) {
+    dshm_header *hd = DSHM_HDR(env);
+    uint64_t off = hd->hd_bucket_free;
+    dshm_bucket *bk;
+    uint64_t seq;
+    if (off && off % 64 == 0 && dshm_in(off, DSHM_BUCKET_SIZE, hd->hd_top) &&
+        atomic_load_explicit(&((dshm_bucket *)DSHM_AT(env, off))->bk_kind, memory_order_relaxed) == DSHM_BK_FREE) {
+        bk = DSHM_AT(env, off);
+        hd->hd_bucket_free = atomic_load_explicit(&bk->bk_next, memory_order_relaxed);
+        seq = atomic_load_explicit(&bk->bk_seq, memory_order_relaxed) | 1u;   /* stays odd */
+    } else {
+        hd->hd_bucket_free = 0;   /* empty, or damaged: drop the pool */
+        int rc = dshm_alloc_aligned(env, DSHM_BUCKET_SIZE, 64, &off);
+        if (rc)
+            return rc;
+        bk = DSHM_AT(env, off);
+        seq = 1;
+    }
+    /* The page is unreachable until published; it keeps an odd counter
+     * while it is filled, and the caller makes it even when done. */
+    atomic_store_explicit(&bk->bk_seq, seq, memory_order_relaxed);
+    atomic_store_explicit(&bk->bk_next, 0, memory_order_relaxed);
+    atomic_store_explicit(&bk->bk_prefix, 0, memory_order_relaxed);
+    atomic_store_explicit(&bk->bk_depth, 0, memory_order_relaxed);
+    atomic_store_explicit(&bk->bk_count, 0, memory_order_relaxed);
+    atomic_store_explicit(&bk->bk_kind, kind, memory_order_relaxed);
+    memset((char *)bk + 40, 0, DSHM_BUCKET_SIZE - 40);
+    if (kind == DSHM_BK_PRIMARY)
+        hd->hd_buckets++;
+    else
+        hd->hd_overflow++;
+    *out = off;
+    return 0;
+}
+
+/** Put a page on the bucket pool. Its counter is left odd (so a reader
+ *  that still holds it retries) and grows again when it is reused. */
+void dshm_page_free(dshm_env *env, uint64_t off) {
+    dshm_header *hd = DSHM_HDR(env);
+    dshm_bucket *bk = DSHM_AT(env, off);
+    uint64_t seq = atomic_load_explicit(&bk->bk_seq, memory_order_relaxed);
+    if (atomic_load_explicit(&bk->bk_kind, memory_order_relaxed) == DSHM_BK_PRIMARY)
+        hd->hd_buckets--;
+    else
+        hd->hd_overflow--;
+    atomic_store_explicit(&bk->bk_seq, (seq + 1) | 1u, memory_order_release);
+    atomic_store_explicit(&bk->bk_kind, DSHM_BK_FREE, memory_order_relaxed);
+    atomic_store_explicit(&bk->bk_next, hd->hd_bucket_free, memory_order_relaxed);
+    hd->hd_bucket_free = off;
+}
+
+void dshm_space_reset(dshm_env *env, uint64_t top) {
+    dshm_header *hd = DSHM_HDR(env);
+    memset(hd->hd_small, 0, sizeof hd->hd_small);
+    memset(hd->hd_large, 0, sizeof hd->hd_large);
+    memset(hd->hd_small_map, 0, sizeof hd->hd_small_map);
+    hd->hd_free_bytes = 0;
+    hd->hd_bucket_free = 0;
+    hd->hd_top = top;
+}
+
+typedef struct extent { uint64_t off, size; } extent;
+
+static int cmp_extent(const void *a, const void *b) {
+    const extent *x = a, *y = b;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+typedef struct extents { extent *v; size_t n, cap; } extents;
+
+static int ext_add(extents *e, uint64_t off, uint64_t size) {
+    if (e->n == e->cap) {
+        size_t cap = e->cap ? e->cap * 2 : 4096;
+        extent *v = realloc(e->v, cap * sizeof *v);
+        if (!v)
+            return ENOMEM;
+        e->v = v;
+        e->cap = cap;
+    }
+    e->v[e->n].off = off;
+    e->v[e->n].size = size;
+    e->n++;
+    return 0;
+}
+
+/** Recompute the free lists, the counters and the top from the live
+ *  structures: the directory, every bucket page and every record they
+ *  reference. Slots whose records are out of bounds are dropped (they can
+ *  only come from damage). The caller holds the lock and has made
+ *  hd_struct_seq odd. */
+int dshm_space_rebuild(dshm_env *env) {
+    dshm_header *hd = DSHM_HDR(env);
+    uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
+    uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed);
+    uint64_t doff = DSHM_DIR_OFF(dir), n = (uint64_t)1 << DSHM_DIR_DEPTH(dir);
+    uint64_t dsize = dshm_dir_bytes(DSHM_DIR_DEPTH(dir));
+    uint64_t count = 0, live = 0, buckets = 0, overflow = 0;
+    extents e = {0};
+    int rc = 0;
+
+    if (DSHM_DIR_DEPTH(dir) > DSHM_MAX_DEPTH || !dshm_in(doff, dsize, limit))
+        return DSHM_CORRUPT;
+    /* Pages leave the bucket pool here: fail every read in flight. */
+    uint64_t ss = atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed);
+    bool own_seq = !(ss & 1);
+    if (own_seq) {
+        atomic_store_explicit(&hd->hd_struct_seq, ss + 1, memory_order_relaxed);
+        atomic_thread_fence(memory_order_release);
+    }
+    if ((rc = ext_add(&e, doff, dsize)))
+        goto out;
+    const _Atomic uint64_t *d = DSHM_AT(env, doff);
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t b = atomic_load_explicit(&d[i], memory_order_relaxed);
+        if (b % 64 || !dshm_in(b, DSHM_BUCKET_SIZE, limit)) { rc = DSHM_CORRUPT; goto out; }
+        dshm_bucket *bk = DSHM_AT(env, b);
+        unsigned ld = atomic_load_explicit(&bk->bk_depth, memory_order_relaxed);
+        if (ld > DSHM_DIR_DEPTH(dir)) { rc = DSHM_CORRUPT; goto out; }
+        /* Visit each bucket once: at the first directory index that maps to it. */
+        uint64_t span = (uint64_t)1 << (DSHM_DIR_DEPTH(dir) - ld);
+        if (i % span)
+            continue;
+        buckets++;
+        uint64_t page = b;
+        for (unsigned hops = 0; page; hops++) {
+            if (page % 64 || !dshm_in(page, DSHM_BUCKET_SIZE, limit) || hops > (1u << 20)) {
+                rc = DSHM_CORRUPT; goto out;
+            }
+            dshm_bucket *pg = DSHM_AT(env, page);
+            if (page != b)
+                overflow++;
+            if ((rc = ext_add(&e, page, DSHM_BUCKET_SIZE)))
+                goto out;
+            uint32_t used = 0;
+            for (unsigned s = 0; s < DSHM_SLOTS; s++) {
+                uint64_t r = atomic_load_explicit(&pg->bk_slots[s].sl_rec, memory_order_relaxed);
+                if (!r)
+                    continue;
+                dshm_rec *rec = DSHM_AT(env, r);
+                if (r % DSHM_ALIGN || !dshm_in(r, DSHM_REC_HDR, limit) ||
+                    !dshm_in(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), limit)) {
+                    atomic_store_explicit(&pg->bk_slots[s].sl_rec, 0, memory_order_relaxed);
+                    continue;
+                }
+                uint64_t rs = dshm_rec_size(rec->rc_klen, rec->rc_vlen);
+                if ((rc = ext_add(&e, r, rs)))
+                    goto out;
+                used++;
+                live += rs;
+            }
+            atomic_store_explicit(&pg->bk_count, used, memory_order_relaxed);
+            count += used;
+            page = atomic_load_explicit(&pg->bk_next, memory_order_relaxed);
+        }
+    }
+    qsort(e.v, e.n, sizeof *e.v, cmp_extent);
+    for (size_t i = 1; i < e.n; i++)
+        if (e.v[i - 1].off + e.v[i - 1].size > e.v[i].off) { rc = DSHM_CORRUPT; goto out; }
+    uint64_t top = e.n ? e.v[e.n - 1].off + e.v[e.n - 1].size : DSHM_HEADER_SIZE;
+    dshm_space_reset(env, top);
+    uint64_t prev = DSHM_HEADER_SIZE;
+    for (size_t i = 0; i < e.n; i++) {
+        if (e.v[i].off > prev)
+            push_free(env, prev, e.v[i].off - prev);
+        prev = e.v[i].off + e.v[i].size;
+    }
+    hd->hd_live_bytes = live;
+    hd->hd_buckets = buckets;
+    hd->hd_overflow = overflow;
+    atomic_store_explicit(&hd->hd_count, count, memory_order_relaxed);
+out:
+    free(e.v);
+    if (own_seq)
+        atomic_store_explicit(&hd->hd_struct_seq, ss + 2, memory_order_release);
+    return rc;
+}

@@ -1,0 +1,1409 @@
+/**
+ * @file dshm_store.c
+ * @brief The public API: open/close, get/put/delete, iteration, sync,
+ *        clear, reorganize, statistics, check and recovery.
+ *
+ * Every entry point is thread-safe. Readers (get, firstkey, nextkey, scan,
+ * count) take no lock: they retry while a bucket's seqlock moves, and after
+ * DSHM_READ_TRIES tries fall back to reading under the writer lock, so
+ * they always finish. Writers take the robust writer lock (dshm_lock.c).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dshm_internal.h"
+
+#define DSHM_READ_TRIES   64                    /* lock-free tries before the fallback */
+#define DSHM_INITIAL_SIZE ((uint64_t)64 << 10)  /* a new file */
+#define DSHM_RESV_MIN     ((uint64_t)1 << 34)   /* 16 GiB of address space per mapping */
+#define DSHM_RESV_FLOOR   ((uint64_t)1 << 26)   /* least slack tried under a tight ulimit -v */
+#define DSHM_OPEN_WAIT_NS ((uint64_t)5000000000) /* wait for a creator this long */
+
+/* ---------------------------------------------------------------------- */
+/* Test hook: DSHM_CRASH_AT="point:n"                                      */
+
+int dshm_crash_armed;
+static char crash_point[64];
+static long crash_count;
+static pthread_once_t crash_once = PTHREAD_ONCE_INIT;
+
+static void crash_init(void) {
+    const char *s = getenv("DSHM_CRASH_AT");
+    const char *colon = s ? strrchr(s, ':') : NULL;
+    if (!colon || (size_t)(colon - s) >= sizeof crash_point)
+        return;
+    memcpy(crash_point, s, (size_t)(colon - s));
+    crash_point[colon - s] = 0;
+    crash_count = strtol(colon + 1, NULL, 10);
+    dshm_crash_armed = crash_count > 0;
+}
+
+void dshm_crash_point0(const char *point) {
+    if (strcmp(point, crash_point) == 0 && --crash_count == 0)
+        kill(getpid(), SIGKILL);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Mappings                                                                */
+
+static void env_free(dshm_env *env) {
+    while (env) {
+        dshm_env *older = env->ev_older;
+        if (env->ev_base)
+            munmap(env->ev_base, env->ev_resv);
+        if (env->ev_fd >= 0)
+            close(env->ev_fd);
+        free(env);
+        env = older;
+    }
+}
+
+static uint64_t pow2_at_least(uint64_t x) {
+    uint64_t p = 1;
+    while (p < x && p < ((uint64_t)1 << 62))
+        p <<= 1;
+    return p;
+}
+
+/* Map fd (of `size` bytes) into a reservation of at least `want` bytes.
+ * The whole reservation maps the file: bytes past the end of the file are
+ * never touched (readers bound every access by hd_file_size), and growth
+ * is fallocate with no remap. Under a tight address-space limit the
+ * reservation shrinks, down to the file size plus a little. */
+static int env_map(dshm_env *env, uint64_t size, uint64_t want) {
+    long pg = sysconf(_SC_PAGESIZE);
+    uint64_t floor = size + DSHM_RESV_FLOOR;
+    uint64_t resv = pow2_at_least(want > DSHM_RESV_MIN ? want : DSHM_RESV_MIN);
+    int prot = PROT_READ | (env->ev_writable ? PROT_WRITE : 0);
+    for (;;) {
+        resv = (resv + (uint64_t)pg - 1) & ~((uint64_t)pg - 1);
+        void *p = mmap(NULL, resv, prot, MAP_SHARED | MAP_NORESERVE, env->ev_fd, 0);
+        if (p != MAP_FAILED) {
+            env->ev_base = p;
+            env->ev_resv = resv;
+            return 0;
+        }
+        if (errno != ENOMEM || resv <= size)
+            return errno == ENOMEM ? DSHM_FULL : errno;
+        resv = resv / 2 > floor ? resv / 2 : resv > floor ? floor : size;
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+/* Creating and validating files                                           */
+
+static int fill_seed(uint64_t seed[2]) {
+    const char *t = getenv("DSHM_TEST_SEED");   /* tests: a known seed */
+    if (t && *t) {
+        seed[0] = strtoull(t, NULL, 16);
+        seed[1] = seed[0] ^ 0x5bd1e9955bd1e995ULL;
+        return 0;
+    }
+    size_t got = 0;
+    while (got < 16) {
+        ssize_t n = getrandom((char *)seed + got, 16 - got, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+/* Initialise an empty file held exclusively. seed may be NULL (random).
+ * The magic is written last: a creator that dies leaves a file without
+ * magic, which the next exclusive opener initialises again. */
+static int init_file(int fd, const uint64_t *seed) {
+    int rc = posix_fallocate(fd, 0, (off_t)DSHM_INITIAL_SIZE);
+    if (rc == EOPNOTSUPP || rc == ENOSYS)
+        rc = ftruncate(fd, (off_t)DSHM_INITIAL_SIZE) ? errno : 0;
+    if (rc)
+        return rc;
+    dshm_env env = { .ev_fd = fd, .ev_writable = 1, .ev_resv = DSHM_INITIAL_SIZE };
+    env.ev_base = mmap(NULL, DSHM_INITIAL_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (env.ev_base == MAP_FAILED)
+        return errno;
+    dshm_header *hd = DSHM_HDR(&env);
+    memset(hd, 0, DSHM_HEADER_SIZE);
+    hd->hd_format = DSHM_FORMAT;
+    hd->hd_header_size = DSHM_HEADER_SIZE;
+    hd->hd_bucket_size = DSHM_BUCKET_SIZE;
+    hd->hd_abi = DSHM_ABI;
+    if (seed) {
+        hd->hd_seed[0] = seed[0];
+        hd->hd_seed[1] = seed[1];
+    } else if ((rc = fill_seed(hd->hd_seed))) {
+        goto out;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    hd->hd_created = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    if ((rc = dshm_mutex_init(hd)))
+        goto out;
+    atomic_store_explicit(&hd->hd_file_size, DSHM_INITIAL_SIZE, memory_order_relaxed);
+    dshm_space_reset(&env, DSHM_HEADER_SIZE);
+    if ((rc = dshm_index_init(&env)))
+        goto out;
+    memcpy(hd->hd_magic, DSHM_MAGIC, DSHM_MAGIC_LEN);
+    hd->hd_checksum = dshm_header_checksum(hd);
+out:
+    munmap(env.ev_base, DSHM_INITIAL_SIZE);
+    return rc;
+}
+
+/* Check the header page read with pread, before anything is mapped. */
+static int validate_header(const dshm_header *hd, uint64_t fsize) {
+    if (memcmp(hd->hd_magic, DSHM_MAGIC, DSHM_MAGIC_LEN) != 0)
+        return DSHM_BAD_MAGIC;
+    if (hd->hd_format != DSHM_FORMAT)
+        return DSHM_VERSION_MISMATCH;
+    if (hd->hd_header_size != DSHM_HEADER_SIZE || hd->hd_bucket_size != DSHM_BUCKET_SIZE)
+        return DSHM_CORRUPT;
+    if (hd->hd_abi != DSHM_ABI)
+        return DSHM_VERSION_MISMATCH;
+    if (hd->hd_checksum != dshm_header_checksum(hd))
+        return DSHM_CORRUPT;
+    uint64_t size = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
+    if (size < DSHM_HEADER_SIZE + DSHM_BUCKET_SIZE || size % 4096)
+        return DSHM_CORRUPT;
+    if (size > fsize)
+        return DSHM_TRUNCATED;
+    uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed);
+    if (DSHM_DIR_DEPTH(dir) > DSHM_MAX_DEPTH ||
+        !dshm_in(DSHM_DIR_OFF(dir), dshm_dir_bytes(DSHM_DIR_DEPTH(dir)), size))
+        return DSHM_CORRUPT;
+    if (hd->hd_top > size || hd->hd_top < DSHM_HEADER_SIZE)
+        return DSHM_CORRUPT;
+    return 0;
+}
+
+static int flock_retry(int fd, int op) {
+    while (flock(fd, op) != 0) {
+        if (errno != EINTR)
+            return errno;
+    }
+    return 0;
+}
+
+/* Open path into a new mapping. With `create`, an empty or new file is
+ * initialised. The handle keeps a shared flock for its lifetime; an
+ * opener that gets the file exclusively (no one else has it open) also
+ * checks the writer lock for a holder the kernel could not clean up after
+ * and repairs the store. */
+static int env_open(const char *path, int flags, int mode, uint64_t want, dshm_env **out) {
+    bool rdonly = flags & DSHM_RDONLY, create = flags & (DSHM_CREATE | DSHM_TRUNC);
+    dshm_env *env = calloc(1, sizeof *env);
+    int rc = 0;
+    if (!env)
+        return ENOMEM;
+    env->ev_fd = -1;
+    /* A read-only handle still opens O_RDWR where it may: that lets its
+     * reads fall back to the writer lock and lets it repair after a dead
+     * writer. The API refuses its writes all the same. */
+    env->ev_fd = open(path, O_RDWR | O_CLOEXEC | (create && !rdonly ? O_CREAT : 0), mode);
+    env->ev_writable = env->ev_fd >= 0;
+    if (env->ev_fd < 0 && rdonly && (errno == EACCES || errno == EROFS || errno == EPERM))
+        env->ev_fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (env->ev_fd < 0) {
+        rc = errno;
+        goto fail;
+    }
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        bool exclusive = flock(env->ev_fd, LOCK_EX | LOCK_NB) == 0;
+        if (!exclusive && (rc = flock_retry(env->ev_fd, LOCK_SH)))
+            goto fail;
+        struct stat st;
+        if (fstat(env->ev_fd, &st) != 0) {
+            rc = errno;
+            goto fail;
+        }
+        if (!S_ISREG(st.st_mode)) {
+            rc = DSHM_BAD_MAGIC;
+            goto fail;
+        }
+        dshm_header hdr;
+        ssize_t got = st.st_size >= (off_t)DSHM_HEADER_SIZE ? pread(env->ev_fd, &hdr, sizeof hdr, 0) : 0;
+        if (got < 0) {
+            rc = errno;
+            goto fail;
+        }
+        static const char zero[DSHM_MAGIC_LEN];
+        bool blank = st.st_size == 0 ||
+                     (got == (ssize_t)sizeof hdr && memcmp(hdr.hd_magic, zero, DSHM_MAGIC_LEN) == 0);
+        if (blank && st.st_size < (off_t)DSHM_HEADER_SIZE && !exclusive) {
+            /* Someone else is creating it: wait for the magic. */
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if ((uint64_t)(now.tv_sec - start.tv_sec) * 1000000000u + (uint64_t)now.tv_nsec -
+                    (uint64_t)start.tv_nsec > DSHM_OPEN_WAIT_NS) {
+                rc = DSHM_BUSY;
+                goto fail;
+            }
+            flock(env->ev_fd, LOCK_UN);
+            struct timespec ms = {0, 1000000};
+            nanosleep(&ms, NULL);
+            continue;
+        }
+        if (blank && exclusive && create && env->ev_writable) {
+            if (st.st_size && ftruncate(env->ev_fd, 0) != 0) {
+                rc = errno;
+                goto fail;
+            }
+            if ((rc = init_file(env->ev_fd, NULL)))
+                goto fail;
+            continue;   /* validate what was written, like any opener */
+        }
+        if (got != (ssize_t)sizeof hdr) {
+            rc = st.st_size == 0 ? DSHM_BAD_MAGIC
+               : memcmp(&hdr, DSHM_MAGIC, (size_t)(got < DSHM_MAGIC_LEN ? got : DSHM_MAGIC_LEN)) == 0
+               ? DSHM_TRUNCATED : DSHM_BAD_MAGIC;
+            if (st.st_size > 0 && (size_t)st.st_size < DSHM_MAGIC_LEN)
+                rc = DSHM_BAD_MAGIC;
+            goto fail;
+        }
+        if ((rc = validate_header(&hdr, (uint64_t)st.st_size)))
+            goto fail;
+        if ((rc = env_map(env, (uint64_t)st.st_size, want)))
+            goto fail;
+        if (exclusive) {
+            if (env->ev_writable) {
+                bool stale = false;
+                dshm_header *hd = DSHM_HDR(env);
+                if ((rc = dshm_mutex_probe(hd, &stale)))
+                    goto fail;
+                if (stale) {
+                    if ((rc = dshm_mutex_init(hd)) || (rc = dshm_lock0(env, NULL)))
+                        goto fail;
+                    rc = dshm_recover(env);
+                    dshm_unlock0(env);
+                    if (rc)
+                        goto fail;
+                }
+            }
+            if ((rc = flock_retry(env->ev_fd, LOCK_SH)))
+                goto fail;
+        }
+        break;
+    }
+    *out = env;
+    return 0;
+fail:
+    env_free(env);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Recovery                                                                */
+
+int dshm_recover(dshm_env *env) {
+    dshm_header *hd = DSHM_HDR(env);
+    if (!env->ev_writable)
+        return DSHM_NEED_RECOVERY;
+    uint64_t ss = atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed);
+    if (!(ss & 1))
+        atomic_store_explicit(&hd->hd_struct_seq, ++ss, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    int rc = dshm_index_finish_split(env);
+    if (rc)
+        return rc;
+    /* Rebuild every bucket its writer left inside an odd window. */
+    uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
+    uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed);
+    unsigned gd = DSHM_DIR_DEPTH(dir);
+    if (gd > DSHM_MAX_DEPTH || !dshm_in(DSHM_DIR_OFF(dir), dshm_dir_bytes(gd), limit))
+        return DSHM_CORRUPT;
+    const _Atomic uint64_t *d = DSHM_AT(env, DSHM_DIR_OFF(dir));
+    for (uint64_t i = 0; i < ((uint64_t)1 << gd); i++) {
+        uint64_t b = atomic_load_explicit(&d[i], memory_order_relaxed);
+        if (b % 64 || !dshm_in(b, DSHM_BUCKET_SIZE, limit))
+            return DSHM_CORRUPT;
+        dshm_bucket *bk = DSHM_AT(env, b);
+        uint64_t s = atomic_load_explicit(&bk->bk_seq, memory_order_relaxed);
+        if (s & 1) {
+            if ((rc = dshm_index_rebuild_page(env, b)))
+                return rc;
+            atomic_store_explicit(&bk->bk_seq, s + 1, memory_order_release);
+        }
+    }
+    if ((rc = dshm_space_rebuild(env)))
+        return rc;
+    hd->hd_recoveries++;
+    atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_release);
+    atomic_store_explicit(&hd->hd_struct_seq, ss + 1, memory_order_release);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Handles                                                                 */
+
+/* Replace the handle's mapping: after a reorganize (the path now names a
+ * new file), or when the file outgrew this mapping's reservation. The old
+ * mapping stays until close: other threads may still be reading it. */
+static int refresh(dshm_db *db, dshm_env **envp, uint64_t want) {
+    int rc = 0;
+    pthread_mutex_lock(&db->db_lock);
+    dshm_env *cur = atomic_load_explicit(&db->db_env, memory_order_acquire);
+    dshm_header *hd = DSHM_HDR(cur);
+    dshm_env *nenv = NULL;
+    if (atomic_load_explicit(&hd->hd_moved, memory_order_acquire)) {
+        rc = env_open(db->db_path, db->db_flags & DSHM_RDONLY, 0, want, &nenv);
+        if (!rc)
+            atomic_fetch_add_explicit(&db->db_reopens, 1, memory_order_relaxed);
+    } else {
+        uint64_t size = atomic_load_explicit(&hd->hd_file_size, memory_order_acquire);
+        if (size > cur->ev_resv || want > cur->ev_resv) {
+            nenv = calloc(1, sizeof *nenv);
+            if (!nenv) {
+                rc = ENOMEM;
+            } else {
+                nenv->ev_writable = cur->ev_writable;
+                nenv->ev_fd = fcntl(cur->ev_fd, F_DUPFD_CLOEXEC, 0);
+                if (nenv->ev_fd < 0)
+                    rc = errno;
+                else
+                    rc = env_map(nenv, size, (size > want ? size : want) * 2);
+                if (rc) {
+                    env_free(nenv);
+                    nenv = NULL;
+                }
+            }
+        }
+    }
+    if (nenv) {
+        nenv->ev_older = cur;
+        atomic_store_explicit(&db->db_env, nenv, memory_order_release);
+        cur = nenv;
+    }
+    pthread_mutex_unlock(&db->db_lock);
+    *envp = cur;
+    return rc;
+}
+
+/* Enter a call: count it in flight, refuse a closed handle, follow a
+ * reorganize or a growth past this mapping. Two loads of the header on the
+ * fast path, no system call. */
+static int enter(dshm_db *db, dshm_env **envp) {
+    if (!db)
+        return DSHM_INVALID;
+    atomic_fetch_add_explicit(&db->db_inflight, 1, memory_order_seq_cst);
+    if (atomic_load_explicit(&db->db_closed, memory_order_seq_cst)) {
+        atomic_fetch_sub_explicit(&db->db_inflight, 1, memory_order_release);
+        return DSHM_CLOSED;
+    }
+    dshm_env *env = atomic_load_explicit(&db->db_env, memory_order_acquire);
+    dshm_header *hd = DSHM_HDR(env);
+    if (__builtin_expect(atomic_load_explicit(&hd->hd_moved, memory_order_relaxed) ||
+                         atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed) > env->ev_resv, 0)) {
+        int rc = refresh(db, &env, 0);
+        if (rc) {
+            atomic_fetch_sub_explicit(&db->db_inflight, 1, memory_order_release);
+            return rc;
+        }
+    }
+    *envp = env;
+    return 0;
+}
+
+static inline void leave(dshm_db *db) {
+    atomic_fetch_sub_explicit(&db->db_inflight, 1, memory_order_release);
+}
+
+/* Take the writer lock on the current file, with room in the mapping for
+ * `room` more bytes. Follows a reorganize that happened while waiting. */
+static int wlock(dshm_db *db, dshm_env **envp, uint64_t room) {
+    for (;;) {
+        dshm_env *env = *envp;
+        if (!env->ev_writable)
+            return DSHM_READONLY;
+        int rc = dshm_lock0(env, NULL);
+        if (rc)
+            return rc;
+        dshm_header *hd = DSHM_HDR(env);
+        uint64_t size = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
+        uint64_t need = hd->hd_top + room;
+        bool moved = atomic_load_explicit(&hd->hd_moved, memory_order_relaxed);
+        if (!moved && size <= env->ev_resv && need <= env->ev_resv && need >= hd->hd_top)
+            return 0;
+        dshm_unlock0(env);
+        if (need < hd->hd_top)
+            return DSHM_FULL;
+        if ((rc = refresh(db, envp, moved ? 0 : need)))
+            return rc;
+        if (!moved && (*envp)->ev_resv < need)
+            return DSHM_FULL;
+    }
+}
+
+/* Create an initialised store in a private name beside path and rename it
+ * over path. */
+static int create_renamed(const char *path, int mode, const uint64_t *seed) {
+    size_t n = strlen(path) + 48;
+    char *tmp = malloc(n);
+    if (!tmp)
+        return ENOMEM;
+    snprintf(tmp, n, "%s.dshm-new-%d", path, (int)getpid());
+    int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    int rc = fd < 0 ? errno : init_file(fd, seed);
+    if (fd >= 0)
+        close(fd);
+    if (!rc && rename(tmp, path) != 0)
+        rc = errno;
+    if (rc && fd >= 0)
+        unlink(tmp);
+    free(tmp);
+    return rc;
+}
+
+/* Tell the users of the (valid) store open at fd to reopen the path. */
+static void mark_moved(int fd) {
+    dshm_header hdr;
+    if (pread(fd, &hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr || validate_header(&hdr, UINT64_MAX) != 0)
+        return;
+    dshm_header *hd = mmap(NULL, DSHM_HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (hd == MAP_FAILED)
+        return;
+    int rc = pthread_mutex_lock(&hd->hd_mutex.m);
+    if (rc == 0 || rc == EOWNERDEAD) {
+        /* The store is being replaced: a dead writer's leftovers no longer matter. */
+        if (rc == EOWNERDEAD)
+            pthread_mutex_consistent(&hd->hd_mutex.m);
+        atomic_store_explicit(&hd->hd_moved, 1, memory_order_release);
+        atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_release);
+        pthread_mutex_unlock(&hd->hd_mutex.m);
+    }
+    munmap(hd, DSHM_HEADER_SIZE);
+}
+
+int dshm_open(const char *path, int flags, int mode, dshm_db **out) {
+    pthread_once(&crash_once, crash_init);
+    if (!path || !out || (flags & ~(DSHM_RDONLY | DSHM_CREATE | DSHM_TRUNC | DSHM_SYNC)) ||
+        ((flags & DSHM_RDONLY) && (flags & (DSHM_CREATE | DSHM_TRUNC))))
+        return DSHM_INVALID;
+    dshm_db *db = calloc(1, sizeof *db);
+    if (!db)
+        return ENOMEM;
+    db->db_path = strdup(path);
+    db->db_flags = flags & (DSHM_RDONLY | DSHM_SYNC);
+    if (!db->db_path) {
+        free(db);
+        return ENOMEM;
+    }
+    pthread_mutex_init(&db->db_lock, NULL);
+    dshm_env *env = NULL;
+    int rc = 0;
+    if (flags & DSHM_TRUNC) {
+        /* 'n': a new, empty store. In place if no one else has the file
+         * open; otherwise a fresh file is renamed over the path and the
+         * old one marked moved, so its users follow. */
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, mode);
+        if (fd < 0) {
+            rc = errno;
+            goto fail;
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+            rc = ftruncate(fd, 0) ? errno : init_file(fd, NULL);
+        else if ((rc = create_renamed(path, mode, NULL)) == 0)
+            mark_moved(fd);
+        close(fd);
+        if (rc)
+            goto fail;
+    }
+    rc = env_open(path, flags & (DSHM_RDONLY | DSHM_CREATE), mode, 0, &env);
+    if (rc)
+        goto fail;
+    atomic_store_explicit(&db->db_env, env, memory_order_release);
+    *out = db;
+    return 0;
+fail:
+    pthread_mutex_destroy(&db->db_lock);
+    free(db->db_path);
+    free(db);
+    return rc;
+}
+
+void dshm_close(dshm_db *db) {
+    if (!db || atomic_exchange_explicit(&db->db_closed, 1, memory_order_seq_cst))
+        return;
+    while (atomic_load_explicit(&db->db_inflight, memory_order_seq_cst) != 0)
+        sched_yield();
+    pthread_mutex_lock(&db->db_lock);
+    dshm_env *env = atomic_exchange_explicit(&db->db_env, NULL, memory_order_acq_rel);
+    pthread_mutex_unlock(&db->db_lock);
+    env_free(env);
+}
+
+void dshm_free(dshm_db *db) {
+    if (!db)
+        return;
+    dshm_close(db);
+    pthread_mutex_destroy(&db->db_lock);
+    free(db->db_path);
+    free(db);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Reads                                                                   */
+
+/* Wait a little after losing to the writer: spin first, then yield. */
+static void backoff(int attempt) {
+    if (attempt < 16) {
+        for (int i = 0; i < (1 << (attempt / 2)); i++)
+            dshm_pause();
+    } else {
+        sched_yield();
+    }
+}
+
+int64_t dshm_get(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap) {
+    dshm_env *env;
+    int rc = enter(db, &env);
+    if (rc)
+        return rc > 0 ? -rc : rc;
+    if (!key && klen) {
+        leave(db);
+        return DSHM_INVALID;
+    }
+    uint64_t h = dshm_hash(DSHM_HDR(env)->hd_seed, key, klen);
+    int64_t r = DSHM_RETRY;
+    for (int i = 0; i < DSHM_READ_TRIES && r == DSHM_RETRY; i++) {
+        if (i) {
+            atomic_fetch_add_explicit(&db->db_retries, 1, memory_order_relaxed);
+            backoff(i);
+        }
+        r = dshm_index_read(env, h, key, klen, buf, cap, false);
+    }
+    if (r == DSHM_RETRY) {
+        /* Lost to the writer too often (a hot key, a huge value): read
+         * under the writer lock, which always finishes. */
+        atomic_fetch_add_explicit(&db->db_fallbacks, 1, memory_order_relaxed);
+        if (env->ev_writable) {
+            if ((rc = wlock(db, &env, 0)) == 0) {
+                r = dshm_index_read(env, dshm_hash(DSHM_HDR(env)->hd_seed, key, klen),
+                                    key, klen, buf, cap, true);
+                dshm_unlock0(env);
+            } else {
+                r = rc > 0 ? -rc : rc;
+            }
+        } else {
+            /* A handle on a file it may not write cannot take the lock:
+             * keep trying, sleeping in between. */
+            struct timespec ms = {0, 1000000};
+            for (int i = 0; i < 5000 && r == DSHM_RETRY; i++) {
+                nanosleep(&ms, NULL);
+                r = dshm_index_read(env, h, key, klen, buf, cap, false);
+            }
+            if (r == DSHM_RETRY)
+                r = DSHM_NEED_RECOVERY;
+        }
+    }
+    leave(db);
+    return r;
+}
+
+int64_t dshm_count(dshm_db *db) {
+    dshm_env *env;
+    int rc = enter(db, &env);
+    if (rc)
+        return rc > 0 ? -rc : rc;
+    int64_t n = (int64_t)atomic_load_explicit(&DSHM_HDR(env)->hd_count, memory_order_acquire);
+    leave(db);
+    return n;
+}
+
+uint64_t dshm_commit_id(dshm_db *db) {
+    dshm_env *env;
+    if (enter(db, &env))
+        return 0;
+    uint64_t c = atomic_load_explicit(&DSHM_HDR(env)->hd_commit, memory_order_acquire);
+    leave(db);
+    return c;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Bucket snapshots: the unit of iteration.                                 */
+
+typedef struct snap {
+    char    *buf;      /* records: [u32 klen][(u64 vlen)][u64 hash][key][(value)] */
+    size_t   cap, used;
+    uint64_t next;     /* cursor after this bucket */
+    int      last;     /* this bucket ends the hash space */
+} snap;
+
+/* Copy the entries of the bucket covering `cursor` whose hash is >=
+ * `from`, in slot order. Returns 0, DSHM_RETRY, DSHM_CORRUPT, or -ERANGE
+ * with sn->used set to the size needed. */
+static int snap_read(dshm_env *env, uint64_t cursor, uint64_t from, bool values, bool locked, snap *sn) {
+    dshm_header *hd = DSHM_HDR(env);
+    const int bad = locked ? DSHM_CORRUPT : DSHM_RETRY;
+    uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_acquire);
+    if (limit > env->ev_resv)
+        limit = env->ev_resv;
+    uint64_t ss1 = atomic_load_explicit(&hd->hd_struct_seq, memory_order_acquire);
+    if ((ss1 & 1) && !locked)
+        return DSHM_RETRY;
+    uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_acquire);
+    uint64_t b = dshm_bucket_for(env, dir, cursor, limit);
+    if (!b)
+        return bad;
+    dshm_bucket *bk = DSHM_AT(env, b);
+    uint64_t s1 = atomic_load_explicit(&bk->bk_seq, memory_order_acquire);
+    if ((s1 & 1) && !locked)
+        return DSHM_RETRY;
+    unsigned ld = atomic_load_explicit(&bk->bk_depth, memory_order_relaxed);
+    uint64_t prefix = atomic_load_explicit(&bk->bk_prefix, memory_order_relaxed);
+    if (ld > DSHM_MAX_DEPTH)
+        return bad;
+    size_t need = 0;
+    int rc = 0;
+    sn->used = 0;
+    uint64_t page = b;
+    for (unsigned hops = 0; page && !rc; hops++) {
+        if (page % 64 || !dshm_in(page, DSHM_BUCKET_SIZE, limit) || hops > (1u << 20)) {
+            rc = bad;
+            break;
+        }
+        dshm_bucket *pg = DSHM_AT(env, page);
+        for (unsigned s = 0; s < DSHM_SLOTS; s++) {
+            uint64_t r = atomic_load_explicit(&pg->bk_slots[s].sl_rec, memory_order_relaxed);
+            uint64_t h = atomic_load_explicit(&pg->bk_slots[s].sl_hash, memory_order_relaxed);
+            if (!r || h < from)
+                continue;
+            if (r % DSHM_ALIGN || !dshm_in(r, DSHM_REC_HDR, limit)) {
+                rc = bad;
+                break;
+            }
+            const volatile dshm_rec *rec = DSHM_AT(env, r);
+            uint64_t kl = rec->rc_klen, vl = values ? rec->rc_vlen : 0;
+            if (vl > DSHM_MAX_VALUE || !dshm_in(r, DSHM_REC_HDR + kl + vl, limit)) {
+                rc = bad;
+                break;
+            }
+            size_t sz = 4 + (values ? 8 : 0) + 8 + kl + vl;
+            need += sz;
+            if (need > sn->cap)
+                continue;
+            char *p = sn->buf + sn->used;
+            uint32_t kl32 = (uint32_t)kl;
+            memcpy(p, &kl32, 4); p += 4;
+            if (values) { memcpy(p, &vl, 8); p += 8; }
+            memcpy(p, &h, 8); p += 8;
+            memcpy(p, (const char *)DSHM_AT(env, r + DSHM_REC_HDR), kl + vl);
+            sn->used += sz;
+        }
+        page = atomic_load_explicit(&pg->bk_next, memory_order_relaxed);
+    }
+    if (!locked) {
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&bk->bk_seq, memory_order_relaxed) != s1 ||
+            atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed) != ss1)
+            return DSHM_RETRY;
+    }
+    if (rc)
+        return rc;
+    uint64_t span = ld ? (uint64_t)1 << (64 - ld) : 0;
+    sn->last = ld == 0 || prefix + span == 0;
+    sn->next = sn->last ? 0 : prefix + span;
+    if (need > sn->cap) {
+        sn->used = need;
+        return -ERANGE;
+    }
+    return 0;
+}
+
+/* snap_read with retries and the locked fallback. */
+static int snap_get(dshm_db *db, dshm_env **envp, uint64_t cursor, uint64_t from, bool values, snap *sn) {
+    int r = DSHM_RETRY;
+    for (int i = 0; i < DSHM_READ_TRIES && r == DSHM_RETRY; i++) {
+        if (i) {
+            atomic_fetch_add_explicit(&db->db_retries, 1, memory_order_relaxed);
+            backoff(i);
+        }
+        r = snap_read(*envp, cursor, from, values, false, sn);
+    }
+    if (r == DSHM_RETRY) {
+        atomic_fetch_add_explicit(&db->db_fallbacks, 1, memory_order_relaxed);
+        if (!(*envp)->ev_writable)
+            return DSHM_NEED_RECOVERY;
+        int rc = wlock(db, envp, 0);
+        if (rc)
+            return rc;
+        r = snap_read(*envp, cursor, from, values, true, sn);
+        dshm_unlock0(*envp);
+    }
+    return r;
+}
+
+/* Grow sn to hold `need` bytes. */
+static int snap_reserve(snap *sn, size_t need) {
+    if (need <= sn->cap)
+        return 0;
+    size_t cap = sn->cap ? sn->cap : 65536;
+    while (cap < need)
+        cap *= 2;
+    char *p = realloc(sn->buf, cap);
+    if (!p)
+        return ENOMEM;
+    sn->buf = p;
+    sn->cap = cap;
+    return 0;
+}
+
+/* Snapshot of the bucket at cursor, growing the buffer as needed. */
+static int snap_full(dshm_db *db, dshm_env **envp, uint64_t cursor, uint64_t from, snap *sn) {
+    for (;;) {
+        int r = snap_get(db, envp, cursor, from, false, sn);
+        if (r != -ERANGE)
+            return r;
+        if ((r = snap_reserve(sn, sn->used)))
+            return r;
+    }
+}
+
+/* Walk the entries of sn: returns the next record after pos. */
+static bool snap_entry(const snap *sn, size_t *pos, const char **key, uint32_t *klen, uint64_t *hash) {
+    if (*pos >= sn->used)
+        return false;
+    const char *p = sn->buf + *pos;
+    memcpy(klen, p, 4);
+    memcpy(hash, p + 4, 8);
+    *key = p + 12;
+    *pos += 12 + *klen;
+    return true;
+}
+
+static int64_t copy_key(const char *key, uint32_t klen, char *buf, size_t cap) {
+    if (klen <= cap && klen)
+        memcpy(buf, key, klen);
+    return klen;
+}
+
+/* First key at or after cursor, in the store's (hash) order. */
+static int64_t key_from(dshm_db *db, dshm_env **envp, uint64_t cursor, snap *sn, char *buf, size_t cap) {
+    for (;;) {
+        int r = snap_full(db, envp, cursor, cursor, sn);
+        if (r)
+            return r > 0 ? -r : r;
+        size_t pos = 0;
+        const char *k;
+        uint32_t kl;
+        uint64_t h;
+        if (snap_entry(sn, &pos, &k, &kl, &h))
+            return copy_key(k, kl, buf, cap);
+        if (sn->last)
+            return DSHM_NOTFOUND;
+        cursor = sn->next;
+    }
+}
+
+int64_t dshm_firstkey(dshm_db *db, char *buf, size_t cap) {
+    dshm_env *env;
+    int rc = enter(db, &env);
+    if (rc)
+        return rc > 0 ? -rc : rc;
+    snap sn = {0};
+    int64_t r = key_from(db, &env, 0, &sn, buf, cap);
+    free(sn.buf);
+    leave(db);
+    return r;
+}
+
+int64_t dshm_nextkey(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap) {
+    dshm_env *env;
+    int rc = enter(db, &env);
+    if (rc)
+        return rc > 0 ? -rc : rc;
+    if (!key && klen) {
+        leave(db);
+        return DSHM_INVALID;
+    }
+    /* The order is bucket by bucket in hash order, and slot order inside
+     * a bucket: the successor is the entry after key in its bucket's
+     * snapshot, or the first entry of a following bucket. */
+    uint64_t h = dshm_hash(DSHM_HDR(env)->hd_seed, key, klen);
+    snap sn = {0};
+    int64_t r = snap_full(db, &env, h, 0, &sn);
+    if (r) {
+        r = r > 0 ? -r : r;
+        goto out;
+    }
+    size_t pos = 0;
+    const char *k;
+    uint32_t kl;
+    uint64_t eh;
+    bool seen = false;
+    r = DSHM_NOTFOUND;
+    while (snap_entry(&sn, &pos, &k, &kl, &eh)) {
+        if (seen) {
+            r = copy_key(k, kl, buf, cap);
+            goto out;
+        }
+        seen = eh == h && kl == klen && memcmp(k, key, klen) == 0;
+    }
+    if (seen && !sn.last)      /* an absent key has no successor, as in gdbm */
+        r = key_from(db, &env, sn.next, &sn, buf, cap);
+out:
+    free(sn.buf);
+    leave(db);
+    return r;
+}
+
+int64_t dshm_scan(dshm_db *db, uint64_t *cursor, int *done, char *buf, size_t cap,
+                  int flags, uint64_t *need) {
+    dshm_env *env;
+    int rc = enter(db, &env);
+    if (rc)
+        return rc > 0 ? -rc : rc;
+    if (!cursor || !done || (!buf && cap)) {
+        leave(db);
+        return DSHM_INVALID;
+    }
+    bool values = flags & DSHM_SCAN_VALUES;
+    size_t used = 0;
+    int64_t r = 0;
+    *done = 0;
+    while (!*done) {
+        snap sn = { .buf = buf + used, .cap = cap - used };
+        int sr = snap_get(db, &env, *cursor, *cursor, values, &sn);
+        if (sr == -ERANGE) {
+            if (used == 0) {
+                if (need)
+                    *need = sn.used;
+                r = -ERANGE;
+            }
+            break;
+        }
+        if (sr) {
+            r = sr > 0 ? -sr : sr;
+            break;
+        }
+        used += sn.used;
+        if (sn.last)
+            *done = 1;
+        else
+            *cursor = sn.next;
+    }
+    leave(db);
+    return r < 0 ? r : (int64_t)used;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Writes                                                                  */
+
+static int sync_env(dshm_env *env) {
+    uint64_t size = atomic_load_explicit(&DSHM_HDR(env)->hd_file_size, memory_order_acquire);
+    if (env->ev_writable && msync(env->ev_base, size, MS_SYNC) != 0)
+        return errno;
+    if (fsync(env->ev_fd) != 0 && errno != EINVAL)
+        return errno;
+    return 0;
+}
+
+/* Room a write may need beyond the top: the record, pages for a split
+ * with overflow, and a directory doubling. */
+static uint64_t write_room(dshm_env *env, uint64_t rsize) {
+    unsigned gd = DSHM_DIR_DEPTH(atomic_load_explicit(&DSHM_HDR(env)->hd_dir, memory_order_relaxed));
+    return rsize + 8 * (uint64_t)DSHM_BUCKET_SIZE + dshm_dir_bytes(gd + 1) + 128;
+}
+
+/* Store under the lock: write the record into free space, then publish. */
+static int put_locked(dshm_env *env, uint64_t h, const char *key, size_t klen,
+                      const char *val, size_t vlen, int flags) {
+    dshm_header *hd = DSHM_HDR(env);
+    dshm_pos pos;
+    int rc = dshm_index_find(env, h, key, klen, &pos);
+    if (rc && rc != DSHM_NOTFOUND)
+        return rc;
+    bool found = rc == 0;
+    if (found && (flags & DSHM_NOOVERWRITE))
+        return DSHM_KEYEXIST;
+    uint64_t rsize = dshm_rec_size(klen, vlen), off;
+    if ((rc = dshm_alloc(env, rsize, &off)))
+        return rc;
+    dshm_rec *rec = DSHM_AT(env, off);
+    rec->rc_klen = (uint32_t)klen;
+    rec->rc_check = (uint32_t)h;
+    rec->rc_vlen = vlen;
+    if (klen)
+        memcpy((char *)rec + DSHM_REC_HDR, key, klen);
+    if (vlen)
+        memcpy((char *)rec + DSHM_REC_HDR + klen, val, vlen);
+    DSHM_CRASH_POINT("put-written");
+    if (found) {
+        dshm_bucket *pg = DSHM_AT(env, pos.ps_page);
+        uint64_t old = atomic_load_explicit(&pg->bk_slots[pos.ps_slot].sl_rec, memory_order_relaxed);
+        dshm_rec *orec = DSHM_AT(env, old);
+        uint64_t osize = dshm_rec_size(orec->rc_klen, orec->rc_vlen);
+        dshm_index_replace(env, &pos, off);
+        DSHM_CRASH_POINT("put-replaced");
+        dshm_free_block(env, old, osize);
+        hd->hd_live_bytes += rsize - osize;
+    } else {
+        if ((rc = dshm_index_insert(env, h, off))) {
+            dshm_free_block(env, off, rsize);
+            return rc;
+        }
+        hd->hd_live_bytes += rsize;
+        atomic_fetch_add_explicit(&hd->hd_count, 1, memory_order_release);
+    }
+    atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_release);
+    return 0;
+}
+
+static int finish_write(dshm_db *db, dshm_env *env, int rc) {
+    dshm_unlock0(env);
+    if (!rc && (db->db_flags & DSHM_SYNC))
+        rc = sync_env(env);
+    leave(db);
+    return rc;
+}
+
+int dshm_put(dshm_db *db, const char *key, size_t klen, const char *val, size_t vlen, int flags) {
+    dshm_env *env;
+    int rc = enter(db, &env);
+    if (rc)
+        return rc;
+    if ((!key && klen) || (!val && vlen) || (flags & ~DSHM_NOOVERWRITE)) {
+        leave(db);
+        return DSHM_INVALID;
+    }
+    if (db->db_flags & DSHM_RDONLY) {
+        leave(db);
+        return DSHM_READONLY;
+    }
+    if (klen > DSHM_MAX_KEY || vlen > DSHM_MAX_VALUE) {
+        leave(db);
+        return DSHM_TOOBIG;
+    }
+    if ((rc = wlock(db, &env, write_room(env, dshm_rec_size(klen, vlen))))) {
+        leave(db);
+        return rc;
+    }
+    uint64_t h = dshm_hash(DSHM_HDR(env)->hd_seed, key, klen);
+    return finish_write(db, env, put_locked(env, h, key, klen, val, vlen, flags));
+}
+
+int dshm_del(dshm_db *db, const char *key, size_t klen) {
+    dshm_env *env;
+    int rc = enter(db, &env);
+    if (rc)
+        return rc;
+    if (!key && klen) {
+        leave(db);
+        return DSHM_INVALID;
+    }
+    if (db->db_flags & DSHM_RDONLY) {
+        leave(db);
+        return DSHM_READONLY;
+    }
+    if ((rc = wlock(db, &env, 0))) {
+        leave(db);
+        return rc;
+    }
+    dshm_header *hd = DSHM_HDR(env);
+    uint64_t h = dshm_hash(hd->hd_seed, key, klen);
+    dshm_pos pos;
+    rc = dshm_index_find(env, h, key, klen, &pos);
+    if (rc == 0) {
+        dshm_bucket *pg = DSHM_AT(env, pos.ps_page);
+        uint64_t old = atomic_load_explicit(&pg->bk_slots[pos.ps_slot].sl_rec, memory_order_relaxed);
+        dshm_rec *orec = DSHM_AT(env, old);
+        uint64_t osize = dshm_rec_size(orec->rc_klen, orec->rc_vlen);
+        rc = dshm_index_remove(env, &pos);
+        if (!rc) {
+            DSHM_CRASH_POINT("del-removed");
+            dshm_free_block(env, old, osize);
+            hd->hd_live_bytes -= osize;
+            atomic_fetch_sub_explicit(&hd->hd_count, 1, memory_order_release);
+            atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_release);
+        }
+    }
+    return finish_write(db, env, rc);
+}
+
+int dshm_sync(dshm_db *db) {
+    dshm_env *env;
+    int rc = enter(db, &env);
+    if (rc)
+        return rc;
+    rc = sync_env(env);
+    leave(db);
+    return rc;
+}
+
+int dshm_clear(dshm_db *db) {
+    dshm_env *env;
+    int rc = enter(db, &env);
+    if (rc)
+        return rc;
+    if (db->db_flags & DSHM_RDONLY) {
+        leave(db);
+        return DSHM_READONLY;
+    }
+    if ((rc = wlock(db, &env, write_room(env, 0)))) {
+        leave(db);
+        return rc;
+    }
+    /* Build an empty directory and bucket in free space and publish it
+     * with one store; everything else is then unreachable, and the
+     * rebuild hands it to the free lists (failing reads in flight). */
+    dshm_header *hd = DSHM_HDR(env);
+    uint64_t ss = atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed);
+    uint64_t olddir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed);
+    rc = dshm_index_init(env);   /* publishes the new, empty directory */
+    if (!rc) {
+        atomic_store_explicit(&hd->hd_struct_seq, ss + 1, memory_order_relaxed);
+        atomic_thread_fence(memory_order_release);
+        DSHM_CRASH_POINT("clear");
+        rc = dshm_space_rebuild(env);
+        atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_release);
+        atomic_store_explicit(&hd->hd_struct_seq, ss + 2, memory_order_release);
+    }
+    (void)olddir;
+    return finish_write(db, env, rc);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Reorganize                                                              */
+
+/* Copy every record of env (locked) into the new file's mapping nenv. */
+static int copy_all(dshm_env *env, dshm_env *nenv) {
+    dshm_header *hd = DSHM_HDR(env);
+    uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed);
+    unsigned gd = DSHM_DIR_DEPTH(dir);
+    const _Atomic uint64_t *d = DSHM_AT(env, DSHM_DIR_OFF(dir));
+    for (uint64_t i = 0; i < ((uint64_t)1 << gd); i++) {
+        uint64_t b = atomic_load_explicit(&d[i], memory_order_relaxed);
+        dshm_bucket *bk = DSHM_AT(env, b);
+        unsigned ld = atomic_load_explicit(&bk->bk_depth, memory_order_relaxed);
+        if (i % ((uint64_t)1 << (gd - ld)))
+            continue;
+        for (uint64_t page = b; page; page = atomic_load_explicit(&((dshm_bucket *)DSHM_AT(env, page))->bk_next, memory_order_relaxed)) {
+            dshm_bucket *pg = DSHM_AT(env, page);
+            for (unsigned s = 0; s < DSHM_SLOTS; s++) {
+                uint64_t r = atomic_load_explicit(&pg->bk_slots[s].sl_rec, memory_order_relaxed);
+                if (!r)
+                    continue;
+                dshm_rec *rec = DSHM_AT(env, r);
+                const char *k = (const char *)rec + DSHM_REC_HDR;
+                uint64_t h = atomic_load_explicit(&pg->bk_slots[s].sl_hash, memory_order_relaxed);
+                int rc = put_locked(nenv, h, k, rec->rc_klen, k + rec->rc_klen, rec->rc_vlen, 0);
+                if (rc)
+                    return rc;
+            }
+        }
+    }
+    return 0;
+}
+
+int dshm_reorganize(dshm_db *db) {
+    dshm_env *env;
+    int rc = enter(db, &env);
+    if (rc)
+        return rc;
+    if (db->db_flags & DSHM_RDONLY) {
+        leave(db);
+        return DSHM_READONLY;
+    }
+    if ((rc = wlock(db, &env, 0))) {
+        leave(db);
+        return rc;
+    }
+    dshm_header *hd = DSHM_HDR(env);
+    struct stat st;
+    char *tmp = malloc(strlen(db->db_path) + 32);
+    dshm_env *nenv = NULL;
+    int nfd = -1;
+    if (!tmp || fstat(env->ev_fd, &st) != 0) {
+        rc = tmp ? errno : ENOMEM;
+        goto out;
+    }
+    sprintf(tmp, "%s.dshm-reorg-%d", db->db_path, (int)getpid());
+    nfd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, st.st_mode & 07777);
+    if (nfd < 0) {
+        rc = errno;
+        goto out;
+    }
+    if (fchmod(nfd, st.st_mode & 07777) != 0) { /* umask may have narrowed it; best effort */ }
+    /* Same seed: the hash order, and so scan cursors, survive. */
+    if ((rc = init_file(nfd, hd->hd_seed)))
+        goto out;
+    nenv = calloc(1, sizeof *nenv);
+    if (!nenv) {
+        rc = ENOMEM;
+        goto out;
+    }
+    nenv->ev_fd = nfd;
+    nenv->ev_writable = 1;
+    nfd = -1;
+    uint64_t need = hd->hd_live_bytes + 2 * hd->hd_buckets * DSHM_BUCKET_SIZE +
+                    dshm_dir_bytes(DSHM_DIR_DEPTH(atomic_load_explicit(&hd->hd_dir, memory_order_relaxed)));
+    if ((rc = env_map(nenv, DSHM_INITIAL_SIZE, need * 2 + ((uint64_t)1 << 30))))
+        goto out;
+    if ((rc = copy_all(env, nenv)))
+        goto out;
+    /* Give back what the growth steps reserved beyond the data. */
+    dshm_header *nhd = DSHM_HDR(nenv);
+    uint64_t fit = (nhd->hd_top + 65535) & ~(uint64_t)65535;
+    if (fit < atomic_load_explicit(&nhd->hd_file_size, memory_order_relaxed) &&
+        ftruncate(nenv->ev_fd, (off_t)fit) == 0)
+        atomic_store_explicit(&nhd->hd_file_size, fit, memory_order_release);
+    if ((rc = sync_env(nenv)))
+        goto out;
+    DSHM_CRASH_POINT("reorganize");
+    if (rename(tmp, db->db_path) != 0) {
+        rc = errno;
+        goto out;
+    }
+    free(tmp);
+    tmp = NULL;
+    atomic_store_explicit(&hd->hd_moved, 1, memory_order_release);
+    atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_release);
+out:
+    if (tmp) {
+        unlink(tmp);
+        free(tmp);
+    }
+    if (nfd >= 0)
+        close(nfd);
+    env_free(nenv);
+    dshm_unlock0(env);
+    if (!rc) {
+        dshm_env *cur;
+        rc = refresh(db, &cur, 0);
+    }
+    leave(db);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Statistics and check                                                    */
+
+int dshm_stat(dshm_db *db, dshm_stat_t *st) {
+    dshm_env *env;
+    int rc = enter(db, &env);
+    if (rc)
+        return rc;
+    if (!st) {
+        leave(db);
+        return DSHM_INVALID;
+    }
+    dshm_header *hd = DSHM_HDR(env);
+    memset(st, 0, sizeof *st);
+    st->st_count = atomic_load_explicit(&hd->hd_count, memory_order_acquire);
+    st->st_file_size = atomic_load_explicit(&hd->hd_file_size, memory_order_acquire);
+    /* Allocator fields are the writer's; read them as a racy snapshot. */
+    st->st_top = *(volatile uint64_t *)&hd->hd_top;
+    st->st_live_bytes = *(volatile uint64_t *)&hd->hd_live_bytes;
+    st->st_free_bytes = *(volatile uint64_t *)&hd->hd_free_bytes;
+    st->st_buckets = *(volatile uint64_t *)&hd->hd_buckets;
+    st->st_overflow = *(volatile uint64_t *)&hd->hd_overflow;
+    st->st_recoveries = *(volatile uint64_t *)&hd->hd_recoveries;
+    st->st_depth = DSHM_DIR_DEPTH(atomic_load_explicit(&hd->hd_dir, memory_order_acquire));
+    st->st_slots = DSHM_SLOTS;
+    st->st_commit = atomic_load_explicit(&hd->hd_commit, memory_order_acquire);
+    st->st_format = hd->hd_format;
+    st->st_page_size = hd->hd_bucket_size;
+    st->st_lock_pid = atomic_load_explicit(&hd->hd_lock_pid, memory_order_relaxed);
+    st->st_read_retries = atomic_load_explicit(&db->db_retries, memory_order_relaxed);
+    st->st_read_fallbacks = atomic_load_explicit(&db->db_fallbacks, memory_order_relaxed);
+    st->st_reopens = atomic_load_explicit(&db->db_reopens, memory_order_relaxed);
+    st->st_map_size = env->ev_resv;
+    leave(db);
+    return 0;
+}
+
+typedef struct report { char *buf; size_t cap, len; int64_t problems; } report;
+
+static void problem(report *rp, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void problem(report *rp, const char *fmt, ...) {
+    rp->problems++;
+    if (!rp->buf || rp->len + 1 >= rp->cap)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(rp->buf + rp->len, rp->cap - rp->len, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        rp->len = rp->len + (size_t)n < rp->cap ? rp->len + (size_t)n : rp->cap - 1;
+    if (rp->len + 1 < rp->cap)
+        rp->buf[rp->len++] = '\n', rp->buf[rp->len] = 0;
+}
+
+typedef struct cext { uint64_t off, size; const char *what; } cext;
+
+static int cmp_cext(const void *a, const void *b) {
+    const cext *x = a, *y = b;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* Verify the whole structure under the writer lock (for a stable view),
+ * writing nothing to the file. */
+static int64_t check_locked(dshm_env *env, report *rp) {
+    dshm_header *hd = DSHM_HDR(env);
+    uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
+    uint64_t top = hd->hd_top;
+    uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed);
+    unsigned gd = DSHM_DIR_DEPTH(dir);
+    cext *ex = NULL;
+    size_t n = 0, cap = 0;
+#define ADD(o, s, w) do { \
+        if (n == cap) { cap = cap ? cap * 2 : 4096; cext *v_ = realloc(ex, cap * sizeof *v_); \
+                        if (!v_) { free(ex); return ENOMEM; } ex = v_; } \
+        ex[n].off = (o); ex[n].size = (s); ex[n].what = (w); n++; } while (0)
+    if (top > limit || top < DSHM_HEADER_SIZE)
+        problem(rp, "header: top %" PRIu64 " outside the file (%" PRIu64 " bytes)", top, limit);
+    if (gd > DSHM_MAX_DEPTH || !dshm_in(DSHM_DIR_OFF(dir), dshm_dir_bytes(gd), limit)) {
+        problem(rp, "header: directory at %" PRIu64 " depth %u is out of bounds", DSHM_DIR_OFF(dir), gd);
+        free(ex);
+        return rp->problems;
+    }
+    ADD(DSHM_DIR_OFF(dir), dshm_dir_bytes(gd), "directory");
+    if (hd->hd_intent_op != DSHM_INTENT_NONE)
+        problem(rp, "header: an unfinished split is recorded (a writer died; the next writer repairs it)");
+    if (atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed) & 1)
+        problem(rp, "header: directory change in progress (a writer died; the next writer repairs it)");
+    const _Atomic uint64_t *d = DSHM_AT(env, DSHM_DIR_OFF(dir));
+    uint64_t count = 0;
+    for (uint64_t i = 0; i < ((uint64_t)1 << gd); i++) {
+        uint64_t b = atomic_load_explicit(&d[i], memory_order_relaxed);
+        if (b % 64 || !dshm_in(b, DSHM_BUCKET_SIZE, limit)) {
+            problem(rp, "directory[%" PRIu64 "]: bucket offset %" PRIu64 " is out of bounds", i, b);
+            continue;
+        }
+        dshm_bucket *bk = DSHM_AT(env, b);
+        unsigned ld = atomic_load_explicit(&bk->bk_depth, memory_order_relaxed);
+        uint64_t prefix = atomic_load_explicit(&bk->bk_prefix, memory_order_relaxed);
+        if (atomic_load_explicit(&bk->bk_kind, memory_order_relaxed) != DSHM_BK_PRIMARY) {
+            problem(rp, "bucket %" PRIu64 ": not a primary bucket page", b);
+            continue;
+        }
+        if (ld > gd) {
+            problem(rp, "bucket %" PRIu64 ": local depth %u above global depth %u", b, ld, gd);
+            continue;
+        }
+        uint64_t idx_prefix = gd ? (i << (64 - gd)) : 0;
+        uint64_t mask = ld ? ~(uint64_t)0 << (64 - ld) : 0;
+        if ((idx_prefix & mask) != prefix)
+            problem(rp, "directory[%" PRIu64 "]: bucket %" PRIu64 " covers another hash prefix", i, b);
+        if (i % ((uint64_t)1 << (gd - ld)))
+            continue;
+        if (atomic_load_explicit(&bk->bk_seq, memory_order_relaxed) & 1)
+            problem(rp, "bucket %" PRIu64 ": change in progress (a writer died; the next writer repairs it)", b);
+        unsigned hops = 0;
+        for (uint64_t page = b; page; hops++) {
+            if (page % 64 || !dshm_in(page, DSHM_BUCKET_SIZE, limit) || hops > (1u << 20)) {
+                problem(rp, "bucket %" PRIu64 ": overflow link %" PRIu64 " is out of bounds", b, page);
+                break;
+            }
+            dshm_bucket *pg = DSHM_AT(env, page);
+            ADD(page, DSHM_BUCKET_SIZE, page == b ? "bucket" : "overflow page");
+            uint32_t used = 0;
+            for (unsigned s = 0; s < DSHM_SLOTS; s++) {
+                uint64_t r = atomic_load_explicit(&pg->bk_slots[s].sl_rec, memory_order_relaxed);
+                if (!r)
+                    continue;
+                used++;
+                uint64_t h = atomic_load_explicit(&pg->bk_slots[s].sl_hash, memory_order_relaxed);
+                if (r % DSHM_ALIGN || !dshm_in(r, DSHM_REC_HDR, top)) {
+                    problem(rp, "page %" PRIu64 " slot %u: record offset %" PRIu64 " is out of bounds", page, s, r);
+                    continue;
+                }
+                dshm_rec *rec = DSHM_AT(env, r);
+                if (rec->rc_vlen > DSHM_MAX_VALUE || !dshm_in(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), top)) {
+                    problem(rp, "record %" PRIu64 ": lengths %u/%" PRIu64 " run past the end", r, rec->rc_klen, rec->rc_vlen);
+                    continue;
+                }
+                ADD(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), "record");
+                uint64_t kh = dshm_hash(hd->hd_seed, (const char *)rec + DSHM_REC_HDR, rec->rc_klen);
+                if (kh != h)
+                    problem(rp, "record %" PRIu64 ": key does not hash to its slot's hash", r);
+                else if ((h & mask) != prefix)
+                    problem(rp, "record %" PRIu64 ": filed in the wrong bucket", r);
+            }
+            if (used != atomic_load_explicit(&pg->bk_count, memory_order_relaxed))
+                problem(rp, "page %" PRIu64 ": count says %u, %u slots used", page,
+                        atomic_load_explicit(&pg->bk_count, memory_order_relaxed), used);
+            count += used;
+            page = atomic_load_explicit(&pg->bk_next, memory_order_relaxed);
+        }
+    }
+    if (count != atomic_load_explicit(&hd->hd_count, memory_order_relaxed))
+        problem(rp, "header: count says %" PRIu64 ", %" PRIu64 " keys found", atomic_load_explicit(&hd->hd_count, memory_order_relaxed), count);
+    /* Free lists: every block inside the allocated space, bounded walks. */
+    uint64_t free_bytes = 0;
+    for (unsigned c = 0; c < DSHM_NSMALL + DSHM_NLARGE; c++) {
+        uint64_t off = c < DSHM_NSMALL ? hd->hd_small[c] : hd->hd_large[c - DSHM_NSMALL];
+        for (uint64_t steps = 0; off; steps++) {
+            if (off % DSHM_ALIGN || !dshm_in(off, sizeof(dshm_freeblk), top) || steps > top / DSHM_ALIGN) {
+                problem(rp, "free list %u: block %" PRIu64 " is out of bounds", c, off);
+                break;
+            }
+            dshm_freeblk *f = DSHM_AT(env, off);
+            if (f->fr_size < DSHM_ALIGN || f->fr_size % DSHM_ALIGN || !dshm_in(off, f->fr_size, top)) {
+                problem(rp, "free list %u: block %" PRIu64 " has a bad size %" PRIu64, c, off, f->fr_size);
+                break;
+            }
+            ADD(off, f->fr_size, "free block");
+            free_bytes += f->fr_size;
+            off = f->fr_next;
+        }
+    }
+    for (uint64_t off = hd->hd_bucket_free, steps = 0; off; steps++) {
+        if (off % 64 || !dshm_in(off, DSHM_BUCKET_SIZE, top) || steps > top / DSHM_BUCKET_SIZE) {
+            problem(rp, "bucket pool: page %" PRIu64 " is out of bounds", off);
+            break;
+        }
+        ADD(off, DSHM_BUCKET_SIZE, "pooled page");
+        off = atomic_load_explicit(&((dshm_bucket *)DSHM_AT(env, off))->bk_next, memory_order_relaxed);
+    }
+    if (free_bytes != hd->hd_free_bytes)
+        problem(rp, "header: free bytes say %" PRIu64 ", lists hold %" PRIu64, hd->hd_free_bytes, free_bytes);
+    qsort(ex, n, sizeof *ex, cmp_cext);
+    for (size_t i = 1; i < n; i++)
+        if (ex[i - 1].off + ex[i - 1].size > ex[i].off)
+            problem(rp, "%s at %" PRIu64 " overlaps %s at %" PRIu64, ex[i - 1].what, ex[i - 1].off,
+                    ex[i].what, ex[i].off);
+    free(ex);
+#undef ADD
+    return rp->problems;
+}
+
+int64_t dshm_check(dshm_db *db, char *buf, size_t cap) {
+    dshm_env *env;
+    int rc = enter(db, &env);
+    if (rc)
+        return rc > 0 ? -rc : rc;
+    report rp = { .buf = buf, .cap = cap };
+    if (buf && cap)
+        buf[0] = 0;
+    int64_t r;
+    if (env->ev_writable) {
+        if ((rc = wlock(db, &env, 0))) {
+            leave(db);
+            return rc > 0 ? -rc : rc;
+        }
+        r = check_locked(env, &rp);
+        dshm_unlock0(env);
+    } else {
+        r = check_locked(env, &rp);   /* no lock to take: a racy view */
+    }
+    leave(db);
+    return r;
+}
