@@ -1,0 +1,39 @@
+"""cffi build script for the dbm_shm C core (out-of-line API mode).
+
+``setup.py`` names ``csrc/ffi_build.py:ffibuilder`` in ``cffi_modules``; the
+compiled module is ``dbm_shm._dshm``. ``DSHM_CFLAGS`` adds compiler flags
+(the sanitizer tox environment uses it).
+"""
+
+import os
+import shlex
+
+from cffi import FFI
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCES = [
+    "dshm_err.c",
+    "dshm_index.c",
+    "dshm_lock.c",
+    "dshm_space.c",
+    "dshm_store.c",
+]
+
+ffibuilder = FFI()
+with open(os.path.join(HERE, "cdef.h")) as f:
+    ffibuilder.cdef(f.read())
+
+ffibuilder.set_source(
+    "dbm_shm._dshm",
+    '#include "dbm_shm.h"',
+    sources=[os.path.relpath(os.path.join(HERE, s)) for s in SOURCES],
+    include_dirs=[os.path.relpath(HERE)],
+    extra_compile_args=["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror",
+                        "-Wno-unused-parameter", "-UNDEBUG"]
+    + shlex.split(os.environ.get("DSHM_CFLAGS", "")),
+    extra_link_args=shlex.split(os.environ.get("DSHM_LDFLAGS", "")),
+    libraries=["pthread"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

@@ -1,0 +1,25 @@
+"""dbm_shm: a dbm-compatible key-value store in shared memory.
+
+``import dbm_shm as gdbm`` is a drop-in swap for ``dbm.gnu``; many processes
+may open one file at once: one writer at a time, and readers that never wait.
+``dbm_shm.register()`` makes it the stdlib backend ``dbm.shm``.
+"""
+
+from ._compat import convert, open_shelf
+from ._db import Database, open, open_flags
+from ._errors import error
+from ._registry import register, whichdb
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Database",
+    "convert",
+    "error",
+    "open",
+    "open_flags",
+    "open_shelf",
+    "register",
+    "whichdb",
+    "__version__",
+]
