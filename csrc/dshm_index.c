@@ -144,6 +144,8 @@ int64_t dshm_index_read(dshm_env *env, uint64_t h, const char *key, size_t klen,
     if (!b)
         return bad;
     dshm_bucket *bk = page_at(env, b);
+    /* The slot's cache line does not depend on the counter: fetch both at once. */
+    __builtin_prefetch(&bk->bk_slots[h % DSHM_SLOTS]);
     uint64_t s1 = atomic_load_explicit(&bk->bk_seq, memory_order_acquire);
     if ((s1 & 1) && !locked)
         return DSHM_RETRY;

@@ -88,7 +88,11 @@ class Database:
 
     __slots__ = ("_h", "_path", "_closed", "__weakref__")
 
-    def __init__(self, filename: PathArg, flag: str = "r", mode: int = 0o666) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # As with dbm.gnu's type, instances come only from open().
+        raise TypeError(f"cannot create '{type(self).__module__}.{type(self).__qualname__}' instances")
+
+    def _open(self, filename: PathArg, flag: str, mode: int) -> None:
         self._closed = True
         self._h: Any = None
         path = os.fspath(filename)
@@ -108,7 +112,10 @@ class Database:
 
     def __getitem__(self, key: Key) -> bytes:
         k = key if type(key) is bytes else _as_bytes(key, "key")
-        buf = _buf()
+        try:
+            buf = _tls.buf
+        except AttributeError:
+            buf = _buf()
         n = _get(self._h, k, len(k), buf, _BUFCAP)
         if n >= 0:
             return _unpack(buf, n) if n <= _BUFCAP else self._get_large(k, n, key)
@@ -361,4 +368,6 @@ def open(filename: PathArg, flag: str = "r", mode: int = 0o666, /) -> Database:
     always safe for many processes). ``mode`` is the permission of a created
     file, less the umask. Raises :class:`dbm_shm.error` on failure.
     """
-    return Database(filename, flag, mode)
+    db = Database.__new__(Database)
+    db._open(filename, flag, mode)
+    return db

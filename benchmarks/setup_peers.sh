@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Prepare the benchmark environment: a venv `.venv-bench` at the repo root
+# that can import every peer store in ONE interpreter.
+#
+# GNU gdbm reaches Python only through Debian's python3-gdbm package, which
+# serves the system interpreter (/usr/bin/python3). The venv is therefore made
+# from that interpreter with --system-site-packages (so `dbm.gnu` is visible)
+# and holds the PyPI peers (lmdb, sqlitedict) and cffi. When the repo has a
+# setup.py, dbm_shm itself is (re)built and installed into the venv too.
+#
+# Idempotent: run it again at any time; it only adds what is missing and
+# rebuilds dbm_shm from the current source tree.
+#
+# Environment: BENCH_PYTHON overrides the base interpreter (default
+# /usr/bin/python3).
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$repo_root/.venv-bench"
+base_python="${BENCH_PYTHON:-/usr/bin/python3}"
+
+log() { printf 'setup_peers: %s\n' "$*" >&2; }
+
+# apt_install PKG...: install Debian packages if apt-get is usable.
+apt_install() {
+    local sudo=()
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "apt-get not found; cannot install $*"
+        return 1
+    fi
+    if [ "$(id -u)" -ne 0 ]; then
+        if ! command -v sudo >/dev/null 2>&1; then
+            log "not root and no sudo; cannot install $*"
+            return 1
+        fi
+        sudo=(sudo)
+    fi
+    "${sudo[@]}" apt-get install -y "$@" \
+        || { "${sudo[@]}" apt-get update && "${sudo[@]}" apt-get install -y "$@"; }
+}
+
+if [ ! -x "$base_python" ]; then
+    log "base interpreter $base_python not found (set BENCH_PYTHON)"
+    exit 1
+fi
+
+if ! "$base_python" -c 'import dbm.gnu' >/dev/null 2>&1; then
+    log "dbm.gnu missing for $base_python; installing python3-gdbm"
+    apt_install python3-gdbm \
+        || log "continuing without dbm.gnu (the benchmark will skip it)"
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+    # Debian ships ensurepip (needed by venv) separately, in python3-venv.
+    if ! "$base_python" -c 'import ensurepip' >/dev/null 2>&1; then
+        log "ensurepip missing for $base_python; installing python3-venv"
+        apt_install python3-venv
+    fi
+    log "creating $venv"
+    "$base_python" -m venv --system-site-packages "$venv"
+fi
+
+log "installing peers into $venv"
+"$venv/bin/python" -m pip install --quiet lmdb sqlitedict cffi
+
+if [ -f "$repo_root/setup.py" ]; then
+    log "building and installing dbm_shm from $repo_root"
+    "$venv/bin/python" -m pip install --quiet "$repo_root"
+else
+    log "no setup.py yet; dbm_shm not installed (the benchmark will skip it)"
+fi
+
+log "done; run: $venv/bin/python $repo_root/benchmarks/bench_get_put.py"

@@ -1,0 +1,1 @@
+"""CPython's own dbm test suites run against dbm_shm (see _cpython.py)."""
