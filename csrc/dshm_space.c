@@ -133,6 +133,7 @@ int dshm_grow(dshm_env *env, uint64_t need) {
     uint64_t size = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
     if (need <= size)
         return 0;
+    need = (need + 4095) & ~(uint64_t)4095;   /* the file stays a whole number of pages */
     if (need > env->ev_resv)
         return DSHM_FULL;
     uint64_t step = size < GROW_STEP_MIN ? GROW_STEP_MIN : size > GROW_STEP_MAX ? GROW_STEP_MAX : size;

@@ -425,6 +425,17 @@ static inline void leave(dshm_db *db) {
     atomic_fetch_sub_explicit(&db->db_inflight, 1, memory_order_release);
 }
 
+/* After a recovery: a writer that died inside reorganize between the rename
+ * and marking this file moved left the path naming another store. Mark
+ * this one moved so every handle follows the path. Runs under the lock. */
+static void check_replaced(dshm_db *db, dshm_env *env) {
+    struct stat mine, named;
+    if (fstat(env->ev_fd, &mine) != 0 || stat(db->db_path, &named) != 0)
+        return;
+    if (mine.st_ino != named.st_ino || mine.st_dev != named.st_dev)
+        atomic_store_explicit(&DSHM_HDR(env)->hd_moved, 1, memory_order_release);
+}
+
 /* Take the writer lock on the current file, with room in the mapping for
  * `room` more bytes. Follows a reorganize that happened while waiting. */
 static int wlock(dshm_db *db, dshm_env **envp, uint64_t room) {
@@ -432,10 +443,13 @@ static int wlock(dshm_db *db, dshm_env **envp, uint64_t room) {
         dshm_env *env = *envp;
         if (!env->ev_writable)
             return DSHM_READONLY;
-        int rc = dshm_lock0(env, NULL);
+        bool recovered;
+        int rc = dshm_lock0(env, &recovered);
         if (rc)
             return rc;
         dshm_header *hd = DSHM_HDR(env);
+        if (recovered)
+            check_replaced(db, env);
         uint64_t size = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
         uint64_t need = hd->hd_top + room;
         bool moved = atomic_load_explicit(&hd->hd_moved, memory_order_relaxed);
