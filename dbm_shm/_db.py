@@ -27,6 +27,24 @@ PathArg = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 _BUFCAP = 64 * 1024              # per-thread buffer for values and keys
 _SCANCAP = 1024 * 1024           # bytes per bulk-scan call
 _tls = threading.local()
+_new_uncleared = ffi.new_allocator(should_clear_after_alloc=False)
+
+
+def _bytes_factory() -> Any:
+    """``PyBytes_FromStringAndSize(NULL, n)``: a new, unshared bytes object
+    the C core may fill in place, as C extensions do, so a large value is
+    copied once instead of twice. None where the C API is not reachable."""
+    try:
+        import ctypes
+        fn = ctypes.pythonapi.PyBytes_FromStringAndSize
+    except (ImportError, AttributeError):
+        return None
+    fn.restype = ctypes.py_object
+    fn.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
+    return fn
+
+
+_new_bytes = _bytes_factory()
 _get = lib.dshm_get
 _put = lib.dshm_put
 _unpack = ffi.unpack
@@ -127,14 +145,20 @@ class Database:
         """Fetch a value too big for the thread buffer (it may change size
         between the calls, hence the loop)."""
         while True:
-            big = ffi.new("char[]", n)
-            m = _get(self._h, k, len(k), big, n)
+            if _new_bytes is not None:
+                out = _new_bytes(None, n)
+                m = _get(self._h, k, len(k), ffi.from_buffer(out), n)
+                if m == n:
+                    return out
+            else:
+                big = _new_uncleared("char[]", n)
+                m = _get(self._h, k, len(k), big, n)
             if m == _NOTFOUND:
                 raise KeyError(key)
             if m < 0:
                 raise_for(m, "get", self._path)
-            if m <= n:
-                return _unpack(big, m)
+            if m <= n:   # the value shrank between the two calls
+                return out[:m] if _new_bytes is not None else _unpack(big, m)
             n = m
 
     def __setitem__(self, key: Key, value: Key) -> None:
@@ -223,13 +247,13 @@ class Database:
         done = ffi.new("int *")
         need = ffi.new("uint64_t *")
         cap = _SCANCAP
-        buf = ffi.new("char[]", cap)
+        buf = _new_uncleared("char[]", cap)
         flags = lib.DSHM_SCAN_VALUES if values else 0
         while not done[0]:
             n = lib.dshm_scan(self._h, cursor, done, buf, cap, flags, need)
             if n == -34:  # ERANGE: one bucket holds more than the buffer
                 cap = max(cap * 2, need[0])
-                buf = ffi.new("char[]", cap)
+                buf = _new_uncleared("char[]", cap)
                 continue
             if n < 0:
                 raise_for(n, "scan", self._path)
@@ -254,7 +278,7 @@ class Database:
         buf = _buf()
         n = fn(self._h, *args, buf, _BUFCAP)
         while n > _BUFCAP:
-            big = ffi.new("char[]", n)
+            big = _new_uncleared("char[]", n)
             m = fn(self._h, *args, big, n)
             if m <= n:
                 return _unpack(big, m) if m >= 0 else self._key_end(m)
