@@ -1,0 +1,1016 @@
+"""dbm-shm: the command-line tool for dbm_shm databases.
+
+A gdbmtool for shared-memory databases: inspect, edit, dump, load, convert,
+check and watch a store, and a demo of several processes sharing one.
+
+Run ``dbm-shm --help`` or ``python -m dbm_shm --help``; each command has its
+own ``--help``. docs/cli.md has an example for every command.
+
+Exit status, for scripts:
+
+* 0  success
+* 1  key not found (``get``, ``del``)
+* 2  usage error: bad arguments or options (nothing was opened for writing)
+* 3  database error: cannot open, corrupt, malformed dump, I/O error;
+     one line ``dbm-shm: <command>: <message>`` on stderr
+
+The rule behind every write command: parse and check all arguments (keys,
+values, formats, the whole dump for ``load``) before the database is
+opened for writing, so a mistake on the command line never changes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dbm
+import hashlib
+import json
+import os
+import random
+import struct
+import sys
+import tempfile
+import time
+import zlib
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+from . import _dumpfmt
+from ._dumpfmt import DumpError, ValueFormat, parse_value_format
+
+PROG = "dbm-shm"
+
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1
+EXIT_USAGE = 2
+EXIT_DB_ERROR = 3
+
+#: How often ``watch`` looks at the commit counter (seconds).
+WATCH_POLL_INTERVAL = 0.05
+
+
+class CLIError(Exception):
+    """A failure reported as ``dbm-shm: <command>: <message>``."""
+
+    exit_code = EXIT_DB_ERROR
+
+
+class UsageError(CLIError):
+    exit_code = EXIT_USAGE
+
+
+class NotFound(CLIError):
+    exit_code = EXIT_NOT_FOUND
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+
+
+def _core():
+    """The dbm_shm package (imported late so ``--help`` never needs the core)."""
+    import dbm_shm
+
+    return dbm_shm
+
+
+def _version() -> str:
+    try:
+        return str(getattr(_core(), "__version__", "unknown"))
+    except Exception:  # the compiled core may be missing: still show something
+        return "unknown"
+
+
+def _out(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+
+
+def _line(text: str) -> None:
+    sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace") + b"\n")
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "backslashreplace")
+
+
+def _os_message(exc: BaseException) -> str:
+    """One line for an OSError (dbm_shm.error included) or other exception."""
+    if isinstance(exc, OSError):
+        msg = exc.strerror or (str(exc.args[0]) if exc.args else "") or str(exc)
+        if exc.strerror is None and len(exc.args) > 1:
+            msg = str(exc)
+        name = exc.filename
+        if name is not None:
+            name = os.fsdecode(name)
+            if name not in msg:
+                return f"{name}: {msg}"
+        return msg
+    return str(exc) or type(exc).__name__
+
+
+def _human_size(n: Any) -> str:
+    try:
+        n = float(n)
+    except (TypeError, ValueError):
+        return str(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)  # pragma: no cover
+
+
+def _other_kind(path: str) -> Optional[str]:
+    """The stdlib dbm type of ``path`` when it is some other database."""
+    try:
+        kind = dbm.whichdb(path)
+    except Exception:
+        return None
+    if kind and kind != "dbm.shm":
+        return kind
+    return None
+
+
+def _is_ours(path: str) -> bool:
+    try:
+        return _core().whichdb(path) == "dbm.shm"
+    except Exception:
+        return False
+
+
+def _open(path: str, flag: str = "r", mode: int = 0o666):
+    """Open a database; every failure becomes a CLIError with a hint."""
+    core = _core()
+    writing = flag[:1] in ("w", "c", "n")
+    # A write open of an existing file that is not a dbm_shm store is
+    # refused here, before the core sees it: never touch a foreign file.
+    if writing and flag[:1] != "n":
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            size = -1
+        # _other_kind also sees dbm.dumb / dbm.ndbm files stored as PATH.dat,
+        # PATH.dir, PATH.db: never create a dbm_shm file over or beside them.
+        kind = None if size > 0 and _is_ours(path) else _other_kind(path)
+        if kind or (size > 0 and not _is_ours(path)):
+            what = f"a {kind} database" if kind else "not a dbm_shm database"
+            hint = "; 'dbm-shm convert' copies it into a new dbm_shm file" if kind else ""
+            raise CLIError(f"{path}: {what}{hint}")
+    try:
+        return core.open(path, flag, mode)
+    except OSError as exc:
+        msg = _os_message(exc)
+        if path not in msg:
+            msg = f"{path}: {msg}"
+        kind = _other_kind(path)
+        if kind:
+            msg += f" (it is a {kind} database; 'dbm-shm convert' copies it into a dbm_shm file)"
+        raise CLIError(msg) from None
+
+
+def _fmt_type(spec: str) -> ValueFormat:
+    try:
+        return parse_value_format(spec)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _parse(fmt: ValueFormat, arg: str, what: str) -> bytes:
+    try:
+        return fmt.parse(arg)
+    except ValueError as exc:
+        raise UsageError(f"bad {what} {arg!r} for format {fmt.name!r}: {exc}") from None
+
+
+def _show(fmt: ValueFormat, data: bytes) -> str:
+    return _text(fmt.display(data))
+
+
+class _Progress:
+    """A tqdm bar on stderr when enabled and tqdm is installed; else nothing."""
+
+    def __init__(self, enabled: bool, total: Optional[int], desc: str):
+        self._bar = None
+        if not enabled:
+            return
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return
+        self._bar = tqdm(total=total, desc=desc, unit=" rec", unit_scale=True,
+                         file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> "_Progress":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _want_progress(args: argparse.Namespace, data_on_stdout: bool = False) -> bool:
+    if args.progress is not None:
+        return args.progress
+    if data_on_stdout:
+        return False
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _counted(items: Iterator, progress: _Progress, every: int = 1000) -> Iterator:
+    n = 0
+    for item in items:
+        yield item
+        n += 1
+        if n == every:
+            progress.update(n)
+            n = 0
+    if n:
+        progress.update(n)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+# ---------------------------------------------------------------------------
+# Commands
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with _open(args.db, "r") as db:
+        stats = dict(db.stats())
+    stats = {"path": os.path.abspath(args.db), "type": "dbm.shm", **stats}
+    if args.json:
+        _line(json.dumps(stats, indent=2, sort_keys=False, default=str))
+        return EXIT_OK
+    sizes = {"file_size", "top", "live_bytes", "free_bytes", "map_size", "page_size"}
+    width = max(len(k) for k in stats)
+    for key, value in stats.items():
+        shown = str(value)
+        if key in sizes and isinstance(value, int) and value >= 1024:
+            shown = f"{value} ({_human_size(value)})"
+        _line(f"{key + ':':<{width + 1}} {shown}")
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    kf, vf = args.key_format, args.value_format
+    with _open(args.db, "r") as db:
+        if args.values:
+            items = db.iteritems()
+            if args.sort:
+                items = sorted(items)
+            for key, value in items:
+                _out(kf.display(key) + b"\t" + vf.display(value) + b"\n")
+        else:
+            keys = db.keys()
+            if args.sort:
+                keys.sort()
+            for key in keys:
+                _out(kf.display(key) + b"\n")
+    return EXIT_OK
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    kf, vf = args.key_format, args.value_format
+    key = _parse(kf, args.key, "key")
+    with _open(args.db, "r") as db:
+        try:
+            value = db[key]
+        except KeyError:
+            raise NotFound(f"key not found: {_show(kf, key)}") from None
+    data = vf.display(value)
+    _out(data if vf.name == "raw" else data + b"\n")
+    return EXIT_OK
+
+
+def _read_value_file(path: str) -> bytes:
+    try:
+        if path == "-":
+            return sys.stdin.buffer.read()
+        with open(path, "rb") as fp:
+            return fp.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read value file: {_os_message(exc)}") from None
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    kf, vf = args.key_format, args.value_format
+    if (args.value is None) == (args.value_file is None):
+        raise UsageError("give the value either as VALUE or with --value-file, not both")
+    key = _parse(kf, args.key, "key")
+    if args.value_file is not None:
+        value = _read_value_file(args.value_file)
+    else:
+        value = _parse(vf, args.value, "value")
+    with _open(args.db, "c" if args.create else "w") as db:
+        db[key] = value
+    return EXIT_OK
+
+
+def cmd_del(args: argparse.Namespace) -> int:
+    kf = args.key_format
+    keys = [_parse(kf, k, "key") for k in args.keys]
+    missing = []
+    with _open(args.db, "w") as db:
+        for key in keys:
+            try:
+                del db[key]
+            except KeyError:
+                missing.append(key)
+    if missing and not args.force:
+        shown = ", ".join(_show(kf, k) for k in missing)
+        raise NotFound(f"key not found: {shown}")
+    return EXIT_OK
+
+
+def cmd_count(args: argparse.Namespace) -> int:
+    with _open(args.db, "r") as db:
+        _line(str(len(db)))
+    return EXIT_OK
+
+
+def _check_output_path(out: str, db_path: str, force: bool) -> None:
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise CLIError(f"{out}: directory {parent} does not exist")
+    if os.path.exists(out):
+        if _same_file(out, db_path):
+            raise UsageError(f"{out}: the dump file is the database itself")
+        if os.path.isdir(out):
+            raise UsageError(f"{out}: is a directory")
+        if not force and (_is_ours(out) or _other_kind(out)):
+            raise UsageError(
+                f"{out}: is a database file; refusing to overwrite it with a dump "
+                "(remove it first, or pass --force)")
+
+
+def cmd_dump(args: argparse.Namespace) -> int:
+    if args.dump_file is not None and args.dump_file != "-":
+        _check_output_path(args.dump_file, args.db, args.force)
+    to_stdout = args.dump_file in (None, "-")
+    with _open(args.db, "r") as db:
+        st = os.stat(args.db)
+        total = len(db)
+        with _Progress(_want_progress(args, to_stdout), total, "dump") as bar:
+            def write(fp: Any) -> None:
+                if args.format == "jsonl":
+                    _dumpfmt.write_jsonl(fp, db.iteritems(), key_format=args.key_format,
+                                         value_format=args.value_format,
+                                         progress=bar.update)
+                else:
+                    _dumpfmt.write_dump(fp, db.iteritems(), filename=args.db, count=total,
+                                        mode=st.st_mode & 0o777, uid=st.st_uid,
+                                        gid=st.st_gid,
+                                        created_by=f"dbm_shm version {_version()}",
+                                        progress=bar.update)
+
+            if to_stdout:
+                write(sys.stdout.buffer)
+                sys.stdout.buffer.flush()
+                return EXIT_OK
+            target = os.path.abspath(args.dump_file)
+            fd, tmp = tempfile.mkstemp(prefix=os.path.basename(target) + ".",
+                                       suffix=".tmp", dir=os.path.dirname(target))
+            try:
+                with os.fdopen(fd, "wb") as fp:
+                    write(fp)
+                    fp.flush()
+                    os.fsync(fp.fileno())
+                os.chmod(tmp, 0o666 & ~_umask())
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+    return EXIT_OK
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_DB_KINDS_NOT_DUMPS = ("dbm.shm", "dbm.gnu", "dbm.ndbm", "dbm.dumb", "dbm.sqlite3", "dbm.bsd")
+
+
+def _open_dump_source(path: str, stack: contextlib.ExitStack):
+    """A re-readable binary file object for the dump (stdin is spooled)."""
+    if path == "-":
+        spool = stack.enter_context(tempfile.TemporaryFile())
+        while True:
+            chunk = sys.stdin.buffer.read(1 << 20)
+            if not chunk:
+                break
+            spool.write(chunk)
+        spool.seek(0)
+        return spool
+    try:
+        return stack.enter_context(open(path, "rb"))
+    except OSError as exc:
+        raise CLIError(_os_message(exc)) from None
+
+
+def _dump_reader(fp: Any, fmt: str, args: argparse.Namespace):
+    if fmt == "jsonl":
+        return None, _dumpfmt.read_jsonl(fp, key_format=args.key_format,
+                                         value_format=args.value_format)
+    reader = _dumpfmt.DumpReader(fp)
+    return reader, iter(reader)
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    mode = None
+    if args.mode is not None:
+        try:
+            mode = int(args.mode, 8)
+            if not 0 <= mode <= 0o777:
+                raise ValueError
+        except ValueError:
+            raise UsageError(f"bad --mode {args.mode!r}: give octal permissions like 644") from None
+    if args.dump_file != "-":
+        if not os.path.exists(args.dump_file):
+            raise CLIError(f"{args.dump_file}: No such file or directory")
+        if os.path.exists(args.db) and _same_file(args.dump_file, args.db):
+            raise UsageError("the dump file and the database are the same file")
+        if _is_ours(args.dump_file) or _other_kind(args.dump_file) in _DB_KINDS_NOT_DUMPS:
+            raise UsageError(
+                f"{args.dump_file}: is a database, not a dump (usage: "
+                f"{PROG} load DUMP_FILE DB_FILE)")
+    db_exists = os.path.exists(args.db)
+    ours = db_exists and _is_ours(args.db)
+    kind = None if ours else _other_kind(args.db)
+    if kind or (db_exists and os.path.getsize(args.db) > 0 and not ours):
+        what = f"a {kind} database" if kind else "not a dbm_shm database"
+        raise CLIError(f"{args.db}: {what}; refusing to load into it")
+
+    with contextlib.ExitStack() as stack:
+        fp = _open_dump_source(args.dump_file, stack)
+        fmt = args.format
+        if fmt == "auto":
+            head = fp.read(64)
+            fp.seek(0)
+            fmt = _dumpfmt.detect_format(head)
+            if fmt == "gdbm-binary":
+                fmt = "ascii"  # the reader explains that this is unsupported
+            if fmt is None:
+                raise CLIError(f"{args.dump_file}: not a dump (neither a gdbm ASCII dump "
+                               "nor JSON lines); use --format to say which")
+        progress = _want_progress(args)
+
+        # Pass 1: read the whole dump, so a malformed one changes nothing.
+        digests = set()
+        duplicates = 0
+        count = 0
+        reader, items = _dump_reader(fp, fmt, args)
+        try:
+            with _Progress(progress, None, "check dump") as bar:
+                for key, _value in _counted(items, bar):
+                    count += 1
+                    if not args.replace:
+                        d = hashlib.blake2b(key, digest_size=16).digest()
+                        if d in digests:
+                            duplicates += 1
+                        digests.add(d)
+        except DumpError as exc:
+            raise CLIError(f"{args.dump_file}: {exc}") from None
+        if duplicates:
+            raise CLIError(f"{args.dump_file}: {duplicates} key(s) appear more than once "
+                           "in the dump (use --replace to keep the last one)")
+        if not args.replace and db_exists and digests:
+            with _open(args.db, "r") as db:
+                clash = [k for k in db.keys()
+                         if hashlib.blake2b(k, digest_size=16).digest() in digests]
+            if clash:
+                shown = ", ".join(_show(args.key_format, k) for k in clash[:3])
+                more = f" and {len(clash) - 3} more" if len(clash) > 3 else ""
+                raise CLIError(f"{len(clash)} key(s) of the dump are already in {args.db}: "
+                               f"{shown}{more} (use --replace to overwrite them)")
+        if mode is None:
+            mode = 0o666
+            if reader is not None and not db_exists:
+                with contextlib.suppress(ValueError, TypeError):
+                    mode = int(reader.header.get("mode", "666"), 8) & 0o777
+
+        # Pass 2: store.
+        fp.seek(0)
+        _, items = _dump_reader(fp, fmt, args)
+        with _open(args.db, "c", mode) as db, _Progress(progress, count, "load") as bar:
+            try:
+                for key, value in _counted(items, bar):
+                    db[key] = value
+            except DumpError as exc:  # the file changed between the passes
+                raise CLIError(f"{args.dump_file}: {exc}") from None
+            db.sync()
+    return EXIT_OK
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    if not os.path.exists(args.src) and not any(
+            os.path.exists(args.src + ext) for ext in (".db", ".dat", ".pag", ".dir")):
+        raise CLIError(f"{args.src}: No such file or directory")
+    if os.path.exists(args.dst):
+        if _same_file(args.src, args.dst):
+            raise UsageError("SRC and DST are the same file")
+        if not args.merge:
+            raise UsageError(f"{args.dst} exists; pass --merge to copy into it "
+                             "(keys of SRC overwrite those in DST)")
+    core = _core()
+    with contextlib.suppress(Exception):
+        core.register()  # so the stdlib dbm recognises dbm_shm sources too
+    try:
+        src = dbm.open(args.src, "r")
+    except Exception as exc:  # dbm.error, OSError, ImportError of a backend
+        raise CLIError(f"{args.src}: cannot open with the stdlib dbm: {_os_message(exc)}") from None
+    with contextlib.closing(src):
+        try:
+            keys = list(src.keys())
+        except Exception as exc:
+            raise CLIError(f"{args.src}: {_os_message(exc)}") from None
+        with _open(args.dst, "c") as dst, _Progress(_want_progress(args), len(keys),
+                                                     "convert") as bar:
+            for key in _counted(iter(keys), bar):
+                if isinstance(key, str):
+                    key = key.encode("utf-8")
+                try:
+                    value = src[key]
+                except KeyError:
+                    continue  # deleted meanwhile
+                if isinstance(value, str):
+                    value = value.encode("utf-8")
+                dst[key] = value
+            dst.sync()
+    return EXIT_OK
+
+
+def cmd_reorganize(args: argparse.Namespace) -> int:
+    with _open(args.db, "w") as db:
+        before = os.stat(args.db).st_size
+        db.reorganize()
+    after = os.stat(args.db).st_size
+    _line(f"{args.db}: {_human_size(before)} -> {_human_size(after)}")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    with _open(args.db, "r") as db:
+        problems = list(db.check())
+        commit = db.commit_id()
+        expected = len(db)
+        seen = 0
+        nbytes = 0
+        with _Progress(_want_progress(args), expected, "check") as bar:
+            try:
+                for _key, value in _counted(db.iteritems(), bar):
+                    seen += 1
+                    nbytes += len(value)
+            except OSError as exc:
+                problems.append(f"scan failed after {seen} records: {_os_message(exc)}")
+        if seen != expected and db.commit_id() == commit and not problems:
+            problems.append(f"len() says {expected} records but a scan found {seen}")
+    if problems:
+        for p in problems:
+            sys.stderr.write(f"{PROG}: check: {args.db}: {p}\n")
+        _line(f"{args.db}: {len(problems)} problem(s) found")
+        return EXIT_DB_ERROR
+    _line(f"{args.db}: ok, {seen} records, {_human_size(nbytes)} of values")
+    return EXIT_OK
+
+
+# -- watch
+
+
+def wait_for_change(db: Any, last_commit: int, timeout: Optional[float]) -> int:
+    """Wait until the database's commit id differs from ``last_commit``.
+
+    Returns the new commit id, or ``last_commit`` if ``timeout`` seconds
+    (``None``: forever) passed first. This polls every WATCH_POLL_INTERVAL
+    seconds; it is the one place to change when the core offers a futex wait
+    on the header's commit counter.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        commit = db.commit_id()
+        if commit != last_commit:
+            return commit
+        if deadline is None:
+            time.sleep(WATCH_POLL_INTERVAL)
+            continue
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return last_commit
+        time.sleep(min(WATCH_POLL_INTERVAL, left))
+
+
+def _digest(value: bytes) -> bytes:
+    return hashlib.blake2b(value, digest_size=16).digest()
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    kf, vf = args.key_format, args.value_format
+    prefix = _parse(kf, args.prefix, "prefix") if args.prefix is not None else None
+    if args.timeout is not None and args.timeout < 0:
+        raise UsageError("--timeout must not be negative")
+    events = 0
+    stop_at = None if args.timeout is None else time.monotonic() + args.timeout
+
+    def emit(kind: str, key: bytes, value: Optional[bytes] = None) -> None:
+        stamp = ""
+        if args.timestamps:
+            now = time.time()
+            stamp = time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1000):03d} "
+        text = stamp.encode() + kind.encode() + b" " + kf.display(key)
+        if value is not None:
+            text += b" = " + vf.display(value)
+        _out(text + b"\n")
+
+    def snapshot(db: Any) -> Dict[bytes, Tuple[bytes, bytes]]:
+        snap = {}
+        for key, value in db.iteritems():
+            if prefix is None or key.startswith(prefix):
+                snap[key] = (_digest(value), value)
+        return snap
+
+    with _open(args.db, "r") as db:
+        commit = db.commit_id()
+        old = {k: d for k, (d, _v) in snapshot(db).items()}
+        if args.initial:
+            for key, (_d, value) in sorted(snapshot(db).items()):
+                emit("set", key, value)
+            sys.stdout.buffer.flush()
+        while args.max_events is None or events < args.max_events:
+            left = None if stop_at is None else max(0.0, stop_at - time.monotonic())
+            new_commit = wait_for_change(db, commit, left)
+            if new_commit == commit:
+                break  # timed out
+            commit = new_commit
+            current = snapshot(db)
+            for key, (digest, value) in current.items():
+                if old.get(key) != digest:
+                    emit("set", key, value)
+                    events += 1
+            for key in old.keys() - current.keys():
+                emit("del", key)
+                events += 1
+            sys.stdout.buffer.flush()
+            old = {k: d for k, (d, _v) in current.items()}
+    return EXIT_OK
+
+
+# -- demo
+
+_DEMO_TICKERS = ("AAPL", "MSFT", "GOOG", "AMZN", "NVDA", "META", "TSLA", "BRK.B", "JPM", "V",
+                 "UNH", "XOM", "JNJ", "WMT", "MA", "PG", "HD", "CVX", "KO", "PEP")
+_DEMO_VALUE = struct.Struct("<dQI")  # price, sequence number, crc32 of the first 16 bytes
+
+
+def _demo_symbols(n: int) -> List[bytes]:
+    names = list(_DEMO_TICKERS[:n])
+    names += [f"SYM{i:04d}" for i in range(len(names), n)]
+    return [s.encode() for s in names]
+
+
+def _demo_pack(price: float, seq: int) -> bytes:
+    head = struct.pack("<dQ", price, seq)
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+def _demo_writer(path: str, symbols: List[bytes], seconds: float, go: Any, ready: Any,
+                 results: Any) -> None:
+    core = _core()
+    rnd = random.Random(42)
+    prices = {s: 100.0 + i for i, s in enumerate(symbols)}
+    seq = 0
+    ops = 0
+    with core.open(path, "w") as db:
+        ready.put("writer")
+        go.wait()
+        t0 = time.perf_counter()
+        end = t0 + seconds
+        next_report = t0 + 1.0
+        now = t0
+        while now < end:
+            for sym in symbols:
+                seq += 1
+                price = prices[sym] = max(0.01, prices[sym] * (1 + rnd.gauss(0, 0.0005)))
+                db[sym] = _demo_pack(price, seq)
+            ops += len(symbols)
+            now = time.perf_counter()
+            if now >= next_report:
+                sym = symbols[0]
+                print(f"  writer   : {ops / (now - t0):>12,.0f} writes/s   "
+                      f"{sym.decode()} = {prices[sym]:.2f} (seq {seq})", flush=True)
+                next_report += 1.0
+        elapsed = time.perf_counter() - t0
+    results.put({"name": "writer", "role": "write", "ops": ops, "seconds": elapsed,
+                 "torn": 0, "backwards": 0, "missing": 0})
+
+
+def _demo_reader(name: str, path: str, symbols: List[bytes], seconds: float, go: Any,
+                 ready: Any, results: Any) -> None:
+    core = _core()
+    rnd = random.Random(name)
+    last_seq: Dict[bytes, int] = {}
+    ops = torn = backwards = missing = 0
+    with core.open(path, "r") as db:
+        ready.put(name)
+        go.wait()
+        t0 = time.perf_counter()
+        end = t0 + seconds
+        next_report = t0 + 1.0
+        now = t0
+        n = len(symbols)
+        while now < end:
+            for _ in range(256):
+                sym = symbols[rnd.randrange(n)]
+                value = db.get(sym)
+                ops += 1
+                if value is None:
+                    missing += 1
+                    continue
+                if len(value) != _DEMO_VALUE.size:
+                    torn += 1
+                    continue
+                price, seq, crc = _DEMO_VALUE.unpack(value)
+                if crc != zlib.crc32(value[:16]):
+                    torn += 1
+                    continue
+                if seq < last_seq.get(sym, 0):
+                    backwards += 1
+                last_seq[sym] = seq
+            now = time.perf_counter()
+            if now >= next_report:
+                sym = symbols[0]
+                shown = ""
+                value = db.get(sym)
+                if value is not None and len(value) == _DEMO_VALUE.size:
+                    price, seq, _crc = _DEMO_VALUE.unpack(value)
+                    shown = f"{sym.decode()} = {price:.2f} (seq {seq})"
+                print(f"  {name:<9}: {ops / (now - t0):>12,.0f} reads/s    {shown}", flush=True)
+                next_report += 1.0
+        elapsed = time.perf_counter() - t0
+    results.put({"name": name, "role": "read", "ops": ops, "seconds": elapsed,
+                 "torn": torn, "backwards": backwards, "missing": missing})
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import multiprocessing
+    import queue as queue_mod
+    import shutil
+
+    if args.seconds <= 0:
+        raise UsageError("--seconds must be positive")
+    if args.readers < 1:
+        raise UsageError("--readers must be at least 1")
+    if args.symbols < 1:
+        raise UsageError("--symbols must be at least 1")
+    core = _core()
+    tmpdir = None
+    if args.path:
+        path = args.path
+        if os.path.exists(path) and not args.force:
+            raise UsageError(f"{path} exists; the demo starts a new store (pass --force "
+                             "to replace it, or choose another --path)")
+    else:
+        base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        tmpdir = tempfile.mkdtemp(prefix="dbm-shm-demo-", dir=base)
+        path = os.path.join(tmpdir, "prices.db")
+    symbols = _demo_symbols(args.symbols)
+    try:
+        with core.open(path, "n") as db:
+            for i, sym in enumerate(symbols):
+                db[sym] = _demo_pack(100.0 + i, 0)
+        print(f"dbm-shm demo: 1 writer and {args.readers} reader process(es) share {path} "
+              f"for {args.seconds:g} s.\n"
+              f"  The writer updates {len(symbols)} prices in a loop; each reader reads "
+              f"random symbols,\n  checks every value (crc32) and that no price goes back "
+              f"in time.", flush=True)
+        ctx = multiprocessing.get_context("spawn")
+        go = ctx.Event()
+        ready = ctx.Queue()
+        results = ctx.Queue()
+        procs = [ctx.Process(target=_demo_writer, name="writer",
+                             args=(path, symbols, args.seconds, go, ready, results))]
+        for i in range(args.readers):
+            name = f"reader-{i + 1}"
+            procs.append(ctx.Process(target=_demo_reader, name=name,
+                                     args=(name, path, symbols, args.seconds, go, ready,
+                                           results)))
+        for p in procs:
+            p.start()
+        try:
+            for _ in procs:
+                ready.get(timeout=60)
+            go.set()
+            rows = []
+            for _ in procs:
+                rows.append(results.get(timeout=args.seconds + 60))
+        except queue_mod.Empty:
+            for p in procs:
+                if p.is_alive():
+                    p.terminate()
+            raise CLIError("a demo process did not answer (see its error above)") from None
+        finally:
+            for p in procs:
+                p.join(timeout=10)
+        bad = [p for p in procs if p.exitcode not in (0, None)]
+        rows.sort(key=lambda r: (r["role"] != "write", r["name"]))
+        print(f"\n  {'process':<10} {'role':<6} {'ops':>12} {'ops/s':>12}  checks")
+        reads = 0.0
+        problems = 0
+        for r in rows:
+            rate = r["ops"] / r["seconds"] if r["seconds"] > 0 else 0.0
+            checks = "-"
+            if r["role"] == "read":
+                reads += rate
+                problems += r["torn"] + r["backwards"]
+                checks = f"{r['torn']} torn, {r['backwards']} out of order"
+            print(f"  {r['name']:<10} {r['role']:<6} {r['ops']:>12,} {rate:>12,.0f}  {checks}")
+        print(f"  {'readers':<10} {'total':<6} {'':>12} {reads:>12,.0f}")
+        if bad:
+            raise CLIError(f"{len(bad)} demo process(es) failed")
+        if problems:
+            raise CLIError(f"readers saw {problems} inconsistent value(s)")
+    finally:
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------
+# Argument parsing
+
+
+_FORMAT_HELP = ("one of auto (default: printable UTF-8 as is, other bytes as a b'...' "
+                "literal), raw, utf-8, hex, json, pickle, or a struct format such as "
+                "'<I' or '<dd' (fields comma-separated)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Inspect and manage dbm_shm databases (a gdbmtool for shared memory).",
+        epilog="Exit status: 0 ok, 1 key not found, 2 usage error, 3 database error. "
+               "'%(prog)s COMMAND --help' describes each command.")
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s (dbm_shm {_version()})")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    fmt = argparse.ArgumentParser(add_help=False)
+    g = fmt.add_argument_group("data formats (like gdbmtool's 'define key/content')")
+    g.add_argument("--key-format", type=_fmt_type, default=ValueFormat(), metavar="FMT",
+                   help="how keys are shown and parsed: " + _FORMAT_HELP)
+    g.add_argument("--value-format", type=_fmt_type, default=ValueFormat(), metavar="FMT",
+                   help="how values are shown and parsed (same choices)")
+
+    prog_opt = argparse.ArgumentParser(add_help=False)
+    prog_opt.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                          help="show a progress bar (needs tqdm); default: when stdout "
+                               "is a terminal")
+
+    def add(name: str, func: Any, help: str, parents: tuple = (), **kw: Any):
+        p = sub.add_parser(name, help=help, description=help, parents=list(parents), **kw)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("info", cmd_info, "show the database's statistics")
+    p.add_argument("db", metavar="DB_FILE")
+    p.add_argument("--json", action="store_true", help="print them as JSON")
+
+    p = add("list", cmd_list, "list the keys (with -v, the values too)", (fmt,),
+            aliases=["keys"])
+    p.add_argument("db", metavar="DB_FILE")
+    p.add_argument("-v", "--values", action="store_true",
+                   help="print 'KEY<TAB>VALUE' lines")
+    p.add_argument("--sort", action="store_true", help="sort by the keys' bytes")
+
+    p = add("get", cmd_get, "print the value of a key (exit 1 if it is missing)", (fmt,))
+    p.add_argument("db", metavar="DB_FILE")
+    p.add_argument("key", metavar="KEY")
+
+    p = add("set", cmd_set, "store a value under a key", (fmt,))
+    p.add_argument("db", metavar="DB_FILE")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("value", metavar="VALUE", nargs="?")
+    p.add_argument("--value-file", metavar="FILE",
+                   help="take the value's bytes from FILE ('-': standard input)")
+    p.add_argument("-c", "--create", action="store_true",
+                   help="create the database if it does not exist")
+
+    p = add("del", cmd_del, "delete keys (exit 1 if one is missing)", (fmt,),
+            aliases=["delete"])
+    p.add_argument("db", metavar="DB_FILE")
+    p.add_argument("keys", metavar="KEY", nargs="+")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="a missing key is not an error")
+
+    p = add("count", cmd_count, "print the number of keys")
+    p.add_argument("db", metavar="DB_FILE")
+
+    p = add("dump", cmd_dump,
+            "write every record to a dump file (GNU gdbm ASCII dump, loadable by "
+            "gdbm_load, or JSON lines)", (fmt, prog_opt))
+    p.add_argument("db", metavar="DB_FILE")
+    p.add_argument("dump_file", metavar="DUMP_FILE", nargs="?",
+                   help="output file (default: standard output)")
+    p.add_argument("--format", choices=("ascii", "jsonl"), default="ascii",
+                   help="ascii: gdbm_dump's format (default); jsonl: one JSON object a line")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite DUMP_FILE even if it is a database file")
+
+    p = add("load", cmd_load,
+            "add the records of a dump (gdbm ASCII dump or JSON lines) to a database, "
+            "creating it if needed", (fmt, prog_opt))
+    p.add_argument("dump_file", metavar="DUMP_FILE", help="the dump ('-': standard input)")
+    p.add_argument("db", metavar="DB_FILE")
+    p.add_argument("--format", choices=("auto", "ascii", "jsonl"), default="auto",
+                   help="the dump's format (default: recognise it)")
+    p.add_argument("--replace", action=argparse.BooleanOptionalAction, default=False,
+                   help="overwrite keys already in the database (default: refuse to load "
+                        "a dump that has any, and change nothing)")
+    p.add_argument("--mode", metavar="OCTAL",
+                   help="permissions of a new database file (default: the dump's, or 666 "
+                        "less the umask)")
+
+    p = add("convert", cmd_convert,
+            "copy any database the stdlib dbm can open (dbm.gnu, dbm.ndbm, dbm.dumb, "
+            "dbm.sqlite3, ...) into a new dbm_shm database", (prog_opt,))
+    p.add_argument("src", metavar="SRC")
+    p.add_argument("dst", metavar="DST")
+    p.add_argument("--merge", action="store_true",
+                   help="DST may exist: add SRC's records to it, overwriting equal keys")
+
+    p = add("reorganize", cmd_reorganize,
+            "compact the file, giving the space of deleted values back to the file system")
+    p.add_argument("db", metavar="DB_FILE")
+
+    p = add("check", cmd_check,
+            "verify the file's structures and read every record (exit 3 on problems)",
+            (prog_opt,))
+    p.add_argument("db", metavar="DB_FILE")
+
+    p = add("watch", cmd_watch, "print keys as other processes change them", (fmt,))
+    p.add_argument("db", metavar="DB_FILE")
+    p.add_argument("--prefix", metavar="KEY_PREFIX",
+                   help="only keys starting with this (parsed with --key-format)")
+    p.add_argument("--initial", action="store_true",
+                   help="first print every key present now")
+    p.add_argument("-t", "--timestamps", action="store_true",
+                   help="start each line with the time")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="stop after SECONDS (default: run until interrupted)")
+    p.add_argument("--max-events", type=int, metavar="N",
+                   help="stop after N changes")
+
+    p = add("demo", cmd_demo,
+            "run one writer and N reader processes on one store and show their throughput")
+    p.add_argument("--seconds", type=float, default=3.0, help="how long (default 3)")
+    p.add_argument("--readers", type=int, default=3, help="reader processes (default 3)")
+    p.add_argument("--symbols", type=int, default=100,
+                   help="number of symbols with prices (default 100)")
+    p.add_argument("--path", metavar="DB_FILE",
+                   help="store file (default: a temporary file under /dev/shm)")
+    p.add_argument("--force", action="store_true", help="replace --path if it exists")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    command = args.command
+    try:
+        return args.func(args)
+    except CLIError as exc:
+        sys.stdout.flush()
+        sys.stderr.write(f"{PROG}: {command}: {exc}\n")
+        return exc.exit_code
+    except DumpError as exc:
+        sys.stderr.write(f"{PROG}: {command}: {exc}\n")
+        return EXIT_DB_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{PROG}: {command}: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        # The reader of our output went away (dbm-shm list x | head).
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except OSError as exc:  # dbm_shm.error is an OSError too
+        sys.stderr.write(f"{PROG}: {command}: {_os_message(exc)}\n")
+        return EXIT_DB_ERROR

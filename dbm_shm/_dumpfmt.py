@@ -1,0 +1,1016 @@
+"""Flat-file dump formats for dbm_shm databases.
+
+Two formats:
+
+* **GNU gdbm ASCII dump** (what ``gdbm_dump`` writes by default and
+  ``gdbm_load`` reads), so a dbm_shm database can be moved to and from GNU
+  gdbm with the stock tools::
+
+      # GDBM dump file created by GDBM version 1.23. 04/02/2022 on Sat Nov 21 11:44:46 2026
+      #:version=1.1
+      #:file=t.db
+      #:uid=0,user=root,gid=0,group=root,mode=644
+      #:format=standard
+      # End of header
+      #:len=5                 <- key length in bytes
+      aGVsbG8=                <- key, base64, lines of at most 76 characters
+      #:len=5                 <- value length
+      d29ybGQ=                <- value
+      #:count=1
+      # End of data
+
+  Lines starting with ``#`` but not ``#:`` are comments. ``#:`` lines hold
+  comma-separated ``name=value`` parameters (a value may be in double
+  quotes). A datum of length 0 has no base64 lines.
+
+* **JSON lines** for people and scripts: one object per line,
+  ``{"key": ..., "value": ...}``, with ``"key_b64"`` / ``"value_b64"``
+  (standard base64) instead when the bytes are not valid UTF-8 (or not
+  representable by the chosen value format).
+
+The module also holds the value formats (``ValueFormat``) the command-line
+tool uses to show and parse structured keys and values, in the spirit of
+gdbmtool's ``define key {...}`` / ``define content {...}``: a ``struct``
+format (``"<I"``, ``"<dd"``) or one of ``auto``, ``raw``, ``utf-8``,
+``hex``, ``json``, ``pickle``.
+
+This module is pure Python and imports nothing from the compiled core, so it
+can be used (and tested) on its own.
+
+Compatibility note (GNU gdbm 1.23, verified against the Debian build):
+``gdbm_dump`` writes nothing after ``#:len=0``; its own ``gdbm_load`` then
+takes the next ``#:len`` line as part of the same parameter block and
+fails with "Malformed data" on any dump with an empty key or value that is
+not the last datum. ``gdbm_load`` also rejects an empty datum that comes
+before the first non-empty key (or value) of the file, because its decode
+buffer is still unallocated (``gdbm_store`` sees a NULL pointer). So by
+default (``gdbm_compat=True``) ``write_dump`` writes one empty line after
+an empty datum and holds back records with an empty key or value until a
+record with both non-empty has been written. Both changes are invisible to
+a correct reader (``read_dump`` here reads either form); pass
+``gdbm_compat=False`` for output byte-identical to ``gdbm_dump`` apart from
+the creator comment.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import binascii
+import io
+import json
+import os
+import pickle
+import re
+import struct
+import time
+from typing import IO, Any, Callable, Iterable, Iterator, Optional, Tuple
+
+__all__ = [
+    "DumpError",
+    "DumpReader",
+    "GDBM_LINE_LEN",
+    "ValueFormat",
+    "detect_format",
+    "parse_value_format",
+    "read_dump",
+    "read_jsonl",
+    "write_dump",
+    "write_jsonl",
+]
+
+#: Width of the base64 lines gdbm writes (``_GDBM_MAX_DUMP_LINE_LEN``).
+GDBM_LINE_LEN = 76
+
+# 57 input bytes encode to exactly 76 base64 characters: encode values in
+# multiples of that so every chunk ends on a line boundary.
+_B64_LINE_BYTES = GDBM_LINE_LEN // 4 * 3
+_B64_CHUNK_BYTES = _B64_LINE_BYTES * 1024
+_WRITE_BUFFER = 1 << 16
+
+_B64_LINE_RE = re.compile(rb"[A-Za-z0-9+/]*={0,2}\Z")
+_LEN_RE = re.compile(r"[0-9]+\Z")
+
+Item = Tuple[bytes, bytes]
+
+
+class DumpError(ValueError):
+    """A malformed dump file.
+
+    ``lineno`` is the 1-based line where the problem was found (``None``
+    when it is not about one line); ``str()`` gives ``"line N: message"``.
+    """
+
+    def __init__(self, message: str, lineno: Optional[int] = None):
+        self.message = message
+        self.lineno = lineno
+        super().__init__(f"line {lineno}: {message}" if lineno else message)
+
+
+# ---------------------------------------------------------------------------
+# Output helpers
+
+
+class _Sink:
+    """Buffered writer over a binary or text file object (ASCII only)."""
+
+    def __init__(self, fp: IO):
+        self._text = isinstance(fp, io.TextIOBase)
+        self._fp = fp
+        self._parts: list = []
+        self._size = 0
+
+    def write(self, data: bytes) -> None:
+        self._parts.append(data)
+        self._size += len(data)
+        if self._size >= _WRITE_BUFFER:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._parts:
+            return
+        data = b"".join(self._parts)
+        self._parts.clear()
+        self._size = 0
+        if self._text:
+            self._fp.write(data.decode("utf-8"))
+        else:
+            self._fp.write(data)
+
+
+def _as_bytes(obj: Any, what: str) -> bytes:
+    if isinstance(obj, bytes):
+        return obj
+    if isinstance(obj, (bytearray, memoryview)):
+        return bytes(obj)
+    raise TypeError(f"{what} must be bytes-like, not {type(obj).__name__}")
+
+
+def _header_value(value: str, name: str) -> str:
+    """Format a header parameter value the way gdbm's reader parses it."""
+    if "\n" in value or "\r" in value or '"' in value:
+        raise ValueError(f"{name} cannot contain a newline or a double quote: {value!r}")
+    if "," in value or value[:1] in (" ", "\t"):
+        return f'"{value}"'
+    return value
+
+
+def _default_creator() -> str:
+    return "dbm_shm"
+
+
+def _write_datum(sink: _Sink, data: bytes, compat: bool) -> None:
+    n = len(data)
+    sink.write(b"#:len=%d\n" % n)
+    if n == 0:
+        if compat:
+            sink.write(b"\n")
+        return
+    view = memoryview(data)
+    for start in range(0, n, _B64_CHUNK_BYTES):
+        encoded = base64.b64encode(view[start:start + _B64_CHUNK_BYTES])
+        lines = [encoded[i:i + GDBM_LINE_LEN] for i in range(0, len(encoded), GDBM_LINE_LEN)]
+        lines.append(b"")
+        sink.write(b"\n".join(lines))
+
+
+def write_dump(
+    fp: IO,
+    items: Iterable[Item],
+    *,
+    filename: str,
+    count: Optional[int] = None,
+    mode: int = 0o600,
+    uid: Optional[int] = None,
+    gid: Optional[int] = None,
+    user: Optional[str] = None,
+    group: Optional[str] = None,
+    created_by: Optional[str] = None,
+    timestamp: Optional[float] = None,
+    gdbm_compat: bool = True,
+    progress: Optional[Callable[[int], None]] = None,
+) -> int:
+    """Write ``items`` as a GNU gdbm ASCII dump to ``fp``; return the record count.
+
+    ``fp`` is a binary or text file object. ``items`` is any iterable of
+    ``(key, value)`` bytes-like pairs; it is consumed once, streaming.
+
+    ``filename`` goes to the ``#:file=`` line (``gdbm_load`` uses it when
+    no database file is named). ``mode``, ``uid``/``gid`` and
+    ``user``/``group`` go to the ``#:uid=...`` line; ``gdbm_load`` applies
+    them to the file it creates. ``uid``/``gid`` default to the current
+    process's, and the names are looked up from the ids when not given
+    (and left out when unknown, as gdbm does).
+
+    ``count`` is the number of records the caller expects, if it knows; it
+    is only used as the total for ``progress`` and never written: the
+    ``#:count=`` trailer always holds the number actually written.
+    ``progress`` is called with the number of records written since the
+    previous call.
+
+    ``gdbm_compat`` (default ``True``) works around GNU gdbm 1.23's
+    ``gdbm_load`` bugs with empty keys and values (see the module
+    docstring); ``False`` writes exactly what ``gdbm_dump`` writes.
+    """
+    del count  # a progress total only; accepted for callers that pass it
+    if uid is None:
+        uid = os.getuid()
+    if gid is None:
+        gid = os.getgid()
+    if user is None:
+        user = _user_name(uid)
+    if group is None:
+        group = _group_name(gid)
+    if not 0 <= mode <= 0o7777:
+        raise ValueError(f"mode out of range: {mode!r}")
+    creator = created_by or _default_creator()
+    if "\n" in creator or "\r" in creator:
+        raise ValueError("created_by cannot contain a newline")
+    when = time.ctime(time.time() if timestamp is None else timestamp)
+
+    sink = _Sink(fp)
+    owner = f"#:uid={int(uid)},"
+    if user:
+        owner += f"user={_header_value(user, 'user')},"
+    owner += f"gid={int(gid)},"
+    if group:
+        owner += f"group={_header_value(group, 'group')},"
+    owner += f"mode={mode & 0o777:03o}\n"
+    header = (
+        f"# GDBM dump file created by {creator} on {when}\n"
+        "#:version=1.1\n"
+        f"#:file={_header_value(os.fsdecode(filename), 'filename')}\n"
+        f"{owner}"
+        "#:format=standard\n"
+        "# End of header\n"
+    )
+    sink.write(header.encode("utf-8", "surrogateescape"))
+
+    written = 0
+    pending = 0  # records written since the last progress call
+    held: list = []  # records held back until a full record is out (compat)
+    seen_full = not gdbm_compat
+
+    def emit(key: bytes, value: bytes) -> None:
+        nonlocal written, pending
+        _write_datum(sink, key, gdbm_compat)
+        _write_datum(sink, value, gdbm_compat)
+        written += 1
+        pending += 1
+        if progress is not None and pending >= 1000:
+            progress(pending)
+            pending = 0
+
+    for key, value in items:
+        key = _as_bytes(key, "key")
+        value = _as_bytes(value, "value")
+        if not seen_full:
+            if not key or not value:
+                held.append((key, value))
+                continue
+            emit(key, value)
+            seen_full = True
+            for k, v in held:
+                emit(k, v)
+            held.clear()
+            continue
+        emit(key, value)
+    for k, v in held:  # no record had both parts non-empty
+        emit(k, v)
+
+    sink.write(b"#:count=%d\n# End of data\n" % written)
+    sink.flush()
+    if progress is not None and pending:
+        progress(pending)
+    return written
+
+
+def _user_name(uid: int) -> Optional[str]:
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError, OverflowError):
+        return None
+
+
+def _group_name(gid: int) -> Optional[str]:
+    try:
+        import grp
+
+        return grp.getgrgid(gid).gr_name
+    except (ImportError, KeyError, OverflowError):
+        return None
+
+
+# ---------------------------------------------------------------------------
+# Reading the ASCII dump
+
+
+def _parse_params(text: str, lineno: int) -> list:
+    """Parse the part of a ``#:`` line after the colon as gdbm does.
+
+    ``name=value`` pairs separated by commas, blanks before a name skipped,
+    a value may be double-quoted (and then may hold commas).
+    """
+    params = []
+    i, n = 0, len(text)
+    while i < n:
+        while i < n and text[i] in " \t":
+            i += 1
+        if i >= n:
+            break
+        eq = text.find("=", i)
+        if eq < 0:
+            raise DumpError(f"malformed parameter {text[i:]!r} (expected name=value)", lineno)
+        name = text[i:eq]
+        if "," in name:
+            raise DumpError(f"malformed parameter {name!r} (expected name=value)", lineno)
+        i = eq + 1
+        if i < n and text[i] == '"':
+            end = text.find('"', i + 1)
+            if end < 0:
+                raise DumpError(f"unterminated quoted value for {name!r}", lineno)
+            value = text[i + 1:end]
+            i = end + 1
+            if i < n and text[i] != ",":
+                raise DumpError(f"junk after quoted value for {name!r}", lineno)
+        else:
+            end = text.find(",", i)
+            if end < 0:
+                end = n
+            value = text[i:end]
+            i = end
+        params.append((name.strip(), value))
+        i += 1  # skip the comma
+    return params
+
+
+class DumpReader:
+    """Streaming reader of a GNU gdbm ASCII dump.
+
+    Iterate over it for ``(key, value)`` pairs. ``header`` holds the
+    ``#:`` parameters of the header (``version``, ``file``, ``uid``,
+    ``user``, ``gid``, ``group``, ``mode``, ``format``) once the first
+    record (or the end) has been reached; ``count`` the records read so far.
+
+    Every problem raises ``DumpError`` (a ``ValueError``) naming the line:
+    a file that is no ASCII dump, a bad parameter, a ``#:len`` that does not
+    match its data, bad base64, a key without a value, a missing or wrong
+    ``#:count`` trailer (``strict``), data after the trailer.
+
+    ``strict`` (default) also requires the ``#:version`` header (1.x) and the
+    ``#:count=`` trailer that every ``gdbm_dump`` writes; it is what catches a
+    dump cut off between two records. ``strict=False`` accepts whatever
+    ``gdbm_load`` would.
+    """
+
+    def __init__(self, fp: IO, *, strict: bool = True):
+        self._fp = fp
+        self.strict = strict
+        self.header: dict = {}
+        self.count = 0
+        self.trailer_count: Optional[int] = None
+        self.lineno = 0
+        self._iter: Optional[Iterator[Item]] = None
+
+    def __iter__(self) -> Iterator[Item]:
+        if self._iter is None:
+            self._iter = self._records()
+        return self._iter
+
+    def _lines(self) -> Iterator[bytes]:
+        fp = self._fp
+        for raw in fp:
+            if isinstance(raw, str):
+                try:
+                    raw = raw.encode("ascii")
+                except UnicodeEncodeError:
+                    self.lineno += 1
+                    raise DumpError("non-ASCII character in dump", self.lineno) from None
+            self.lineno += 1
+            if raw.endswith(b"\n"):
+                raw = raw[:-1]
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            yield raw
+
+    def _records(self) -> Iterator[Item]:
+        lines = self._lines()
+        header = self.header
+        strict = self.strict
+
+        # -- header: '#' lines up to the first '#:len'
+        first = True
+        datum_len: Optional[int] = None
+        datum_line = 0
+        for line in lines:
+            if first:
+                first = False
+                if line.startswith(b"!"):
+                    raise DumpError(
+                        "this is a binary gdbm dump (gdbm_dump -H binary), which is not "
+                        "supported; make an ASCII dump with 'gdbm_dump -H ascii'", self.lineno)
+                if line.startswith(b"VERSION="):
+                    raise DumpError("this is a Berkeley DB dump, not a gdbm ASCII dump",
+                                    self.lineno)
+                if not line.startswith(b"#"):
+                    raise DumpError(
+                        "not a gdbm ASCII dump (it should start with '# GDBM dump file' "
+                        "or a '#:' line)", self.lineno)
+            if not line.startswith(b"#"):
+                if not line:
+                    continue  # tolerate blank lines in the header
+                raise DumpError("base64 data before the first '#:len=' line", self.lineno)
+            if not line.startswith(b"#:"):
+                continue  # comment
+            params = self._params(line)
+            if "len" in dict(params):
+                datum_len = self._len(dict(params)["len"])
+                datum_line = self.lineno
+                break
+            for name, value in params:
+                if name == "count":
+                    self._trailer(value)
+                else:
+                    header[name] = value
+            if self.trailer_count is not None:
+                break
+        if first:
+            raise DumpError("empty file: not a gdbm ASCII dump")
+        if strict:
+            version = header.get("version")
+            if version is None:
+                raise DumpError("no '#:version=' header line: not a gdbm ASCII dump", 1)
+            if not re.fullmatch(r"1(\.[0-9]+)*", version):
+                raise DumpError(f"unsupported dump version {version!r} (this reader knows 1.x)")
+
+        # -- records
+        key: Optional[bytes] = None
+        chunks: list = []
+        chunk_len = 0
+        while datum_len is not None:
+            # read the datum's base64 lines up to the next '#' line or EOF
+            next_line: Optional[bytes] = None
+            for line in lines:
+                if line.startswith(b"#"):
+                    next_line = line
+                    break
+                if not line:
+                    continue  # empty datum written by a gdbm-compatible writer
+                if not _B64_LINE_RE.match(line):
+                    raise DumpError("invalid base64 data line", self.lineno)
+                chunks.append(line)
+                chunk_len += len(line)
+            end_line = self.lineno
+            data = self._decode(chunks, chunk_len, datum_len, datum_line)
+            chunks = []
+            chunk_len = 0
+            if key is None:
+                key = data
+            else:
+                self.count += 1
+                yield key, data
+                key = None
+            datum_len = None
+            # parameters up to the next '#:len' (or the trailer / EOF)
+            while next_line is not None and datum_len is None:
+                line = next_line
+                next_line = None
+                if line.startswith(b"#:"):
+                    params = dict(self._params(line))
+                    if "count" in params:
+                        if key is not None:
+                            raise DumpError("key without a value before '#:count='",
+                                            self.lineno)
+                        self._trailer(params["count"])
+                        break
+                    if "len" in params:
+                        datum_len = self._len(params["len"])
+                        datum_line = self.lineno
+                        break
+                for line in lines:
+                    if line.startswith(b"#"):
+                        next_line = line
+                        break
+                    if line:
+                        raise DumpError("base64 data without a '#:len=' line", self.lineno)
+            if self.trailer_count is not None:
+                break
+            if datum_len is None and next_line is None and key is not None:
+                raise DumpError("key without a value at end of file", end_line)
+
+        if self.trailer_count is not None:
+            # Only comments may follow the trailer.
+            for line in lines:
+                if line.startswith(b"#:"):
+                    raise DumpError("data after the '#:count=' trailer", self.lineno)
+                if line and not line.startswith(b"#"):
+                    raise DumpError("data after the '#:count=' trailer", self.lineno)
+            if self.trailer_count != self.count:
+                raise DumpError(
+                    f"'#:count={self.trailer_count}' but the dump holds {self.count} "
+                    "records (truncated or edited dump?)")
+        elif strict:
+            raise DumpError(
+                f"no '#:count=' trailer after {self.count} records: the dump is "
+                "truncated (use strict=False to accept it)", self.lineno)
+
+    def _params(self, line: bytes) -> list:
+        text = line[2:].decode("utf-8", "surrogateescape")
+        return _parse_params(text, self.lineno)
+
+    def _len(self, value: str) -> int:
+        if not _LEN_RE.match(value):
+            raise DumpError(f"bad length {value!r} in '#:len='", self.lineno)
+        return int(value)
+
+    def _trailer(self, value: str) -> None:
+        if not _LEN_RE.match(value):
+            raise DumpError(f"bad record count {value!r} in '#:count='", self.lineno)
+        self.trailer_count = int(value)
+
+    @staticmethod
+    def _decode(chunks: list, chunk_len: int, datum_len: int, lineno: int) -> bytes:
+        expected = (datum_len + 2) // 3 * 4
+        if chunk_len != expected:
+            raise DumpError(
+                f"'#:len={datum_len}' needs {expected} base64 characters but "
+                f"{chunk_len} follow", lineno)
+        if not chunks:
+            return b""
+        encoded = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except binascii.Error as exc:
+            raise DumpError(f"bad base64 data: {exc}", lineno) from None
+        if len(data) != datum_len:
+            raise DumpError(
+                f"'#:len={datum_len}' but the data decodes to {len(data)} bytes", lineno)
+        return data
+
+
+def read_dump(fp: IO, *, strict: bool = True) -> Iterator[Item]:
+    """Yield the ``(key, value)`` pairs of a gdbm ASCII dump, streaming.
+
+    ``fp`` is a binary or text file object. Raises ``DumpError`` (a
+    ``ValueError`` whose message starts with ``line N:``) on a malformed
+    dump; records before the problem have been yielded already, so a caller
+    that must not apply half a dump reads it through once first. See
+    ``DumpReader`` for ``strict`` and for the header.
+    """
+    return iter(DumpReader(fp, strict=strict))
+
+
+def detect_format(head: bytes) -> Optional[str]:
+    """Guess a dump's format from its first bytes.
+
+    Returns ``"ascii"`` (a gdbm ASCII dump), ``"jsonl"``, ``"gdbm-binary"``
+    or ``None`` (unknown).
+    """
+    stripped = head.lstrip(b"\xef\xbb\xbf").lstrip()
+    if head.startswith(b"#"):
+        return "ascii"
+    if head.startswith(b"!"):
+        return "gdbm-binary"
+    if stripped.startswith(b"{"):
+        return "jsonl"
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Value formats (gdbmtool's "define key/content")
+
+
+_STRUCT_TOKEN = re.compile(r"\s*(\d*)([xcbB?hHiIlLqQnNefdspP])")
+_INT_CODES = set("bBhHiIlLqQnNP")
+_FLOAT_CODES = set("efd")
+
+
+class ValueFormat:
+    """How to show and parse keys or values.
+
+    ``name`` is the spec it was made from. Methods:
+
+    * ``display(data) -> bytes``: the text to print for ``data`` (never raises;
+      falls back to the Python ``bytes`` repr for data the format cannot show);
+    * ``parse(arg: str) -> bytes``: turn a command-line argument into bytes
+      (raises ``ValueError`` with a message for the user);
+    * ``to_json(data)``: a JSON-serialisable object, or ``NotImplemented`` when
+      the data cannot be represented (callers then use base64);
+    * ``from_json(obj) -> bytes``: the inverse (raises ``ValueError``).
+    """
+
+    name = "auto"
+
+    # -- defaults: "auto"
+    def display(self, data: bytes) -> bytes:
+        return _auto_display(data)
+
+    def parse(self, arg: str) -> bytes:
+        return os.fsencode(arg)
+
+    def to_json(self, data: bytes) -> Any:
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return NotImplemented
+
+    def from_json(self, obj: Any) -> bytes:
+        if not isinstance(obj, str):
+            raise ValueError(f"expected a string, got {type(obj).__name__}")
+        return obj.encode("utf-8", "surrogatepass")
+
+    def __repr__(self) -> str:
+        return f"<ValueFormat {self.name}>"
+
+
+def _is_printable_text(text: str) -> bool:
+    # No tabs or newlines either: a displayed key must fit on one line and
+    # never contain the tab that separates it from its value.
+    return text.isprintable()
+
+
+def _auto_display(data: bytes) -> bytes:
+    """Printable UTF-8 as itself, anything else as a Python bytes literal."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return repr(data).encode("ascii")
+    if _is_printable_text(text) and not text.startswith(("b'", 'b"')):
+        return data
+    return repr(data).encode("ascii")
+
+
+class _RawFormat(ValueFormat):
+    name = "raw"
+
+    def display(self, data: bytes) -> bytes:
+        return data
+
+
+class _Utf8Format(ValueFormat):
+    name = "utf-8"
+
+    def display(self, data: bytes) -> bytes:
+        return data.decode("utf-8", "backslashreplace").encode("utf-8")
+
+    def parse(self, arg: str) -> bytes:
+        try:
+            return arg.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"not valid UTF-8: {arg!r}") from None
+
+
+class _HexFormat(ValueFormat):
+    name = "hex"
+
+    def display(self, data: bytes) -> bytes:
+        return data.hex().encode("ascii")
+
+    def parse(self, arg: str) -> bytes:
+        text = arg[2:] if arg[:2].lower() == "0x" else arg
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            raise ValueError(f"not a hex string: {arg!r}") from None
+
+    def to_json(self, data: bytes) -> Any:
+        return data.hex()
+
+    def from_json(self, obj: Any) -> bytes:
+        if not isinstance(obj, str):
+            raise ValueError(f"expected a hex string, got {type(obj).__name__}")
+        return self.parse(obj)
+
+
+class _JsonFormat(ValueFormat):
+    name = "json"
+
+    def display(self, data: bytes) -> bytes:
+        try:
+            obj = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            return _auto_display(data)
+        return json.dumps(obj, ensure_ascii=False).encode("utf-8")
+
+    def parse(self, arg: str) -> bytes:
+        try:
+            json.loads(arg)
+        except ValueError as exc:
+            raise ValueError(f"not valid JSON ({exc}): {arg!r}") from None
+        return arg.encode("utf-8")
+
+    def to_json(self, data: bytes) -> Any:
+        try:
+            return json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            return NotImplemented
+
+    def from_json(self, obj: Any) -> bytes:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+class _PickleFormat(ValueFormat):
+    """Pickled Python objects (what ``shelve`` stores as values).
+
+    Unpickling runs code chosen by whoever wrote the data: use it only on
+    databases you trust.
+    """
+
+    name = "pickle"
+
+    def _load(self, data: bytes) -> Any:
+        return pickle.loads(data)
+
+    def display(self, data: bytes) -> bytes:
+        try:
+            obj = self._load(data)
+        except Exception:
+            return _auto_display(data)
+        return repr(obj).encode("utf-8", "backslashreplace")
+
+    def parse(self, arg: str) -> bytes:
+        try:
+            obj = ast.literal_eval(arg)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            obj = arg  # not a Python literal: the string itself
+        return pickle.dumps(obj, protocol=pickle.DEFAULT_PROTOCOL)
+
+    def to_json(self, data: bytes) -> Any:
+        try:
+            obj = self._load(data)
+            json.dumps(obj)
+        except Exception:
+            return NotImplemented
+        return obj
+
+    def from_json(self, obj: Any) -> bytes:
+        return pickle.dumps(obj, protocol=pickle.DEFAULT_PROTOCOL)
+
+
+class _StructFormat(ValueFormat):
+    """A ``struct`` module format; several fields are shown comma-separated."""
+
+    def __init__(self, spec: str):
+        try:
+            self._struct = struct.Struct(spec)
+        except struct.error as exc:
+            raise ValueError(f"bad struct format {spec!r}: {exc}") from None
+        self.name = spec
+        body = spec[1:] if spec[:1] in "@=<>!" else spec
+        kinds = []
+        pos = 0
+        body = body.rstrip()
+        while pos < len(body):
+            m = _STRUCT_TOKEN.match(body, pos)
+            if not m:  # pragma: no cover - struct.Struct accepted it
+                raise ValueError(f"bad struct format {spec!r}")
+            num, code = m.groups()
+            pos = m.end()
+            if code == "x":
+                continue
+            if code in "sp":
+                kinds.append(code)
+            else:
+                kinds.extend(code * (int(num) if num else 1))
+        if not kinds:
+            raise ValueError(f"struct format {spec!r} has no fields")
+        self._kinds = kinds
+
+    def _unpack(self, data: bytes) -> tuple:
+        return self._struct.unpack(data)
+
+    @staticmethod
+    def _show(field: Any) -> str:
+        if isinstance(field, bytes):
+            try:
+                text = field.decode("utf-8")
+                if _is_printable_text(text):
+                    return text
+            except UnicodeDecodeError:
+                pass
+            return repr(field)
+        return repr(field) if isinstance(field, float) else str(field)
+
+    def display(self, data: bytes) -> bytes:
+        try:
+            fields = self._unpack(data)
+        except struct.error:
+            return _auto_display(data)
+        return ",".join(self._show(f) for f in fields).encode("utf-8")
+
+    def _field(self, kind: str, text: Any, index: int) -> Any:
+        if kind in _INT_CODES:
+            if isinstance(text, bool) or not isinstance(text, (int, str)):
+                raise ValueError(f"field {index + 1}: expected an integer, got {text!r}")
+            if isinstance(text, str):
+                try:
+                    return int(text.strip(), 0)
+                except ValueError:
+                    raise ValueError(f"field {index + 1}: not an integer: {text!r}") from None
+            return text
+        if kind in _FLOAT_CODES:
+            if isinstance(text, str):
+                try:
+                    return float(text.strip())
+                except ValueError:
+                    raise ValueError(f"field {index + 1}: not a number: {text!r}") from None
+            if isinstance(text, bool) or not isinstance(text, (int, float)):
+                raise ValueError(f"field {index + 1}: expected a number, got {text!r}")
+            return float(text)
+        if kind == "?":
+            if isinstance(text, bool):
+                return text
+            word = str(text).strip().lower()
+            if word in ("1", "true", "yes", "on"):
+                return True
+            if word in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"field {index + 1}: not a boolean: {text!r}")
+        if kind in "csp":
+            if not isinstance(text, str):
+                raise ValueError(f"field {index + 1}: expected a string, got {text!r}")
+            raw = os.fsencode(text)
+            if kind == "c" and len(raw) != 1:
+                raise ValueError(f"field {index + 1}: expected one byte, got {text!r}")
+            return raw
+        raise ValueError(f"unsupported struct code {kind!r}")  # pragma: no cover
+
+    def _pack(self, values: list) -> bytes:
+        if len(values) != len(self._kinds):
+            raise ValueError(
+                f"format {self.name!r} has {len(self._kinds)} field(s), got {len(values)}")
+        fields = [self._field(k, v, i) for i, (k, v) in enumerate(zip(self._kinds, values))]
+        try:
+            return self._struct.pack(*fields)
+        except struct.error as exc:
+            raise ValueError(f"cannot pack {values!r} as {self.name!r}: {exc}") from None
+
+    def parse(self, arg: str) -> bytes:
+        if len(self._kinds) == 1:
+            values = [arg]
+        else:
+            values = arg.split(",") if "," in arg else arg.split()
+        return self._pack(values)
+
+    def to_json(self, data: bytes) -> Any:
+        try:
+            fields = self._unpack(data)
+        except struct.error:
+            return NotImplemented
+        out = []
+        for f in fields:
+            if isinstance(f, bytes):
+                try:
+                    f = f.decode("utf-8")
+                except UnicodeDecodeError:
+                    return NotImplemented
+            elif isinstance(f, float) and (f != f or f in (float("inf"), float("-inf"))):
+                return NotImplemented  # not representable in strict JSON
+            out.append(f)
+        return out[0] if len(out) == 1 else out
+
+    def from_json(self, obj: Any) -> bytes:
+        values = obj if isinstance(obj, list) else [obj]
+        return self._pack(values)
+
+
+_NAMED_FORMATS = {
+    "auto": ValueFormat,
+    "raw": _RawFormat,
+    "utf-8": _Utf8Format,
+    "utf8": _Utf8Format,
+    "hex": _HexFormat,
+    "json": _JsonFormat,
+    "pickle": _PickleFormat,
+}
+
+#: The format names ``parse_value_format`` accepts besides struct formats.
+FORMAT_NAMES = ("auto", "raw", "utf-8", "hex", "json", "pickle")
+
+
+def parse_value_format(spec: Optional[str]) -> ValueFormat:
+    """Make a ``ValueFormat`` from a name or a ``struct`` format string.
+
+    ``None`` or ``"auto"`` gives the default: printable UTF-8 shown as is,
+    other bytes as a Python bytes literal; arguments taken as given.
+    Raises ``ValueError`` for an unknown spec.
+    """
+    if spec is None:
+        return ValueFormat()
+    cls = _NAMED_FORMATS.get(spec.lower())
+    if cls is not None:
+        return cls()
+    try:
+        return _StructFormat(spec)
+    except ValueError as exc:
+        raise ValueError(
+            f"unknown format {spec!r}: use one of {', '.join(FORMAT_NAMES)} "
+            f"or a struct format such as '<I' or '<dd' ({exc})") from None
+
+
+# ---------------------------------------------------------------------------
+# JSON lines
+
+
+def _jsonl_field(out: dict, name: str, data: bytes, fmt: Optional[ValueFormat]) -> None:
+    obj = (fmt or _DEFAULT_FORMAT).to_json(data)
+    if obj is NotImplemented:
+        out[name + "_b64"] = base64.b64encode(data).decode("ascii")
+    else:
+        out[name] = obj
+
+
+_DEFAULT_FORMAT = ValueFormat()
+
+
+def write_jsonl(
+    fp: IO,
+    items: Iterable[Item],
+    *,
+    key_format: Optional[ValueFormat] = None,
+    value_format: Optional[ValueFormat] = None,
+    progress: Optional[Callable[[int], None]] = None,
+) -> int:
+    """Write ``items`` as JSON lines (UTF-8); return the number written.
+
+    Each line is ``{"key": K, "value": V}``. By default K and V are strings
+    when the bytes are valid UTF-8, otherwise the line has ``"key_b64"`` /
+    ``"value_b64"`` (standard base64) in their place. With a ``ValueFormat``
+    K or V is what the format makes of the bytes (numbers for ``"<I"``, a
+    list for ``"<dd"``, the object for ``json``), and base64 where it cannot.
+    """
+    sink = _Sink(fp)
+    written = 0
+    pending = 0
+    for key, value in items:
+        key = _as_bytes(key, "key")
+        value = _as_bytes(value, "value")
+        rec: dict = {}
+        _jsonl_field(rec, "key", key, key_format)
+        _jsonl_field(rec, "value", value, value_format)
+        sink.write(json.dumps(rec, ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n")
+        written += 1
+        pending += 1
+        if progress is not None and pending >= 1000:
+            progress(pending)
+            pending = 0
+    sink.flush()
+    if progress is not None and pending:
+        progress(pending)
+    return written
+
+
+def _jsonl_datum(rec: dict, name: str, fmt: Optional[ValueFormat], lineno: int) -> bytes:
+    has_plain = name in rec
+    has_b64 = name + "_b64" in rec
+    if has_plain and has_b64:
+        raise DumpError(f"both {name!r} and {name + '_b64'!r} given", lineno)
+    if has_b64:
+        text = rec[name + "_b64"]
+        if not isinstance(text, str):
+            raise DumpError(f"{name + '_b64'!r} must be a string", lineno)
+        try:
+            return base64.b64decode(text, validate=True)
+        except binascii.Error as exc:
+            raise DumpError(f"bad base64 in {name + '_b64'!r}: {exc}", lineno) from None
+    if not has_plain:
+        raise DumpError(f"no {name!r} (or {name + '_b64'!r}) field", lineno)
+    try:
+        return (fmt or _DEFAULT_FORMAT).from_json(rec[name])
+    except ValueError as exc:
+        raise DumpError(f"bad {name!r}: {exc}", lineno) from None
+
+
+def read_jsonl(
+    fp: IO,
+    *,
+    key_format: Optional[ValueFormat] = None,
+    value_format: Optional[ValueFormat] = None,
+) -> Iterator[Item]:
+    """Yield ``(key, value)`` pairs from JSON lines written by ``write_jsonl``.
+
+    Blank lines are skipped; other fields than ``key``/``key_b64``/
+    ``value``/``value_b64`` are ignored. Raises ``DumpError`` naming the
+    line for invalid JSON, a line that is not an object, or a missing,
+    doubled or undecodable key or value.
+    """
+    for lineno, line in enumerate(fp, 1):
+        if isinstance(line, bytes):
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DumpError(f"not UTF-8: {exc}", lineno) from None
+        if lineno == 1:
+            line = line.lstrip("\ufeff")
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError as exc:
+            raise DumpError(f"invalid JSON: {exc}", lineno) from None
+        if not isinstance(rec, dict):
+            raise DumpError("expected a JSON object with 'key' and 'value'", lineno)
+        yield (_jsonl_datum(rec, "key", key_format, lineno),
+               _jsonl_datum(rec, "value", value_format, lineno))
