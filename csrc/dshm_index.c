@@ -79,6 +79,14 @@ static inline bool page_ok(uint64_t off, uint64_t limit) {
     return off % 64 == 0 && dshm_in(off, DSHM_BUCKET_SIZE, limit);
 }
 
+bool dshm_bucket_covers(dshm_bucket *bk, uint64_t h) {
+    unsigned ld = atomic_load_explicit(&bk->bk_depth, memory_order_relaxed);
+    uint64_t prefix = ld_rel(&bk->bk_prefix);
+    uint64_t mask = ld == 0 ? 0 : ld >= 64 ? ~(uint64_t)0 : ~(uint64_t)0 << (64 - ld);
+    return atomic_load_explicit(&bk->bk_kind, memory_order_relaxed) == DSHM_BK_PRIMARY &&
+           ld <= DSHM_MAX_DEPTH && (h & mask) == prefix;
+}
+
 /** The primary bucket for hash h under directory value dir, or 0 if an
  *  offset on the way is out of bounds (stale under a reader, or damage). */
 uint64_t dshm_bucket_for(dshm_env *env, uint64_t dir, uint64_t h, uint64_t limit) {
@@ -149,6 +157,11 @@ int64_t dshm_index_read(dshm_env *env, uint64_t h, const char *key, size_t klen,
     uint64_t s1 = atomic_load_explicit(&bk->bk_seq, memory_order_acquire);
     if ((s1 & 1) && !locked)
         return DSHM_RETRY;
+    /* The page may have been split away and reused for another bucket
+     * between the directory load and the counter load: it must be a
+     * primary bucket covering h (checked again by the counter below). */
+    if (!dshm_bucket_covers(bk, h))
+        return bad;
     int64_t result = DSHM_NOTFOUND;
     uint64_t page = b;
     for (unsigned hops = 0; page; hops++) {
@@ -330,9 +343,15 @@ static int bucket_split(dshm_env *env, uint64_t b) {
             if (!r)
                 continue;
             uint64_t h = ld_rel(&pg->bk_slots[s].sl_hash);
-            if ((rc = chain_put(env, (h & bit) ? hi : lo, h, r)))
-                return rc;   /* the new pages are unreachable; recovery or
-                                the next rebuild takes them back */
+            if ((rc = chain_put(env, (h & bit) ? hi : lo, h, r))) {
+                /* Out of space: the old bucket is untouched; give the new,
+                 * unpublished pages back. */
+                chain_free(env, lo);
+                dshm_page_free(env, lo);
+                chain_free(env, hi);
+                dshm_page_free(env, hi);
+                return rc;
+            }
         }
     }
     bucket_end(L);

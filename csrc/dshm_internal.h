@@ -21,15 +21,15 @@
 #define DSHM_MOVED   (DSHM_LAST_ERRCODE - 11)  /* file reorganized: reopen */
 #define DSHM_SPLIT   (DSHM_LAST_ERRCODE - 12)  /* bucket full: split, retry */
 
-/** One mapping of one file. Private to a process. Superseded mappings
- *  (after a remap for growth or a reopen after reorganize) stay mapped
- *  until the handle is closed, because other threads may still read them. */
+/** One mapping of one file. Private to a process. A superseded mapping
+ *  (after a remap for growth or a reopen after reorganize) stays mapped
+ *  until no call that may have loaded it is still running. */
 typedef struct dshm_env {
     int      ev_fd;         /**< the file, O_RDWR or O_RDONLY */
     int      ev_writable;   /**< fd and mapping allow writes */
     char    *ev_base;       /**< start of the reserved range; file mapped at it */
     uint64_t ev_resv;       /**< bytes reserved (>= file size when mapped) */
-    struct dshm_env *ev_older; /**< superseded mappings, freed at close */
+    struct dshm_env *ev_older; /**< next on the handle's list of superseded mappings */
 } dshm_env;
 
 /** An open handle. Shared by the threads of one process. */
@@ -40,6 +40,13 @@ struct dshm_db {
     int      db_flags;           /**< DSHM_RDONLY, DSHM_SYNC */
     _Atomic int db_inflight;     /**< calls running; close waits for 0 */
     _Atomic int db_closed;       /**< set by dshm_close */
+    dshm_env *db_retired;        /**< superseded mappings (after a remap or a
+                                      reopen), unmapped once no call is in
+                                      flight; guarded by db_lock */
+    _Atomic int db_has_retired;  /**< db_retired is non-empty */
+    int      db_pid;             /**< process that opened the handle: after
+                                      fork() a child's close must not wait
+                                      for its parent's calls in flight */
     _Atomic uint64_t db_retries;   /**< statistics, relaxed */
     _Atomic uint64_t db_fallbacks;
     _Atomic uint64_t db_reopens;
@@ -102,6 +109,8 @@ int dshm_index_remove(dshm_env *env, const dshm_pos *pos);
 void dshm_index_replace(dshm_env *env, const dshm_pos *pos, uint64_t rec);
 int dshm_index_init(dshm_env *env);
 uint64_t dshm_bucket_for(dshm_env *env, uint64_t dir, uint64_t h, uint64_t limit);
+/** Is bk a primary bucket whose hash range holds h? */
+bool dshm_bucket_covers(dshm_bucket *bk, uint64_t h);
 int dshm_index_finish_split(dshm_env *env);
 int dshm_index_rebuild_page(dshm_env *env, uint64_t bucket);
 

@@ -26,6 +26,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #if !defined(__STDC_VERSION__) || __STDC_VERSION__ < 201112L
@@ -141,15 +142,18 @@ typedef struct dshm_header {
     uint64_t hd_checksum;      /**< SipHash (fixed key) of the fields above */
     uint64_t hd_pad0[2];
 
-    /* ---- writer lock: its own cache line ---- */
-    union {
+    /* ---- writer lock: a cache line of its own, written on every lock
+     *      and unlock, kept away from the fields readers load ---- */
+    _Alignas(64) union {
         pthread_mutex_t m;     /**< robust, process-shared; held by the writer */
-        char pad[64];
+        char pad[48];
     } hd_mutex;
     _Atomic uint64_t hd_lock_pid;   /**< pid of the holder (0 = none); informative */
+    uint64_t hd_repair;             /**< 1: a recovery failed; every lock holder
+                                         retries it before writing */
 
     /* ---- published state: written by the writer, read by readers ---- */
-    _Atomic uint64_t hd_file_size;  /**< file length; grows only, after fallocate.
+    _Alignas(64) _Atomic uint64_t hd_file_size;  /**< file length; grows only, after fallocate.
                                          Readers never touch bytes past it */
     _Atomic uint64_t hd_dir;        /**< directory offset | global depth (low 6 bits) */
     _Atomic uint64_t hd_struct_seq; /**< seqlock over the directory as a whole:
@@ -180,6 +184,9 @@ typedef struct dshm_header {
     uint64_t hd_intent_n;           /**< number of directory entries it had */
 } dshm_header;
 _Static_assert(sizeof(dshm_header) <= DSHM_HEADER_SIZE, "header fits its page");
+_Static_assert(sizeof(pthread_mutex_t) <= 48, "the mutex shares its line with hd_lock_pid and hd_repair");
+_Static_assert(offsetof(dshm_header, hd_mutex) % 64 == 0, "lock on its own cache line");
+_Static_assert(offsetof(dshm_header, hd_file_size) % 64 == 0, "reader fields on their own cache line");
 
 #define DSHM_ABI ((uint32_t)((sizeof(pthread_mutex_t) << 8) | sizeof(long)))
 

@@ -6,8 +6,10 @@
  * Who holds it: the one writer of the moment (any thread of any process),
  * and a reader that lost to the writer too often (the read fallback).
  * When a holder dies, the kernel's robust-futex list marks the mutex and
- * the next pthread_mutex_lock() returns EOWNERDEAD: that caller repairs the
- * store (dshm_recover) and marks the mutex consistent before going on.
+ * the next pthread_mutex_lock() returns EOWNERDEAD: that caller marks the
+ * mutex consistent, flags the store for repair (hd_repair) and repairs it
+ * (dshm_recover) before going on; if the repair fails, the flag stays and
+ * every later holder tries again before it writes.
  * A mutex left locked by a process the kernel could not clean up after
  * (the machine rebooted with the file on disk) is found by the first
  * opener that gets the file to itself (dshm_mutex_probe at open, under an
@@ -66,24 +68,30 @@ int dshm_lock0(dshm_env *env, bool *recovered) {
     if (recovered)
         *recovered = false;
     if (rc == EOWNERDEAD) {
-        /* The previous holder died inside a write. Make the store whole
-         * before anyone else may see the lock free. */
-        int rrc = dshm_recover(env);
-        if (rrc != 0) {
-            /* Leave the mutex inconsistent: the next locker tries again. */
-            pthread_mutex_unlock(&hd->hd_mutex.m);
-            return rrc == DSHM_CORRUPT ? DSHM_CORRUPT : DSHM_NEED_RECOVERY;
-        }
+        /* The previous holder died inside a write. The mutex is made
+         * consistent at once (so it stays usable) and the store marked for
+         * repair; the repair below, or by the next holder if this one
+         * fails, runs before any write. */
+        hd->hd_repair = 1;
         pthread_mutex_consistent(&hd->hd_mutex.m);
-        if (recovered)
-            *recovered = true;
         rc = 0;
     } else if (rc == ENOTRECOVERABLE) {
         return DSHM_NEED_RECOVERY;
+    } else if (rc) {
+        return rc;
     }
-    if (rc == 0)
-        atomic_store_explicit(&hd->hd_lock_pid, (uint64_t)getpid(), memory_order_relaxed);
-    return rc;
+    atomic_store_explicit(&hd->hd_lock_pid, (uint64_t)getpid(), memory_order_relaxed);
+    if (hd->hd_repair) {
+        int rrc = dshm_recover(env);
+        if (rrc) {
+            dshm_unlock0(env);
+            return rrc == DSHM_CORRUPT ? DSHM_CORRUPT : DSHM_NEED_RECOVERY;
+        }
+        hd->hd_repair = 0;
+        if (recovered)
+            *recovered = true;
+    }
+    return 0;
 }
 
 void dshm_unlock0(dshm_env *env) {

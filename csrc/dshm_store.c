@@ -240,7 +240,8 @@ static int env_open(const char *path, int flags, int mode, uint64_t want, dshm_e
             goto fail;
         }
         dshm_header hdr;
-        ssize_t got = st.st_size >= (off_t)DSHM_HEADER_SIZE ? pread(env->ev_fd, &hdr, sizeof hdr, 0) : 0;
+        memset(&hdr, 0, sizeof hdr);
+        ssize_t got = pread(env->ev_fd, &hdr, sizeof hdr, 0);
         if (got < 0) {
             rc = errno;
             goto fail;
@@ -271,11 +272,9 @@ static int env_open(const char *path, int flags, int mode, uint64_t want, dshm_e
             continue;   /* validate what was written, like any opener */
         }
         if (got != (ssize_t)sizeof hdr) {
-            rc = st.st_size == 0 ? DSHM_BAD_MAGIC
-               : memcmp(&hdr, DSHM_MAGIC, (size_t)(got < DSHM_MAGIC_LEN ? got : DSHM_MAGIC_LEN)) == 0
+            /* Shorter than a header: ours but cut short, or not ours. */
+            rc = got >= DSHM_MAGIC_LEN && memcmp(hdr.hd_magic, DSHM_MAGIC, DSHM_MAGIC_LEN) == 0
                ? DSHM_TRUNCATED : DSHM_BAD_MAGIC;
-            if (st.st_size > 0 && (size_t)st.st_size < DSHM_MAGIC_LEN)
-                rc = DSHM_BAD_MAGIC;
             goto fail;
         }
         if ((rc = validate_header(&hdr, (uint64_t)st.st_size)))
@@ -289,12 +288,11 @@ static int env_open(const char *path, int flags, int mode, uint64_t want, dshm_e
                 if ((rc = dshm_mutex_probe(hd, &stale)))
                     goto fail;
                 if (stale) {
+                    /* A fresh mutex, and a repair before anyone writes. */
+                    hd->hd_repair = 1;
                     if ((rc = dshm_mutex_init(hd)) || (rc = dshm_lock0(env, NULL)))
                         goto fail;
-                    rc = dshm_recover(env);
                     dshm_unlock0(env);
-                    if (rc)
-                        goto fail;
                 }
             }
             if ((rc = flock_retry(env->ev_fd, LOCK_SH)))
@@ -364,8 +362,20 @@ static int refresh(dshm_db *db, dshm_env **envp, uint64_t want) {
     dshm_env *nenv = NULL;
     if (atomic_load_explicit(&hd->hd_moved, memory_order_acquire)) {
         rc = env_open(db->db_path, db->db_flags & DSHM_RDONLY, 0, want, &nenv);
-        if (!rc)
+        struct stat a, b;
+        if (!rc && fstat(nenv->ev_fd, &a) == 0 && fstat(cur->ev_fd, &b) == 0 &&
+            a.st_ino == b.st_ino && a.st_dev == b.st_dev) {
+            /* The path still names this file: the flag outlived a crash
+             * between reorganize's rename and its directory sync. */
+            env_free(nenv);
+            nenv = NULL;
+            if (cur->ev_writable && dshm_lock0(cur, NULL) == 0) {
+                atomic_store_explicit(&hd->hd_moved, 0, memory_order_release);
+                dshm_unlock0(cur);
+            }
+        } else if (!rc) {
             atomic_fetch_add_explicit(&db->db_reopens, 1, memory_order_relaxed);
+        }
     } else {
         uint64_t size = atomic_load_explicit(&hd->hd_file_size, memory_order_acquire);
         if (size > cur->ev_resv || want > cur->ev_resv) {
@@ -387,8 +397,10 @@ static int refresh(dshm_db *db, dshm_env **envp, uint64_t want) {
         }
     }
     if (nenv) {
-        nenv->ev_older = cur;
-        atomic_store_explicit(&db->db_env, nenv, memory_order_release);
+        atomic_store_explicit(&db->db_env, nenv, memory_order_seq_cst);
+        cur->ev_older = db->db_retired;
+        db->db_retired = cur;
+        atomic_store_explicit(&db->db_has_retired, 1, memory_order_relaxed);
         cur = nenv;
     }
     pthread_mutex_unlock(&db->db_lock);
@@ -407,7 +419,9 @@ static int enter(dshm_db *db, dshm_env **envp) {
         atomic_fetch_sub_explicit(&db->db_inflight, 1, memory_order_release);
         return DSHM_CLOSED;
     }
-    dshm_env *env = atomic_load_explicit(&db->db_env, memory_order_acquire);
+    /* seq_cst, paired with the swap in refresh() and the check in
+     * reclaim(): a call that loaded a mapping is counted in flight. */
+    dshm_env *env = atomic_load_explicit(&db->db_env, memory_order_seq_cst);
     dshm_header *hd = DSHM_HDR(env);
     if (__builtin_expect(atomic_load_explicit(&hd->hd_moved, memory_order_relaxed) ||
                          atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed) > env->ev_resv, 0)) {
@@ -421,8 +435,24 @@ static int enter(dshm_db *db, dshm_env **envp) {
     return 0;
 }
 
+/* Unmap superseded mappings once no call is in flight: a call that
+ * entered later loads the current mapping, never a retired one. */
+static void reclaim(dshm_db *db) {
+    dshm_env *old = NULL;
+    pthread_mutex_lock(&db->db_lock);
+    if (atomic_load_explicit(&db->db_inflight, memory_order_seq_cst) == 0) {
+        old = db->db_retired;
+        db->db_retired = NULL;
+        atomic_store_explicit(&db->db_has_retired, 0, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&db->db_lock);
+    env_free(old);
+}
+
 static inline void leave(dshm_db *db) {
-    atomic_fetch_sub_explicit(&db->db_inflight, 1, memory_order_release);
+    if (atomic_fetch_sub_explicit(&db->db_inflight, 1, memory_order_seq_cst) == 1 &&
+        __builtin_expect(atomic_load_explicit(&db->db_has_retired, memory_order_relaxed), 0))
+        reclaim(db);
 }
 
 /* After a recovery: a writer that died inside reorganize between the rename
@@ -467,6 +497,25 @@ static int wlock(dshm_db *db, dshm_env **envp, uint64_t room) {
 
 /* Create an initialised store in a private name beside path and rename it
  * over path. */
+/* fsync the directory holding path, so a rename in it is durable. */
+static void sync_parent(const char *path) {
+    char *copy = strdup(path);
+    if (!copy)
+        return;
+    char *slash = strrchr(copy, '/');
+    const char *dir = ".";
+    if (slash) {
+        *slash = 0;
+        dir = slash == copy ? "/" : copy;
+    }
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        if (fsync(fd) != 0) { /* best effort: some file systems refuse */ }
+        close(fd);
+    }
+    free(copy);
+}
+
 static int create_renamed(const char *path, int mode, const uint64_t *seed) {
     size_t n = strlen(path) + 48;
     char *tmp = malloc(n);
@@ -515,6 +564,7 @@ int dshm_open(const char *path, int flags, int mode, dshm_db **out) {
         return ENOMEM;
     db->db_path = strdup(path);
     db->db_flags = flags & (DSHM_RDONLY | DSHM_SYNC);
+    db->db_pid = (int)getpid();
     if (!db->db_path) {
         free(db);
         return ENOMEM;
@@ -555,12 +605,17 @@ fail:
 void dshm_close(dshm_db *db) {
     if (!db || atomic_exchange_explicit(&db->db_closed, 1, memory_order_seq_cst))
         return;
-    while (atomic_load_explicit(&db->db_inflight, memory_order_seq_cst) != 0)
+    /* Wait for the calls other threads have in flight; a child after
+     * fork() has none (its copy of the counter may hold its parent's). */
+    while (db->db_pid == (int)getpid() && atomic_load_explicit(&db->db_inflight, memory_order_seq_cst) != 0)
         sched_yield();
     pthread_mutex_lock(&db->db_lock);
     dshm_env *env = atomic_exchange_explicit(&db->db_env, NULL, memory_order_acq_rel);
+    dshm_env *old = db->db_retired;
+    db->db_retired = NULL;
     pthread_mutex_unlock(&db->db_lock);
     env_free(env);
+    env_free(old);
 }
 
 void dshm_free(dshm_db *db) {
@@ -585,6 +640,59 @@ static void backoff(int attempt) {
     }
 }
 
+/* A lock-free read attempt: returns DSHM_RETRY when the seqlock moved. */
+typedef int64_t (*read_fn)(dshm_env *env, bool locked, void *ctx);
+
+/* Run a read: lock-free tries first; after DSHM_READ_TRIES losses to the
+ * writer (a hot key, a huge value), read under the writer lock, which
+ * always finishes. A handle on a file it may not write cannot take the
+ * lock: it keeps trying, sleeping in between, for up to ~5 s. */
+static int64_t read_retry(dshm_db *db, dshm_env **envp, read_fn fn, void *ctx) {
+    int64_t r = DSHM_RETRY;
+    for (int i = 0; i < DSHM_READ_TRIES && r == DSHM_RETRY; i++) {
+        if (i) {
+            atomic_fetch_add_explicit(&db->db_retries, 1, memory_order_relaxed);
+            backoff(i);
+        }
+        r = fn(*envp, false, ctx);
+    }
+    if (r != DSHM_RETRY)
+        return r;
+    atomic_fetch_add_explicit(&db->db_fallbacks, 1, memory_order_relaxed);
+    if ((*envp)->ev_writable) {
+        int rc = wlock(db, envp, 0);
+        if (rc)
+            return rc > 0 ? -rc : rc;
+        r = fn(*envp, true, ctx);
+        dshm_unlock0(*envp);
+        return r;
+    }
+    struct timespec ms = {0, 1000000};
+    for (int i = 0; i < 5000 && r == DSHM_RETRY; i++) {
+        nanosleep(&ms, NULL);
+        r = fn(*envp, false, ctx);
+    }
+    return r == DSHM_RETRY ? DSHM_NEED_RECOVERY : r;
+}
+
+typedef struct get_ctx {
+    const char *key;
+    size_t klen;
+    char *buf;
+    size_t cap;
+    dshm_env *env;    /* the mapping h was computed for (the seed is per file) */
+    uint64_t h;
+} get_ctx;
+
+static int64_t get_once(dshm_env *env, bool locked, void *p) {
+    get_ctx *c = p;
+    if (c->env != env) {
+        c->h = dshm_hash(DSHM_HDR(env)->hd_seed, c->key, c->klen);
+        c->env = env;
+    }
+    return dshm_index_read(env, c->h, c->key, c->klen, c->buf, c->cap, locked);
+}
+
 int64_t dshm_get(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap) {
     dshm_env *env;
     int rc = enter(db, &env);
@@ -594,39 +702,10 @@ int64_t dshm_get(dshm_db *db, const char *key, size_t klen, char *buf, size_t ca
         leave(db);
         return DSHM_INVALID;
     }
-    uint64_t h = dshm_hash(DSHM_HDR(env)->hd_seed, key, klen);
-    int64_t r = DSHM_RETRY;
-    for (int i = 0; i < DSHM_READ_TRIES && r == DSHM_RETRY; i++) {
-        if (i) {
-            atomic_fetch_add_explicit(&db->db_retries, 1, memory_order_relaxed);
-            backoff(i);
-        }
-        r = dshm_index_read(env, h, key, klen, buf, cap, false);
-    }
-    if (r == DSHM_RETRY) {
-        /* Lost to the writer too often (a hot key, a huge value): read
-         * under the writer lock, which always finishes. */
-        atomic_fetch_add_explicit(&db->db_fallbacks, 1, memory_order_relaxed);
-        if (env->ev_writable) {
-            if ((rc = wlock(db, &env, 0)) == 0) {
-                r = dshm_index_read(env, dshm_hash(DSHM_HDR(env)->hd_seed, key, klen),
-                                    key, klen, buf, cap, true);
-                dshm_unlock0(env);
-            } else {
-                r = rc > 0 ? -rc : rc;
-            }
-        } else {
-            /* A handle on a file it may not write cannot take the lock:
-             * keep trying, sleeping in between. */
-            struct timespec ms = {0, 1000000};
-            for (int i = 0; i < 5000 && r == DSHM_RETRY; i++) {
-                nanosleep(&ms, NULL);
-                r = dshm_index_read(env, h, key, klen, buf, cap, false);
-            }
-            if (r == DSHM_RETRY)
-                r = DSHM_NEED_RECOVERY;
-        }
-    }
+    get_ctx c = { key, klen, buf, cap, NULL, 0 };
+    int64_t r = get_once(env, false, &c);
+    if (r == DSHM_RETRY)
+        r = read_retry(db, &env, get_once, &c);
     leave(db);
     return r;
 }
@@ -682,7 +761,7 @@ static int snap_read(dshm_env *env, uint64_t cursor, uint64_t from, bool values,
         return DSHM_RETRY;
     unsigned ld = atomic_load_explicit(&bk->bk_depth, memory_order_relaxed);
     uint64_t prefix = atomic_load_explicit(&bk->bk_prefix, memory_order_relaxed);
-    if (ld > DSHM_MAX_DEPTH)
+    if (!dshm_bucket_covers(bk, cursor))   /* reused for another bucket */
         return bad;
     size_t need = 0;
     int rc = 0;
@@ -741,27 +820,21 @@ static int snap_read(dshm_env *env, uint64_t cursor, uint64_t from, bool values,
     return 0;
 }
 
+typedef struct snap_ctx {
+    uint64_t cursor, from;
+    bool values;
+    snap *sn;
+} snap_ctx;
+
+static int64_t snap_once(dshm_env *env, bool locked, void *p) {
+    snap_ctx *c = p;
+    return snap_read(env, c->cursor, c->from, c->values, locked, c->sn);
+}
+
 /* snap_read with retries and the locked fallback. */
 static int snap_get(dshm_db *db, dshm_env **envp, uint64_t cursor, uint64_t from, bool values, snap *sn) {
-    int r = DSHM_RETRY;
-    for (int i = 0; i < DSHM_READ_TRIES && r == DSHM_RETRY; i++) {
-        if (i) {
-            atomic_fetch_add_explicit(&db->db_retries, 1, memory_order_relaxed);
-            backoff(i);
-        }
-        r = snap_read(*envp, cursor, from, values, false, sn);
-    }
-    if (r == DSHM_RETRY) {
-        atomic_fetch_add_explicit(&db->db_fallbacks, 1, memory_order_relaxed);
-        if (!(*envp)->ev_writable)
-            return DSHM_NEED_RECOVERY;
-        int rc = wlock(db, envp, 0);
-        if (rc)
-            return rc;
-        r = snap_read(*envp, cursor, from, values, true, sn);
-        dshm_unlock0(*envp);
-    }
-    return r;
+    snap_ctx c = { cursor, from, values, sn };
+    return (int)read_retry(db, envp, snap_once, &c);
 }
 
 /* Grow sn to hold `need` bytes. */
@@ -1187,6 +1260,7 @@ int dshm_reorganize(dshm_db *db) {
     }
     free(tmp);
     tmp = NULL;
+    sync_parent(db->db_path);
     atomic_store_explicit(&hd->hd_moved, 1, memory_order_release);
     atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_release);
 out:

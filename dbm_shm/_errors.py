@@ -31,6 +31,13 @@ class error(_dbm_error_base, OSError):  # type: ignore[misc,valid-type]
 
     code: Optional[int] = None
 
+    def __str__(self) -> str:
+        # OSError prints "[Errno None] None: 'path'" for an error that has a
+        # filename but no errno; ours carry the path in the message.
+        if self.errno is None and len(self.args) == 1:
+            return str(self.args[0])
+        return super().__str__()
+
 
 # Short, user-facing texts for the library's own codes (the C strerror
 # table carries the symbolic name; both appear in the message).
