@@ -4,7 +4,7 @@
  *        memory-mapped file, one writer at a time, lock-free readers.
  *
  * This is the only header the Python binding sees (its cffi cdef is the
- * copy in cdef.h, kept in step by tests/test_cffi_smoke.py).
+ * copy in cdef.h, kept in step by tests/api/test_cffi_smoke.py).
  *
  * @section caveats Caveats
  * - A handle may be shared by any number of threads of one process: every

@@ -116,6 +116,9 @@ int dshm_index_rebuild_page(dshm_env *env, uint64_t bucket);
 
 /* ---- space (dshm_space.c) ---- */
 int dshm_alloc(dshm_env *env, uint64_t size, uint64_t *off);
+/** dshm_alloc for a new record, the first allocation of a put: the one
+ *  point where the free lists may be compacted. */
+int dshm_alloc_record(dshm_env *env, uint64_t size, uint64_t *off);
 /** A block of size bytes aligned to align (a power of two >= 16). */
 int dshm_alloc_aligned(dshm_env *env, uint64_t size, uint64_t align, uint64_t *off);
 void dshm_free_block(dshm_env *env, uint64_t off, uint64_t size);
@@ -123,7 +126,11 @@ int dshm_page_alloc(dshm_env *env, uint32_t kind, uint64_t *off);
 void dshm_page_free(dshm_env *env, uint64_t off);
 int dshm_grow(dshm_env *env, uint64_t need);
 void dshm_space_reset(dshm_env *env, uint64_t top);
-int dshm_space_rebuild(dshm_env *env);
+/** Rebuild the free lists from the live structures. compact: a writer's
+ *  defragmentation (keeps the bucket pool, changes nothing readers see);
+ *  otherwise a repair (drops damaged slots and the pool, and fails reads
+ *  in flight through hd_struct_seq). */
+int dshm_space_rebuild(dshm_env *env, bool compact);
 
 /* ---- lock (dshm_lock.c) ---- */
 int dshm_mutex_init(dshm_header *hd);

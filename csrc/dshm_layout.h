@@ -171,6 +171,8 @@ typedef struct dshm_header {
     uint64_t hd_overflow;           /**< overflow pages in use */
     uint64_t hd_bucket_free;        /**< free bucket pages (linked by bk_next) */
     uint64_t hd_recoveries;         /**< recoveries run on this file */
+    uint64_t hd_freed;              /**< bytes put on the free lists since the
+                                         last compaction of the lists */
     uint64_t hd_small_map[2];       /**< bit c set: hd_small[c] non-empty */
     uint64_t hd_small[DSHM_NSMALL]; /**< free lists, class c holds (c+1)*16 bytes */
     uint64_t hd_large[DSHM_NLARGE]; /**< free lists, bin b holds [2^(b+11), 2^(b+12)) */

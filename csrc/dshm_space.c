@@ -19,6 +19,10 @@
  * - A writer that dies may leave the lists half-updated; the next holder
  *   calls dshm_space_rebuild(), which recomputes them from the live
  *   structures (every gap between live extents is free).
+ * - Blocks are not merged when freed. Instead, when a request finds no
+ *   block that fits and a quarter of the allocated space was freed since
+ *   the last time, the lists are rebuilt the same way (compaction), which
+ *   merges every run of neighbouring free blocks, before the top grows.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -32,6 +36,7 @@
 #define GROW_STEP_MIN  ((uint64_t)1 << 20)   /* grow by at least 1 MiB */
 #define GROW_STEP_MAX  ((uint64_t)1 << 30)   /* and at most 1 GiB beyond need */
 #define LARGE_SCAN     32                    /* entries scanned per bin, best fit */
+#define COMPACT_MIN    ((uint64_t)1 << 20)   /* freed bytes before a compaction */
 
 static unsigned small_class(uint64_t size) { return (unsigned)(size / DSHM_ALIGN) - 1u; }
 
@@ -78,6 +83,7 @@ void dshm_free_block(dshm_env *env, uint64_t off, uint64_t size) {
         return;
     }
     push_free(env, off, size);
+    hd->hd_freed += size;
 }
 
 /* Give back the unused tail of a block taken from a list. */
@@ -159,7 +165,7 @@ int dshm_grow(dshm_env *env, uint64_t need) {
     return 0;
 }
 
-int dshm_alloc(dshm_env *env, uint64_t size, uint64_t *out) {
+static int alloc0(dshm_env *env, uint64_t size, uint64_t *out, bool may_compact) {
     dshm_header *hd = DSHM_HDR(env);
     bool bad = false;
     size = (size + DSHM_ALIGN - 1) & ~(uint64_t)(DSHM_ALIGN - 1);
@@ -185,10 +191,18 @@ int dshm_alloc(dshm_env *env, uint64_t size, uint64_t *out) {
         if (bad) {
             /* A list is damaged (a writer died mid-update, or the file was
              * hurt): recompute every list from the live structures. */
-            int rc = dshm_space_rebuild(env);
+            int rc = dshm_space_rebuild(env, false);
             if (rc)
                 return rc;
             bad = false;
+            continue;
+        }
+        if (!off && may_compact && attempt == 0 && hd->hd_freed >= COMPACT_MIN && hd->hd_freed >= hd->hd_top / 4) {
+            /* Nothing fits, and much was freed: merge neighbouring free
+             * blocks before growing the file. */
+            int rc = dshm_space_rebuild(env, true);
+            if (rc)
+                return rc;
             continue;
         }
         if (off) {
@@ -207,6 +221,17 @@ int dshm_alloc(dshm_env *env, uint64_t size, uint64_t *out) {
         return 0;
     }
     return DSHM_CORRUPT;
+}
+
+int dshm_alloc(dshm_env *env, uint64_t size, uint64_t *out) {
+    return alloc0(env, size, out, false);
+}
+
+/* A compaction treats every block it cannot see from the directory as
+ * free, so it may only run when the writer holds no unpublished block:
+ * at the first allocation of a put. */
+int dshm_alloc_record(dshm_env *env, uint64_t size, uint64_t *out) {
+    return alloc0(env, size, out, true);
 }
 
 int dshm_alloc_aligned(dshm_env *env, uint64_t size, uint64_t align, uint64_t *out) {
@@ -310,27 +335,40 @@ static int ext_add(extents *e, uint64_t off, uint64_t size) {
 
 /** Recompute the free lists, the counters and the top from the live
  *  structures: the directory, every bucket page and every record they
- *  reference. Slots whose records are out of bounds are dropped (they can
- *  only come from damage). The caller holds the lock and has made
- *  hd_struct_seq odd. */
-int dshm_space_rebuild(dshm_env *env) {
+ *  reference. As a repair (!compact): slots whose records are out of
+ *  bounds are dropped (they can only come from damage), pooled bucket pages
+ *  become free space and hd_struct_seq fails the reads in flight. As a
+ *  compaction: the pool is kept and nothing a reader looks at changes. */
+int dshm_space_rebuild(dshm_env *env, bool compact) {
     dshm_header *hd = DSHM_HDR(env);
     uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
     uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed);
     uint64_t doff = DSHM_DIR_OFF(dir), n = (uint64_t)1 << DSHM_DIR_DEPTH(dir);
     uint64_t dsize = dshm_dir_bytes(DSHM_DIR_DEPTH(dir));
-    uint64_t count = 0, live = 0, buckets = 0, overflow = 0;
+    uint64_t count = 0, live = 0, buckets = 0, overflow = 0, pool = 0;
     extents e = {0};
     int rc = 0;
 
     if (DSHM_DIR_DEPTH(dir) > DSHM_MAX_DEPTH || !dshm_in(doff, dsize, limit))
         return DSHM_CORRUPT;
-    /* Pages leave the bucket pool here: fail every read in flight. */
+    /* Pages leave the bucket pool in a repair: fail every read in flight. */
     uint64_t ss = atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed);
-    bool own_seq = !(ss & 1);
+    bool own_seq = !compact && !(ss & 1);
     if (own_seq) {
         atomic_store_explicit(&hd->hd_struct_seq, ss + 1, memory_order_relaxed);
         atomic_thread_fence(memory_order_release);
+    }
+    if (compact) {
+        pool = hd->hd_bucket_free;
+        uint64_t steps = 0;
+        for (uint64_t p = pool; p; p = atomic_load_explicit(&((dshm_bucket *)DSHM_AT(env, p))->bk_next, memory_order_relaxed)) {
+            if (p % 64 || !dshm_in(p, DSHM_BUCKET_SIZE, limit) || ++steps > limit / DSHM_BUCKET_SIZE) {
+                rc = DSHM_CORRUPT;
+                goto out;
+            }
+            if ((rc = ext_add(&e, p, DSHM_BUCKET_SIZE)))
+                goto out;
+        }
     }
     if ((rc = ext_add(&e, doff, dsize)))
         goto out;
@@ -364,6 +402,10 @@ int dshm_space_rebuild(dshm_env *env) {
                 dshm_rec *rec = DSHM_AT(env, r);
                 if (r % DSHM_ALIGN || !dshm_in(r, DSHM_REC_HDR, limit) ||
                     !dshm_in(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), limit)) {
+                    if (compact) {
+                        rc = DSHM_CORRUPT;
+                        goto out;
+                    }
                     atomic_store_explicit(&pg->bk_slots[s].sl_rec, 0, memory_order_relaxed);
                     continue;
                 }
@@ -373,7 +415,8 @@ int dshm_space_rebuild(dshm_env *env) {
                 used++;
                 live += rs;
             }
-            atomic_store_explicit(&pg->bk_count, used, memory_order_relaxed);
+            if (!compact)
+                atomic_store_explicit(&pg->bk_count, used, memory_order_relaxed);
             count += used;
             page = atomic_load_explicit(&pg->bk_next, memory_order_relaxed);
         }
@@ -383,6 +426,8 @@ int dshm_space_rebuild(dshm_env *env) {
         if (e.v[i - 1].off + e.v[i - 1].size > e.v[i].off) { rc = DSHM_CORRUPT; goto out; }
     uint64_t top = e.n ? e.v[e.n - 1].off + e.v[e.n - 1].size : DSHM_HEADER_SIZE;
     dshm_space_reset(env, top);
+    hd->hd_bucket_free = pool;
+    hd->hd_freed = 0;
     uint64_t prev = DSHM_HEADER_SIZE;
     for (size_t i = 0; i < e.n; i++) {
         if (e.v[i].off > prev)

@@ -193,6 +193,19 @@ static int validate_header(const dshm_header *hd, uint64_t fsize) {
     return 0;
 }
 
+/* A file a creator died in the middle of initialising: the initial size,
+ * no magic yet, and a header that is all zero or carries our constants
+ * (init_file writes the magic last). Anything else is not ours to wipe. */
+static bool half_made(const dshm_header *hd, ssize_t got, uint64_t size) {
+    static const char zero[sizeof(dshm_header)];
+    if (got != (ssize_t)sizeof *hd || size != DSHM_INITIAL_SIZE ||
+        memcmp(hd->hd_magic, zero, DSHM_MAGIC_LEN) != 0)
+        return false;
+    return memcmp(hd, zero, sizeof *hd) == 0 ||
+           (hd->hd_format == DSHM_FORMAT && hd->hd_header_size == DSHM_HEADER_SIZE &&
+            hd->hd_bucket_size == DSHM_BUCKET_SIZE);
+}
+
 static int flock_retry(int fd, int op) {
     while (flock(fd, op) != 0) {
         if (errno != EINTR)
@@ -246,9 +259,7 @@ static int env_open(const char *path, int flags, int mode, uint64_t want, dshm_e
             rc = errno;
             goto fail;
         }
-        static const char zero[DSHM_MAGIC_LEN];
-        bool blank = st.st_size == 0 ||
-                     (got == (ssize_t)sizeof hdr && memcmp(hdr.hd_magic, zero, DSHM_MAGIC_LEN) == 0);
+        bool blank = st.st_size == 0 || half_made(&hdr, got, (uint64_t)st.st_size);
         if (blank && st.st_size < (off_t)DSHM_HEADER_SIZE && !exclusive) {
             /* Someone else is creating it: wait for the magic. */
             clock_gettime(CLOCK_MONOTONIC, &now);
@@ -340,7 +351,7 @@ int dshm_recover(dshm_env *env) {
             atomic_store_explicit(&bk->bk_seq, s + 1, memory_order_release);
         }
     }
-    if ((rc = dshm_space_rebuild(env)))
+    if ((rc = dshm_space_rebuild(env, false)))
         return rc;
     hd->hd_recoveries++;
     atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_release);
@@ -495,8 +506,8 @@ static int wlock(dshm_db *db, dshm_env **envp, uint64_t room) {
     }
 }
 
-/* Create an initialised store in a private name beside path and rename it
- * over path. */
+/* Create an initialised store with permissions `mode` in a private name
+ * beside path and rename it over path. */
 /* fsync the directory holding path, so a rename in it is durable. */
 static void sync_parent(const char *path) {
     char *copy = strdup(path);
@@ -516,14 +527,14 @@ static void sync_parent(const char *path) {
     free(copy);
 }
 
-static int create_renamed(const char *path, int mode, const uint64_t *seed) {
+static int create_renamed(const char *path, int mode) {
     size_t n = strlen(path) + 48;
     char *tmp = malloc(n);
     if (!tmp)
         return ENOMEM;
     snprintf(tmp, n, "%s.dshm-new-%d", path, (int)getpid());
     int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-    int rc = fd < 0 ? errno : init_file(fd, seed);
+    int rc = fd < 0 ? errno : fchmod(fd, (mode_t)mode) ? errno : init_file(fd, NULL);
     if (fd >= 0)
         close(fd);
     if (!rc && rename(tmp, path) != 0)
@@ -581,9 +592,10 @@ int dshm_open(const char *path, int flags, int mode, dshm_db **out) {
             rc = errno;
             goto fail;
         }
+        struct stat st;
         if (flock(fd, LOCK_EX | LOCK_NB) == 0)
             rc = ftruncate(fd, 0) ? errno : init_file(fd, NULL);
-        else if ((rc = create_renamed(path, mode, NULL)) == 0)
+        else if ((rc = fstat(fd, &st) ? errno : create_renamed(path, (int)(st.st_mode & 07777))) == 0)
             mark_moved(fd);
         close(fd);
         if (rc)
@@ -592,6 +604,13 @@ int dshm_open(const char *path, int flags, int mode, dshm_db **out) {
     rc = env_open(path, flags & (DSHM_RDONLY | DSHM_CREATE), mode, 0, &env);
     if (rc)
         goto fail;
+    /* Reopen and reorganize use the file's absolute, resolved name: a
+     * chdir() or a symlink must not send them elsewhere. */
+    char *resolved = realpath(path, NULL);
+    if (resolved) {
+        free(db->db_path);
+        db->db_path = resolved;
+    }
     atomic_store_explicit(&db->db_env, env, memory_order_release);
     *out = db;
     return 0;
@@ -1021,7 +1040,7 @@ static int put_locked(dshm_env *env, uint64_t h, const char *key, size_t klen,
     if (found && (flags & DSHM_NOOVERWRITE))
         return DSHM_KEYEXIST;
     uint64_t rsize = dshm_rec_size(klen, vlen), off;
-    if ((rc = dshm_alloc(env, rsize, &off)))
+    if ((rc = dshm_alloc_record(env, rsize, &off)))
         return rc;
     dshm_rec *rec = DSHM_AT(env, off);
     rec->rc_klen = (uint32_t)klen;
@@ -1158,7 +1177,7 @@ int dshm_clear(dshm_db *db) {
         atomic_store_explicit(&hd->hd_struct_seq, ss + 1, memory_order_relaxed);
         atomic_thread_fence(memory_order_release);
         DSHM_CRASH_POINT("clear");
-        rc = dshm_space_rebuild(env);
+        rc = dshm_space_rebuild(env, false);
         atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_release);
         atomic_store_explicit(&hd->hd_struct_seq, ss + 2, memory_order_release);
     }
