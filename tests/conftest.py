@@ -1,0 +1,32 @@
+"""Shared fixtures and markers for the dbm_shm test suite.
+
+Every test works on real files under pytest's ``tmp_path``; nothing is mocked.
+"""
+
+import pytest
+
+import dbm_shm
+
+
+def pytest_configure(config):
+    # pyproject.toml declares these too (and deselects them by default);
+    # registering them here keeps `pytest -p no:cacheprovider tests/...`
+    # run from another rootdir free of unknown-marker warnings.
+    config.addinivalue_line("markers", "slow: long or large cases (1 GiB values); not run by default")
+    config.addinivalue_line("markers", "soak: long multi-process soaks; not run by default")
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    """Path of a database file that does not exist yet."""
+    return tmp_path / "db"
+
+
+@pytest.fixture
+def db(db_path):
+    """A database opened with flag 'c' on ``db_path``, closed after the test."""
+    d = dbm_shm.open(db_path, "c")
+    try:
+        yield d
+    finally:
+        d.close()
