@@ -136,7 +136,7 @@ int dshm_space_rebuild(dshm_env *env, bool compact);
 int dshm_mutex_init(dshm_header *hd);
 int dshm_lock0(dshm_env *env, bool *recovered);
 void dshm_unlock0(dshm_env *env);
-int dshm_mutex_probe(dshm_header *hd, bool *stale);
+int dshm_mutex_probe(dshm_header *hd, bool *repair, bool *reinit);
 
 /* ---- store (dshm_store.c) ---- */
 int dshm_recover(dshm_env *env);

@@ -41,19 +41,27 @@ int dshm_mutex_init(dshm_header *hd) {
 }
 
 /** Called at open by a process that holds the file's flock exclusively,
- *  so no other process can legitimately hold the mutex. Sets *stale if the
- *  mutex was left held or its owner died: the caller then re-initialises
- *  it and recovers the store. */
-int dshm_mutex_probe(dshm_header *hd, bool *stale) {
+ *  so no other process can legitimately hold the mutex. Sets *repair if a
+ *  holder died inside a write (the store needs dshm_recover), and *reinit
+ *  if the mutex itself is unusable (left locked by a process the kernel
+ *  could not clean up after, or not recoverable): the caller then
+ *  re-initialises it. The mutex is never left owned by this thread, so it
+ *  is on no robust list when it is re-initialised. */
+int dshm_mutex_probe(dshm_header *hd, bool *repair, bool *reinit) {
     int rc = pthread_mutex_trylock(&hd->hd_mutex.m);
-    *stale = false;
+    *repair = *reinit = false;
     if (rc == 0) {
         pthread_mutex_unlock(&hd->hd_mutex.m);
         return 0;
     }
-    if (rc == EOWNERDEAD || rc == EBUSY || rc == ENOTRECOVERABLE ||
-        rc == EDEADLK || rc == EINVAL) {
-        *stale = true;
+    if (rc == EOWNERDEAD) {
+        pthread_mutex_consistent(&hd->hd_mutex.m);
+        pthread_mutex_unlock(&hd->hd_mutex.m);
+        *repair = true;
+        return 0;
+    }
+    if (rc == EBUSY || rc == ENOTRECOVERABLE || rc == EDEADLK || rc == EINVAL) {
+        *repair = *reinit = true;
         return 0;
     }
     return rc;

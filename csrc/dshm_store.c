@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/random.h>
@@ -219,12 +220,14 @@ static int flock_retry(int fd, int op) {
  * opener that gets the file exclusively (no one else has it open) also
  * checks the writer lock for a holder the kernel could not clean up after
  * and repairs the store. */
-static int env_open(const char *path, int flags, int mode, uint64_t want, dshm_env **out) {
+static int env_open(const char *path, int flags, int mode, uint64_t want, dshm_env **out, bool *repaired) {
     bool rdonly = flags & DSHM_RDONLY, create = flags & (DSHM_CREATE | DSHM_TRUNC);
     dshm_env *env = calloc(1, sizeof *env);
     int rc = 0;
     if (!env)
         return ENOMEM;
+    if (repaired)
+        *repaired = false;
     env->ev_fd = -1;
     /* A read-only handle still opens O_RDWR where it may: that lets its
      * reads fall back to the writer lock and lets it repair after a dead
@@ -294,14 +297,16 @@ static int env_open(const char *path, int flags, int mode, uint64_t want, dshm_e
             goto fail;
         if (exclusive) {
             if (env->ev_writable) {
-                bool stale = false;
+                bool repair, reinit;
                 dshm_header *hd = DSHM_HDR(env);
-                if ((rc = dshm_mutex_probe(hd, &stale)))
+                if ((rc = dshm_mutex_probe(hd, &repair, &reinit)))
                     goto fail;
-                if (stale) {
-                    /* A fresh mutex, and a repair before anyone writes. */
+                if (reinit && (rc = dshm_mutex_init(hd)))
+                    goto fail;
+                if (repair) {
+                    /* Repair now, before anyone writes. */
                     hd->hd_repair = 1;
-                    if ((rc = dshm_mutex_init(hd)) || (rc = dshm_lock0(env, NULL)))
+                    if ((rc = dshm_lock0(env, repaired)))
                         goto fail;
                     dshm_unlock0(env);
                 }
@@ -372,7 +377,7 @@ static int refresh(dshm_db *db, dshm_env **envp, uint64_t want) {
     dshm_header *hd = DSHM_HDR(cur);
     dshm_env *nenv = NULL;
     if (atomic_load_explicit(&hd->hd_moved, memory_order_acquire)) {
-        rc = env_open(db->db_path, db->db_flags & DSHM_RDONLY, 0, want, &nenv);
+        rc = env_open(db->db_path, db->db_flags & DSHM_RDONLY, 0, want, &nenv, NULL);
         struct stat a, b;
         if (!rc && fstat(nenv->ev_fd, &a) == 0 && fstat(cur->ev_fd, &b) == 0 &&
             a.st_ino == b.st_ino && a.st_dev == b.st_dev) {
@@ -466,11 +471,50 @@ static inline void leave(dshm_db *db) {
         reclaim(db);
 }
 
+/* Remove "<path>.dshm-reorg-<pid>" and "<path>.dshm-new-<pid>" copies whose
+ * writer died before renaming them into place (found after a recovery). */
+static void remove_orphans(const char *path) {
+    char *copy = strdup(path);
+    if (!copy)
+        return;
+    char *slash = strrchr(copy, '/');
+    const char *dir = slash ? (slash == copy ? "/" : copy) : ".";
+    const char *base = slash ? slash + 1 : copy;
+    if (slash)
+        *slash = 0;
+    size_t blen = strlen(base);
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL) {
+        const char *name = de->d_name, *rest;
+        if (strncmp(name, base, blen) != 0)
+            continue;
+        rest = name + blen;
+        if (strncmp(rest, ".dshm-reorg-", 12) == 0)
+            rest += 12;
+        else if (strncmp(rest, ".dshm-new-", 10) == 0)
+            rest += 10;
+        else
+            continue;
+        char *end;
+        long pid = strtol(rest, &end, 10);
+        bool dead = *end == 0 && pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+        if (dead)
+            unlinkat(dirfd(d), name, 0);
+    }
+    if (d)
+        closedir(d);
+    free(copy);
+}
+
 /* After a recovery: a writer that died inside reorganize between the rename
  * and marking this file moved left the path naming another store. Mark
  * this one moved so every handle follows the path. Runs under the lock. */
+static void remove_orphans(const char *path);
+
 static void check_replaced(dshm_db *db, dshm_env *env) {
     struct stat mine, named;
+    remove_orphans(db->db_path);
     if (fstat(env->ev_fd, &mine) != 0 || stat(db->db_path, &named) != 0)
         return;
     if (mine.st_ino != named.st_ino || mine.st_dev != named.st_dev)
@@ -601,7 +645,8 @@ int dshm_open(const char *path, int flags, int mode, dshm_db **out) {
         if (rc)
             goto fail;
     }
-    rc = env_open(path, flags & (DSHM_RDONLY | DSHM_CREATE), mode, 0, &env);
+    bool repaired;
+    rc = env_open(path, flags & (DSHM_RDONLY | DSHM_CREATE), mode, 0, &env, &repaired);
     if (rc)
         goto fail;
     /* Reopen and reorganize use the file's absolute, resolved name: a
@@ -611,6 +656,8 @@ int dshm_open(const char *path, int flags, int mode, dshm_db **out) {
         free(db->db_path);
         db->db_path = resolved;
     }
+    if (repaired)
+        check_replaced(db, env);
     atomic_store_explicit(&db->db_env, env, memory_order_release);
     *out = db;
     return 0;
