@@ -172,10 +172,7 @@ def test_crash_in_reorganize_leaves_no_temporary(store_path, tmp_path):
     with dbm_shm.open(store_path, "w") as db:
         db.reorganize()
         assert db.check() == []
-    left = leftovers(Path(store_path))
-    if left:
-        pytest.xfail(f"KNOWN BUG: a writer killed inside reorganize() leaves its temporary copy "
-                     f"behind and nothing removes it: {left}")
+    assert leftovers(Path(store_path)) == []
 
 
 def _random_kills(store_path, tmp_path, kills, seed):
