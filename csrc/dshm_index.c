@@ -60,6 +60,15 @@ uint64_t dshm_hash(const uint64_t seed[2], const void *data, size_t len) {
     return v0 ^ v1 ^ v2 ^ v3;
 }
 
+int dshm_test_collide;
+
+uint64_t dshm_key_hash(const dshm_header *hd, const void *key, size_t klen) {
+    uint64_t h = dshm_hash(hd->hd_seed, key, klen);
+    if (__builtin_expect(dshm_test_collide > 0, 0))
+        h = dshm_test_collide >= 64 ? 0 : h & (~(uint64_t)0 >> dshm_test_collide);
+    return h;
+}
+
 uint64_t dshm_header_checksum(const dshm_header *hd) {
     static const uint64_t key[2] = {0x64626d5f73686d31ULL, 0x6865616465723031ULL};
     return dshm_hash(key, hd, offsetof(dshm_header, hd_checksum));
@@ -540,7 +549,7 @@ int dshm_index_rebuild_page(dshm_env *env, uint64_t b) {
         dshm_rec *rec = DSHM_AT(env, recs[k]);
         if (!dshm_in(recs[k], dshm_rec_size(rec->rc_klen, rec->rc_vlen), limit))
             continue;
-        uint64_t h = dshm_hash(hd->hd_seed, (const char *)rec + DSHM_REC_HDR, rec->rc_klen);
+        uint64_t h = dshm_key_hash(hd, (const char *)rec + DSHM_REC_HDR, rec->rc_klen);
         rc = chain_put(env, b, h, recs[k]);
     }
 out:

@@ -88,6 +88,11 @@ void dshm_crash_point0(const char *point);
 
 /* ---- index (dshm_index.c) ---- */
 uint64_t dshm_hash(const uint64_t seed[2], const void *data, size_t len);
+/** The hash of a key in this file (SipHash-1-3 under the file's seed).
+ *  Test hook DSHM_TEST_COLLIDE=n clears the top n bits of every key hash
+ *  (64: all keys collide), to exercise hostile-key handling. */
+uint64_t dshm_key_hash(const dshm_header *hd, const void *key, size_t klen);
+extern int dshm_test_collide;
 uint64_t dshm_header_checksum(const dshm_header *hd);
 /** Reader lookup in the current directory, no lock. Returns the value
  *  length, DSHM_NOTFOUND, DSHM_RETRY (seqlock moved) or DSHM_CORRUPT. */

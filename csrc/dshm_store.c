@@ -53,6 +53,16 @@ static void crash_init(void) {
     dshm_crash_armed = crash_count > 0;
 }
 
+/* Test hooks, read once per process at the first open. */
+static void hooks_init(void) {
+    const char *c = getenv("DSHM_TEST_COLLIDE");
+    if (c && *c) {
+        long n = strtol(c, NULL, 10);
+        dshm_test_collide = n < 0 ? 0 : n > 64 ? 64 : (int)n;
+    }
+    crash_init();
+}
+
 void dshm_crash_point0(const char *point) {
     if (strcmp(point, crash_point) == 0 && --crash_count == 0)
         kill(getpid(), SIGKILL);
@@ -610,7 +620,7 @@ static void mark_moved(int fd) {
 }
 
 int dshm_open(const char *path, int flags, int mode, dshm_db **out) {
-    pthread_once(&crash_once, crash_init);
+    pthread_once(&crash_once, hooks_init);
     if (!path || !out || (flags & ~(DSHM_RDONLY | DSHM_CREATE | DSHM_TRUNC | DSHM_SYNC)) ||
         ((flags & DSHM_RDONLY) && (flags & (DSHM_CREATE | DSHM_TRUNC))))
         return DSHM_INVALID;
@@ -753,7 +763,7 @@ typedef struct get_ctx {
 static int64_t get_once(dshm_env *env, bool locked, void *p) {
     get_ctx *c = p;
     if (c->env != env) {
-        c->h = dshm_hash(DSHM_HDR(env)->hd_seed, c->key, c->klen);
+        c->h = dshm_key_hash(DSHM_HDR(env), c->key, c->klen);
         c->env = env;
     }
     return dshm_index_read(env, c->h, c->key, c->klen, c->buf, c->cap, locked);
@@ -989,7 +999,7 @@ int64_t dshm_nextkey(dshm_db *db, const char *key, size_t klen, char *buf, size_
     /* The order is bucket by bucket in hash order, and slot order inside
      * a bucket: the successor is the entry after key in its bucket's
      * snapshot, or the first entry of a following bucket. */
-    uint64_t h = dshm_hash(DSHM_HDR(env)->hd_seed, key, klen);
+    uint64_t h = dshm_key_hash(DSHM_HDR(env), key, klen);
     snap sn = {0};
     int64_t r = snap_full(db, &env, h, 0, &sn);
     if (r) {
@@ -1148,7 +1158,7 @@ int dshm_put(dshm_db *db, const char *key, size_t klen, const char *val, size_t 
         leave(db);
         return rc;
     }
-    uint64_t h = dshm_hash(DSHM_HDR(env)->hd_seed, key, klen);
+    uint64_t h = dshm_key_hash(DSHM_HDR(env), key, klen);
     return finish_write(db, env, put_locked(env, h, key, klen, val, vlen, flags));
 }
 
@@ -1170,7 +1180,7 @@ int dshm_del(dshm_db *db, const char *key, size_t klen) {
         return rc;
     }
     dshm_header *hd = DSHM_HDR(env);
-    uint64_t h = dshm_hash(hd->hd_seed, key, klen);
+    uint64_t h = dshm_key_hash(hd, key, klen);
     dshm_pos pos;
     rc = dshm_index_find(env, h, key, klen, &pos);
     if (rc == 0) {
@@ -1485,7 +1495,7 @@ static int64_t check_locked(dshm_env *env, report *rp) {
                     continue;
                 }
                 ADD(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), "record");
-                uint64_t kh = dshm_hash(hd->hd_seed, (const char *)rec + DSHM_REC_HDR, rec->rc_klen);
+                uint64_t kh = dshm_key_hash(hd, (const char *)rec + DSHM_REC_HDR, rec->rc_klen);
                 if (kh != h)
                     problem(rp, "record %" PRIu64 ": key does not hash to its slot's hash", r);
                 else if ((h & mask) != prefix)

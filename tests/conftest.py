@@ -3,9 +3,13 @@
 Every test works on real files under pytest's ``tmp_path``; nothing is mocked.
 """
 
+import os
+
 import pytest
 
 import dbm_shm
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def pytest_configure(config):
@@ -30,3 +34,13 @@ def db(db_path):
         yield d
     finally:
         d.close()
+
+
+@pytest.fixture(autouse=True)
+def _run_outside_the_checkout(tmp_path, monkeypatch):
+    """Run every test (and the subprocesses it starts) from its own temporary
+    directory: from the checkout, ``python -c 'import dbm_shm'`` would find
+    the source package, which has no compiled core, instead of the installed
+    one under test."""
+    if os.path.realpath(os.getcwd()).startswith(os.path.realpath(_REPO)):
+        monkeypatch.chdir(tmp_path)
