@@ -176,7 +176,9 @@ int dshm_reorganize(dshm_db *db);
 /** Fill @p st. */
 int dshm_stat(dshm_db *db, dshm_stat_t *st);
 
-/** Walk the whole file and verify its structure, changing nothing.
+/** Walk the whole file and verify its structure. Writes nothing itself;
+ *  on a writable handle it takes the writer lock for a stable view, which
+ *  first runs a repair a dead writer left owed.
  * Writes a human-readable report (one problem per line) into @p report.
  * @return the number of problems found (0 = sound), or a negative error. */
 int64_t dshm_check(dshm_db *db, char *report, size_t cap);

@@ -379,7 +379,8 @@ int dshm_recover(dshm_env *env) {
 
 /* Replace the handle's mapping: after a reorganize (the path now names a
  * new file), or when the file outgrew this mapping's reservation. The old
- * mapping stays until close: other threads may still be reading it. */
+ * mapping is retired, and unmapped by reclaim() once no call that may have
+ * loaded it is in flight. */
 static int refresh(dshm_db *db, dshm_env **envp, uint64_t want) {
     int rc = 0;
     pthread_mutex_lock(&db->db_lock);
