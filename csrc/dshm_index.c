@@ -16,6 +16,7 @@
  * Readers (dshm_index_read) run without the lock: see dshm_layout.h for the
  * seqlock protocol. Every function not named *_read runs under the lock.
  */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <pthread.h>
+#include <setjmp.h>
 
 #include "dbm_shm.h"
 #include "dshm_layout.h"
@@ -136,6 +137,18 @@ void dshm_space_reset(dshm_env *env, uint64_t top);
  *  otherwise a repair (drops damaged slots and the pool, and fails reads
  *  in flight through hd_struct_seq). */
 int dshm_space_rebuild(dshm_env *env, bool compact);
+
+/** Per-thread state of the SIGBUS guard (dshm_store.c): a call that
+ *  touches the mapping runs with `active` set, so a SIGBUS (the file was
+ *  truncated under the mapping) jumps back to it instead of ending the
+ *  process. */
+typedef struct dshm_guard {
+    int active;               /**< a guarded call is running */
+    sigjmp_buf jb;            /**< where the handler jumps back to */
+    struct dshm_db *entered;  /**< the handle whose call is in flight */
+    dshm_env *locked;         /**< the mapping whose writer lock is held */
+} dshm_guard;
+extern __attribute__((tls_model("initial-exec"))) _Thread_local dshm_guard dshm_guard_tls;
 
 /* ---- lock (dshm_lock.c) ---- */
 int dshm_mutex_init(dshm_header *hd);

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <sched.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -53,6 +54,81 @@ static void crash_init(void) {
     dshm_crash_armed = crash_count > 0;
 }
 
+/* ---------------------------------------------------------------------- */
+/* SIGBUS guard                                                            */
+
+/* Another process may truncate the file under a mapping; touching a page
+ * past the new end raises SIGBUS. Every public call that touches the
+ * mapping runs under a per-thread guard: the handler jumps back to the
+ * call, which returns DSHM_TRUNCATED instead of the process dying. A
+ * SIGBUS outside a guarded call goes to the handler that was there
+ * before (or the default action). */
+__attribute__((tls_model("initial-exec"))) _Thread_local dshm_guard dshm_guard_tls;
+static struct sigaction old_bus;
+
+static void bus_handler(int sig, siginfo_t *si, void *uc) {
+    dshm_guard *g = &dshm_guard_tls;
+    if (g->active) {
+        g->active = 0;
+        siglongjmp(g->jb, 1);
+    }
+    if (old_bus.sa_flags & SA_SIGINFO) {
+        if (old_bus.sa_sigaction) {
+            old_bus.sa_sigaction(sig, si, uc);
+            return;
+        }
+    } else if (old_bus.sa_handler != SIG_DFL && old_bus.sa_handler != SIG_IGN) {
+        old_bus.sa_handler(sig);
+        return;
+    }
+    signal(SIGBUS, SIG_DFL);   /* returning re-runs the access: default action */
+}
+
+static void guard_init(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = bus_handler;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, &old_bus);
+}
+
+static void leave(dshm_db *db);
+
+/* Back from a SIGBUS inside a guarded call: unblock the signal, give back
+ * the writer lock if this thread held it (marking the store for repair),
+ * and end the call. */
+static void guard_fault(dshm_guard *g) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGBUS);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+    dshm_env *env = g->locked;
+    g->locked = NULL;
+    struct stat st;
+    if (env && fstat(env->ev_fd, &st) == 0 && st.st_size >= (off_t)DSHM_HEADER_SIZE) {
+        DSHM_HDR(env)->hd_repair = 1;
+        dshm_unlock0(env);
+    }
+    if (g->entered)
+        leave(g->entered);
+}
+
+/* Run `call` under the guard; DSHM_TRUNCATED (as `type`) after a SIGBUS. */
+#define GUARDED(type, call) do {                                   \
+        dshm_guard *g_ = &dshm_guard_tls;                          \
+        if (g_->active)                                            \
+            return call;                                           \
+        if (sigsetjmp(g_->jb, 0)) {                                \
+            guard_fault(g_);                                       \
+            return (type)DSHM_TRUNCATED;                           \
+        }                                                          \
+        g_->active = 1;                                            \
+        type r_ = call;                                            \
+        g_->active = 0;                                            \
+        return r_;                                                 \
+    } while (0)
+
 /* Test hooks, read once per process at the first open. */
 static void hooks_init(void) {
     const char *c = getenv("DSHM_TEST_COLLIDE");
@@ -61,6 +137,7 @@ static void hooks_init(void) {
         dshm_test_collide = n < 0 ? 0 : n > 64 ? 64 : (int)n;
     }
     crash_init();
+    guard_init();
 }
 
 void dshm_crash_point0(const char *point) {
@@ -459,6 +536,7 @@ static int enter(dshm_db *db, dshm_env **envp) {
         }
     }
     *envp = env;
+    dshm_guard_tls.entered = db;
     return 0;
 }
 
@@ -476,7 +554,8 @@ static void reclaim(dshm_db *db) {
     env_free(old);
 }
 
-static inline void leave(dshm_db *db) {
+static void leave(dshm_db *db) {
+    dshm_guard_tls.entered = NULL;
     if (atomic_fetch_sub_explicit(&db->db_inflight, 1, memory_order_seq_cst) == 1 &&
         __builtin_expect(atomic_load_explicit(&db->db_has_retired, memory_order_relaxed), 0))
         reclaim(db);
@@ -770,7 +849,7 @@ static int64_t get_once(dshm_env *env, bool locked, void *p) {
     return dshm_index_read(env, c->h, c->key, c->klen, c->buf, c->cap, locked);
 }
 
-int64_t dshm_get(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap) {
+static int64_t dshm_get0(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap) {
     dshm_env *env;
     int rc = enter(db, &env);
     if (rc)
@@ -787,7 +866,7 @@ int64_t dshm_get(dshm_db *db, const char *key, size_t klen, char *buf, size_t ca
     return r;
 }
 
-int64_t dshm_count(dshm_db *db) {
+static int64_t dshm_count0(dshm_db *db) {
     dshm_env *env;
     int rc = enter(db, &env);
     if (rc)
@@ -797,7 +876,7 @@ int64_t dshm_count(dshm_db *db) {
     return n;
 }
 
-uint64_t dshm_commit_id(dshm_db *db) {
+static uint64_t dshm_commit_id0(dshm_db *db) {
     dshm_env *env;
     if (enter(db, &env))
         return 0;
@@ -976,7 +1055,7 @@ static int64_t key_from(dshm_db *db, dshm_env **envp, uint64_t cursor, snap *sn,
     }
 }
 
-int64_t dshm_firstkey(dshm_db *db, char *buf, size_t cap) {
+static int64_t dshm_firstkey0(dshm_db *db, char *buf, size_t cap) {
     dshm_env *env;
     int rc = enter(db, &env);
     if (rc)
@@ -988,7 +1067,7 @@ int64_t dshm_firstkey(dshm_db *db, char *buf, size_t cap) {
     return r;
 }
 
-int64_t dshm_nextkey(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap) {
+static int64_t dshm_nextkey0(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap) {
     dshm_env *env;
     int rc = enter(db, &env);
     if (rc)
@@ -1028,7 +1107,7 @@ out:
     return r;
 }
 
-int64_t dshm_scan(dshm_db *db, uint64_t *cursor, int *done, char *buf, size_t cap,
+static int64_t dshm_scan0(dshm_db *db, uint64_t *cursor, int *done, char *buf, size_t cap,
                   int flags, uint64_t *need) {
     dshm_env *env;
     int rc = enter(db, &env);
@@ -1138,7 +1217,7 @@ static int finish_write(dshm_db *db, dshm_env *env, int rc) {
     return rc;
 }
 
-int dshm_put(dshm_db *db, const char *key, size_t klen, const char *val, size_t vlen, int flags) {
+static int dshm_put0(dshm_db *db, const char *key, size_t klen, const char *val, size_t vlen, int flags) {
     dshm_env *env;
     int rc = enter(db, &env);
     if (rc)
@@ -1163,7 +1242,7 @@ int dshm_put(dshm_db *db, const char *key, size_t klen, const char *val, size_t 
     return finish_write(db, env, put_locked(env, h, key, klen, val, vlen, flags));
 }
 
-int dshm_del(dshm_db *db, const char *key, size_t klen) {
+static int dshm_del0(dshm_db *db, const char *key, size_t klen) {
     dshm_env *env;
     int rc = enter(db, &env);
     if (rc)
@@ -1201,7 +1280,7 @@ int dshm_del(dshm_db *db, const char *key, size_t klen) {
     return finish_write(db, env, rc);
 }
 
-int dshm_sync(dshm_db *db) {
+static int dshm_sync0(dshm_db *db) {
     dshm_env *env;
     int rc = enter(db, &env);
     if (rc)
@@ -1211,7 +1290,7 @@ int dshm_sync(dshm_db *db) {
     return rc;
 }
 
-int dshm_clear(dshm_db *db) {
+static int dshm_clear0(dshm_db *db) {
     dshm_env *env;
     int rc = enter(db, &env);
     if (rc)
@@ -1276,7 +1355,7 @@ static int copy_all(dshm_env *env, dshm_env *nenv) {
     return 0;
 }
 
-int dshm_reorganize(dshm_db *db) {
+static int dshm_reorganize0(dshm_db *db) {
     dshm_env *env;
     int rc = enter(db, &env);
     if (rc)
@@ -1360,7 +1439,7 @@ out:
 /* ---------------------------------------------------------------------- */
 /* Statistics and check                                                    */
 
-int dshm_stat(dshm_db *db, dshm_stat_t *st) {
+static int dshm_stat0(dshm_db *db, dshm_stat_t *st) {
     dshm_env *env;
     int rc = enter(db, &env);
     if (rc)
@@ -1550,7 +1629,7 @@ static int64_t check_locked(dshm_env *env, report *rp) {
     return rp->problems;
 }
 
-int64_t dshm_check(dshm_db *db, char *buf, size_t cap) {
+static int64_t dshm_check0(dshm_db *db, char *buf, size_t cap) {
     dshm_env *env;
     int rc = enter(db, &env);
     if (rc)
@@ -1572,3 +1651,40 @@ int64_t dshm_check(dshm_db *db, char *buf, size_t cap) {
     leave(db);
     return r;
 }
+
+/* ---------------------------------------------------------------------- */
+/* Public entry points: the calls above, under the SIGBUS guard.           */
+
+int64_t dshm_get(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap) {
+    GUARDED(int64_t, dshm_get0(db, key, klen, buf, cap));
+}
+int64_t dshm_count(dshm_db *db) { GUARDED(int64_t, dshm_count0(db)); }
+uint64_t dshm_commit_id(dshm_db *db) {
+    dshm_guard *g = &dshm_guard_tls;
+    if (g->active)
+        return dshm_commit_id0(db);
+    if (sigsetjmp(g->jb, 0)) {
+        guard_fault(g);
+        return 0;
+    }
+    g->active = 1;
+    uint64_t r = dshm_commit_id0(db);
+    g->active = 0;
+    return r;
+}
+int64_t dshm_firstkey(dshm_db *db, char *buf, size_t cap) { GUARDED(int64_t, dshm_firstkey0(db, buf, cap)); }
+int64_t dshm_nextkey(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap) {
+    GUARDED(int64_t, dshm_nextkey0(db, key, klen, buf, cap));
+}
+int64_t dshm_scan(dshm_db *db, uint64_t *cursor, int *done, char *buf, size_t cap, int flags, uint64_t *need) {
+    GUARDED(int64_t, dshm_scan0(db, cursor, done, buf, cap, flags, need));
+}
+int dshm_put(dshm_db *db, const char *key, size_t klen, const char *val, size_t vlen, int flags) {
+    GUARDED(int, dshm_put0(db, key, klen, val, vlen, flags));
+}
+int dshm_del(dshm_db *db, const char *key, size_t klen) { GUARDED(int, dshm_del0(db, key, klen)); }
+int dshm_sync(dshm_db *db) { GUARDED(int, dshm_sync0(db)); }
+int dshm_clear(dshm_db *db) { GUARDED(int, dshm_clear0(db)); }
+int dshm_reorganize(dshm_db *db) { GUARDED(int, dshm_reorganize0(db)); }
+int dshm_stat(dshm_db *db, dshm_stat_t *st) { GUARDED(int, dshm_stat0(db, st)); }
+int64_t dshm_check(dshm_db *db, char *buf, size_t cap) { GUARDED(int64_t, dshm_check0(db, buf, cap)); }

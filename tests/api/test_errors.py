@@ -489,8 +489,6 @@ _SHRINK = textwrap.dedent(r"""
 """)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a file truncated (by another process) while a handle "
-                   "has it mapped kills the process with SIGBUS on the next read")
 @pytest.mark.parametrize("frac", [0.5, 0.01])
 def test_file_shrunk_under_open_handle_does_not_crash(tmp_path, frac):
     def no_core():
