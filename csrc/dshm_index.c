@@ -214,12 +214,33 @@ static void bucket_end(dshm_bucket *bk) {
     atomic_store_explicit(&bk->bk_seq, s + 1, memory_order_release);
 }
 
+/* Before a writer changes the chain of primary bucket b for hash h: b must
+ * be a primary covering h with a sane local depth, and every page of its
+ * chain in bounds, of the right kind, with a possible count. A damaged file
+ * gives DSHM_CORRUPT here instead of a wild write. */
+static int chain_check(dshm_env *env, uint64_t b, uint64_t h, unsigned gd, uint64_t limit) {
+    dshm_bucket *bk = page_at(env, b);
+    if (!dshm_bucket_covers(bk, h) || atomic_load_explicit(&bk->bk_depth, memory_order_relaxed) > gd)
+        return DSHM_CORRUPT;
+    unsigned hops = 0;
+    for (uint64_t page = b; page; page = ld_rel(&page_at(env, page)->bk_next), hops++) {
+        if (!page_ok(page, limit) || hops > (1u << 20))
+            return DSHM_CORRUPT;
+        dshm_bucket *pg = page_at(env, page);
+        uint32_t kind = atomic_load_explicit(&pg->bk_kind, memory_order_relaxed);
+        if ((page == b ? kind != DSHM_BK_PRIMARY : kind != DSHM_BK_OVERFLOW) ||
+            atomic_load_explicit(&pg->bk_count, memory_order_relaxed) > DSHM_SLOTS)
+            return DSHM_CORRUPT;
+    }
+    return 0;
+}
+
 int dshm_index_find(dshm_env *env, uint64_t h, const char *key, size_t klen, dshm_pos *pos) {
     dshm_header *hd = DSHM_HDR(env);
     uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
     uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed);
     uint64_t b = dshm_bucket_for(env, dir, h, limit);
-    if (!b)
+    if (!b || chain_check(env, b, h, DSHM_DIR_DEPTH(dir), limit))
         return DSHM_CORRUPT;
     pos->ps_bucket = b;
     pos->ps_dir_idx = (uint32_t)dir_index(h, DSHM_DIR_DEPTH(dir));
@@ -240,16 +261,20 @@ int dshm_index_find(dshm_env *env, uint64_t h, const char *key, size_t klen, dsh
     return DSHM_NOTFOUND;
 }
 
-/* Put (h, rec) into the first free slot of pg's probe sequence. The page
- * must have room. */
-static void page_put(dshm_bucket *pg, uint64_t h, uint64_t rec) {
-    unsigned s = (unsigned)(h % DSHM_SLOTS);
-    while (ld_rel(&pg->bk_slots[s].sl_rec))
+/* Put (h, rec) into the first free slot of pg's probe sequence. False if
+ * the page has no free slot (its count lied: a damaged file). */
+static bool page_put(dshm_bucket *pg, uint64_t h, uint64_t rec) {
+    unsigned s = (unsigned)(h % DSHM_SLOTS), n = 0;
+    while (ld_rel(&pg->bk_slots[s].sl_rec)) {
+        if (++n == DSHM_SLOTS)
+            return false;
         s = s + 1 == DSHM_SLOTS ? 0 : s + 1;
+    }
     st_rel(&pg->bk_slots[s].sl_hash, h);
     atomic_store_explicit(&pg->bk_slots[s].sl_rec, rec, memory_order_release);
     atomic_store_explicit(&pg->bk_count, atomic_load_explicit(&pg->bk_count, memory_order_relaxed) + 1,
                           memory_order_relaxed);
+    return true;
 }
 
 /* Put (h, rec) into the chain that starts at primary page b, appending an
@@ -258,10 +283,8 @@ static int chain_put(dshm_env *env, uint64_t b, uint64_t h, uint64_t rec) {
     uint64_t page = b, last = b;
     while (page) {
         dshm_bucket *pg = page_at(env, page);
-        if (atomic_load_explicit(&pg->bk_count, memory_order_relaxed) < DSHM_MAX_FILL) {
-            page_put(pg, h, rec);
-            return 0;
-        }
+        if (atomic_load_explicit(&pg->bk_count, memory_order_relaxed) < DSHM_MAX_FILL)
+            return page_put(pg, h, rec) ? 0 : DSHM_CORRUPT;
         last = page;
         page = ld_rel(&pg->bk_next);
     }
@@ -270,7 +293,7 @@ static int chain_put(dshm_env *env, uint64_t b, uint64_t h, uint64_t rec) {
     if (rc)
         return rc;
     dshm_bucket *npg = page_at(env, np);
-    page_put(npg, h, rec);
+    page_put(npg, h, rec);   /* a fresh page: always room */
     bucket_end(npg);   /* its own counter even; the primary's covers it */
     atomic_store_explicit(&page_at(env, last)->bk_next, np, memory_order_release);
     return 0;
@@ -424,7 +447,10 @@ static bool can_split(dshm_env *env, uint64_t b, uint64_t h) {
         return false;   /* colliding keys: no split separates them */
     if (ld < gd)
         return true;
-    return ((uint64_t)1 << (gd + 1)) <= DSHM_DIR_SLACK * (hd->hd_buckets + 1);
+    /* Doubling: bounded by the buckets it serves, and (should hd_buckets be
+     * damaged) by the file it lives in. */
+    return ((uint64_t)1 << (gd + 1)) <= DSHM_DIR_SLACK * (hd->hd_buckets + 1) &&
+           dshm_dir_bytes(gd + 1) <= atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
 }
 
 int dshm_index_insert(dshm_env *env, uint64_t h, uint64_t rec) {
@@ -433,7 +459,7 @@ int dshm_index_insert(dshm_env *env, uint64_t h, uint64_t rec) {
         uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
         uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed);
         uint64_t b = dshm_bucket_for(env, dir, h, limit);
-        if (!b)
+        if (!b || chain_check(env, b, h, DSHM_DIR_DEPTH(dir), limit))
             return DSHM_CORRUPT;
         dshm_bucket *bk = page_at(env, b);
         if (atomic_load_explicit(&bk->bk_count, memory_order_relaxed) >= DSHM_MAX_FILL &&

@@ -1193,6 +1193,10 @@ static int put_locked(dshm_env *env, uint64_t h, const char *key, size_t klen,
         uint64_t old = atomic_load_explicit(&pg->bk_slots[pos.ps_slot].sl_rec, memory_order_relaxed);
         dshm_rec *orec = DSHM_AT(env, old);
         uint64_t osize = dshm_rec_size(orec->rc_klen, orec->rc_vlen);
+        if (orec->rc_vlen > DSHM_MAX_VALUE || !dshm_in(old, osize, hd->hd_top)) {
+            dshm_free_block(env, off, rsize);
+            return DSHM_CORRUPT;
+        }
         dshm_index_replace(env, &pos, off);
         DSHM_CRASH_POINT("put-replaced");
         dshm_free_block(env, old, osize);
@@ -1268,7 +1272,8 @@ static int dshm_del0(dshm_db *db, const char *key, size_t klen) {
         uint64_t old = atomic_load_explicit(&pg->bk_slots[pos.ps_slot].sl_rec, memory_order_relaxed);
         dshm_rec *orec = DSHM_AT(env, old);
         uint64_t osize = dshm_rec_size(orec->rc_klen, orec->rc_vlen);
-        rc = dshm_index_remove(env, &pos);
+        rc = orec->rc_vlen > DSHM_MAX_VALUE || !dshm_in(old, osize, hd->hd_top) ? DSHM_CORRUPT
+           : dshm_index_remove(env, &pos);
         if (!rc) {
             DSHM_CRASH_POINT("del-removed");
             dshm_free_block(env, old, osize);
@@ -1330,20 +1335,35 @@ static int copy_all(dshm_env *env, dshm_env *nenv) {
     dshm_header *hd = DSHM_HDR(env);
     uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed);
     unsigned gd = DSHM_DIR_DEPTH(dir);
+    /* Everything is checked before it is followed: a damaged file makes
+     * reorganize fail with DSHM_CORRUPT (run check()), never copy garbage. */
+    uint64_t top = hd->hd_top;
+    if (gd > DSHM_MAX_DEPTH || !dshm_in(DSHM_DIR_OFF(dir), dshm_dir_bytes(gd), top))
+        return DSHM_CORRUPT;
     const _Atomic uint64_t *d = DSHM_AT(env, DSHM_DIR_OFF(dir));
     for (uint64_t i = 0; i < ((uint64_t)1 << gd); i++) {
         uint64_t b = atomic_load_explicit(&d[i], memory_order_relaxed);
+        if (b % 64 || !dshm_in(b, DSHM_BUCKET_SIZE, top))
+            return DSHM_CORRUPT;
         dshm_bucket *bk = DSHM_AT(env, b);
         unsigned ld = atomic_load_explicit(&bk->bk_depth, memory_order_relaxed);
+        if (ld > gd)
+            return DSHM_CORRUPT;
         if (i % ((uint64_t)1 << (gd - ld)))
             continue;
+        unsigned hops = 0;
         for (uint64_t page = b; page; page = atomic_load_explicit(&((dshm_bucket *)DSHM_AT(env, page))->bk_next, memory_order_relaxed)) {
+            if (page % 64 || !dshm_in(page, DSHM_BUCKET_SIZE, top) || ++hops > (1u << 20))
+                return DSHM_CORRUPT;
             dshm_bucket *pg = DSHM_AT(env, page);
             for (unsigned s = 0; s < DSHM_SLOTS; s++) {
                 uint64_t r = atomic_load_explicit(&pg->bk_slots[s].sl_rec, memory_order_relaxed);
                 if (!r)
                     continue;
                 dshm_rec *rec = DSHM_AT(env, r);
+                if (r % DSHM_ALIGN || !dshm_in(r, DSHM_REC_HDR, top) || rec->rc_vlen > DSHM_MAX_VALUE ||
+                    !dshm_in(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), top))
+                    return DSHM_CORRUPT;
                 const char *k = (const char *)rec + DSHM_REC_HDR;
                 uint64_t h = atomic_load_explicit(&pg->bk_slots[s].sl_hash, memory_order_relaxed);
                 int rc = put_locked(nenv, h, k, rec->rc_klen, k + rec->rc_klen, rec->rc_vlen, 0);
