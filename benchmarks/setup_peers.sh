@@ -5,8 +5,10 @@
 # GNU gdbm reaches Python only through Debian's python3-gdbm package, which
 # serves the system interpreter (/usr/bin/python3). The venv is therefore made
 # from that interpreter with --system-site-packages (so `dbm.gnu` is visible)
-# and holds the PyPI peers (lmdb, sqlitedict) and cffi. When the repo has a
-# setup.py, dbm_shm itself is (re)built and installed into the venv too.
+# and holds the PyPI peers (lmdb, sqlitedict, UltraDict), cffi,
+# and what benchmarks/report.py draws and shows progress with (matplotlib,
+# tqdm). When the repo has a setup.py, dbm_shm itself is (re)built and
+# installed into the venv too.
 #
 # Idempotent: run it again at any time; it only adds what is missing and
 # rebuilds dbm_shm from the current source tree.
@@ -62,12 +64,35 @@ fi
 
 log "installing peers into $venv"
 "$venv/bin/python" -m pip install --quiet lmdb sqlitedict cffi
+# UltraDict builds from an sdist (needs a C compiler); a failure leaves the
+# other peers in place and report.py skips UltraDict with a note.
+"$venv/bin/python" -m pip install --quiet UltraDict \
+    || log "UltraDict not installed (report.py will skip it)"
+"$venv/bin/python" -m pip install --quiet matplotlib tqdm \
+    || log "matplotlib/tqdm not installed (report.py: no plots, plain progress)"
 
 if [ -f "$repo_root/setup.py" ]; then
     log "building and installing dbm_shm from $repo_root"
-    "$venv/bin/python" -m pip install --quiet "$repo_root"
+    # Build from a clean copy of the source files (tracked or new, less what
+    # .gitignore names): setuptools reuses the object files it finds in the
+    # tree's build/, and they may come from another build; `tox -e sanitize`
+    # leaves AddressSanitizer objects there, and a core linked from them
+    # does not even load in a plain interpreter.
+    src="$(mktemp -d)"
+    trap 'rm -rf "$src"' EXIT
+    if git -C "$repo_root" rev-parse --git-dir >/dev/null 2>&1; then
+        git -C "$repo_root" ls-files -z --cached --others --exclude-standard \
+            | tar -C "$repo_root" --null --ignore-failed-read -T - -cf - \
+            | tar -C "$src" -xf -
+    else
+        tar -C "$repo_root" --exclude=./build --exclude=./.tox --exclude='./.venv*' \
+            --exclude='*.so' --exclude='*.o' -cf - . | tar -C "$src" -xf -
+    fi
+    env -u DSHM_CFLAGS -u DSHM_LDFLAGS \
+        "$venv/bin/python" -m pip install --quiet --force-reinstall --no-deps "$src"
 else
     log "no setup.py yet; dbm_shm not installed (the benchmark will skip it)"
 fi
 
 log "done; run: $venv/bin/python $repo_root/benchmarks/bench_get_put.py"
+log "   or: $venv/bin/python $repo_root/benchmarks/report.py (the full report)"
