@@ -519,8 +519,9 @@ static int enter(dshm_db *db, dshm_env **envp) {
     if (!db)
         return DSHM_INVALID;
     atomic_fetch_add_explicit(&db->db_inflight, 1, memory_order_seq_cst);
+    dshm_guard_tls.entered = db;   /* from here a SIGBUS ends the call with leave() */
     if (atomic_load_explicit(&db->db_closed, memory_order_seq_cst)) {
-        atomic_fetch_sub_explicit(&db->db_inflight, 1, memory_order_release);
+        leave(db);
         return DSHM_CLOSED;
     }
     /* seq_cst, paired with the swap in refresh() and the check in
@@ -531,12 +532,11 @@ static int enter(dshm_db *db, dshm_env **envp) {
                          atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed) > env->ev_resv, 0)) {
         int rc = refresh(db, &env, 0);
         if (rc) {
-            atomic_fetch_sub_explicit(&db->db_inflight, 1, memory_order_release);
+            leave(db);
             return rc;
         }
     }
     *envp = env;
-    dshm_guard_tls.entered = db;
     return 0;
 }
 
