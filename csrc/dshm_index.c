@@ -175,7 +175,7 @@ int64_t dshm_index_read(dshm_env *env, uint64_t h, const char *key, size_t klen,
     int64_t result = DSHM_NOTFOUND;
     uint64_t page = b;
     for (unsigned hops = 0; page; hops++) {
-        if (!page_ok(page, limit) || hops > (1u << 20)) {
+        if (!page_ok(page, limit) || hops > limit / DSHM_BUCKET_SIZE) {
             result = bad;
             break;
         }
@@ -224,7 +224,7 @@ static int chain_check(dshm_env *env, uint64_t b, uint64_t h, unsigned gd, uint6
         return DSHM_CORRUPT;
     unsigned hops = 0;
     for (uint64_t page = b; page; page = ld_rel(&page_at(env, page)->bk_next), hops++) {
-        if (!page_ok(page, limit) || hops > (1u << 20))
+        if (!page_ok(page, limit) || hops > limit / DSHM_BUCKET_SIZE)
             return DSHM_CORRUPT;
         dshm_bucket *pg = page_at(env, page);
         uint32_t kind = atomic_load_explicit(&pg->bk_kind, memory_order_relaxed);
@@ -246,7 +246,7 @@ int dshm_index_find(dshm_env *env, uint64_t h, const char *key, size_t klen, dsh
     pos->ps_dir_idx = (uint32_t)dir_index(h, DSHM_DIR_DEPTH(dir));
     uint64_t page = b;
     for (unsigned hops = 0; page; hops++) {
-        if (!page_ok(page, limit) || hops > (1u << 20))
+        if (!page_ok(page, limit) || hops > limit / DSHM_BUCKET_SIZE)
             return DSHM_CORRUPT;
         int64_t vlen;
         uint64_t voff;
@@ -539,8 +539,9 @@ int dshm_index_rebuild_page(dshm_env *env, uint64_t b) {
     uint64_t *recs = NULL;
     size_t n = 0, cap = 0;
     int rc = 0;
+    unsigned hops = 0;
     for (uint64_t page = b; page; page = ld_rel(&page_at(env, page)->bk_next)) {
-        if (!page_ok(page, limit)) {
+        if (!page_ok(page, limit) || ++hops > limit / DSHM_BUCKET_SIZE) {
             rc = DSHM_CORRUPT;
             goto out;
         }

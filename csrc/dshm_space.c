@@ -386,7 +386,7 @@ int dshm_space_rebuild(dshm_env *env, bool compact) {
         buckets++;
         uint64_t page = b;
         for (unsigned hops = 0; page; hops++) {
-            if (page % 64 || !dshm_in(page, DSHM_BUCKET_SIZE, limit) || hops > (1u << 20)) {
+            if (page % 64 || !dshm_in(page, DSHM_BUCKET_SIZE, limit) || hops > limit / DSHM_BUCKET_SIZE) {
                 rc = DSHM_CORRUPT; goto out;
             }
             dshm_bucket *pg = DSHM_AT(env, page);

@@ -423,32 +423,39 @@ int dshm_recover(dshm_env *env) {
     atomic_thread_fence(memory_order_release);
     int rc = dshm_index_finish_split(env);
     if (rc)
-        return rc;
+        goto out;
     /* Rebuild every bucket its writer left inside an odd window. */
     uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
     uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed);
     unsigned gd = DSHM_DIR_DEPTH(dir);
-    if (gd > DSHM_MAX_DEPTH || !dshm_in(DSHM_DIR_OFF(dir), dshm_dir_bytes(gd), limit))
-        return DSHM_CORRUPT;
+    if (gd > DSHM_MAX_DEPTH || !dshm_in(DSHM_DIR_OFF(dir), dshm_dir_bytes(gd), limit)) {
+        rc = DSHM_CORRUPT;
+        goto out;
+    }
     const _Atomic uint64_t *d = DSHM_AT(env, DSHM_DIR_OFF(dir));
     for (uint64_t i = 0; i < ((uint64_t)1 << gd); i++) {
         uint64_t b = atomic_load_explicit(&d[i], memory_order_relaxed);
-        if (b % 64 || !dshm_in(b, DSHM_BUCKET_SIZE, limit))
-            return DSHM_CORRUPT;
+        if (b % 64 || !dshm_in(b, DSHM_BUCKET_SIZE, limit)) {
+            rc = DSHM_CORRUPT;
+            goto out;
+        }
         dshm_bucket *bk = DSHM_AT(env, b);
         uint64_t s = atomic_load_explicit(&bk->bk_seq, memory_order_relaxed);
         if (s & 1) {
             if ((rc = dshm_index_rebuild_page(env, b)))
-                return rc;
+                goto out;
             atomic_store_explicit(&bk->bk_seq, s + 1, memory_order_release);
         }
     }
     if ((rc = dshm_space_rebuild(env, false)))
-        return rc;
+        goto out;
     hd->hd_recoveries++;
     atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_release);
+out:
+    /* Even on failure: readers keep reading what is there (every offset
+     * they follow is checked); writers retry the repair (hd_repair). */
     atomic_store_explicit(&hd->hd_struct_seq, ss + 1, memory_order_release);
-    return 0;
+    return rc;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -871,9 +878,9 @@ static int64_t dshm_count0(dshm_db *db) {
     int rc = enter(db, &env);
     if (rc)
         return rc > 0 ? -rc : rc;
-    int64_t n = (int64_t)atomic_load_explicit(&DSHM_HDR(env)->hd_count, memory_order_acquire);
+    uint64_t n = atomic_load_explicit(&DSHM_HDR(env)->hd_count, memory_order_acquire);
     leave(db);
-    return n;
+    return n > (uint64_t)INT64_MAX ? DSHM_CORRUPT : (int64_t)n;
 }
 
 static uint64_t dshm_commit_id0(dshm_db *db) {
@@ -924,7 +931,7 @@ static int snap_read(dshm_env *env, uint64_t cursor, uint64_t from, bool values,
     sn->used = 0;
     uint64_t page = b;
     for (unsigned hops = 0; page && !rc; hops++) {
-        if (page % 64 || !dshm_in(page, DSHM_BUCKET_SIZE, limit) || hops > (1u << 20)) {
+        if (page % 64 || !dshm_in(page, DSHM_BUCKET_SIZE, limit) || hops > limit / DSHM_BUCKET_SIZE) {
             rc = bad;
             break;
         }
@@ -1353,7 +1360,7 @@ static int copy_all(dshm_env *env, dshm_env *nenv) {
             continue;
         unsigned hops = 0;
         for (uint64_t page = b; page; page = atomic_load_explicit(&((dshm_bucket *)DSHM_AT(env, page))->bk_next, memory_order_relaxed)) {
-            if (page % 64 || !dshm_in(page, DSHM_BUCKET_SIZE, top) || ++hops > (1u << 20))
+            if (page % 64 || !dshm_in(page, DSHM_BUCKET_SIZE, top) || ++hops > top / DSHM_BUCKET_SIZE)
                 return DSHM_CORRUPT;
             dshm_bucket *pg = DSHM_AT(env, page);
             for (unsigned s = 0; s < DSHM_SLOTS; s++) {
@@ -1572,7 +1579,7 @@ static int64_t check_locked(dshm_env *env, report *rp) {
             problem(rp, "bucket %" PRIu64 ": change in progress (a writer died; the next writer repairs it)", b);
         unsigned hops = 0;
         for (uint64_t page = b; page; hops++) {
-            if (page % 64 || !dshm_in(page, DSHM_BUCKET_SIZE, limit) || hops > (1u << 20)) {
+            if (page % 64 || !dshm_in(page, DSHM_BUCKET_SIZE, limit) || hops > limit / DSHM_BUCKET_SIZE) {
                 problem(rp, "bucket %" PRIu64 ": overflow link %" PRIu64 " is out of bounds", b, page);
                 break;
             }

@@ -63,6 +63,8 @@ def raise_for(rc: int, what: str, path: Union[str, bytes, None] = None) -> NoRet
     """
     if rc == lib.DSHM_CLOSED:
         raise error(CLOSED_MESSAGE)
+    if not -(2**31) <= rc < 2**31:   # not a return code at all: a damaged count
+        rc = lib.DSHM_CORRUPT
     if 0 < rc or -4096 < rc < 0:
         eno = abs(rc)
         e = error(eno, f"{what}: {os.strerror(eno)}", path) if path is not None \

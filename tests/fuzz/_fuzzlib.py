@@ -706,7 +706,11 @@ def _during(op: str):
 
 
 KNOWN_BUGS: Dict[str, Any] = {
-    # Fixed in 508fa3b (kept here as a record; their regression tests stay):
+    # Fixed (kept here as a record; their regression tests stay):
+    # "chain-cycle-slow", "rebuild-page-cycle": chain walks now stop after
+    #     file_size / 4096 hops; "failed-repair-struct-seq-odd": a failed
+    #     repair leaves hd_struct_seq even; "count-overflow": an impossible
+    #     count is DSHM_CORRUPT. In 508fa3b:
     # "reorganize-unchecked": copy_all() followed every offset unchecked
     #     (SIGSEGV; SIGBUS -> DSHM_TRUNCATED with the copy left behind);
     # "page-put-full-page": page_put() probed forever on a full page whose
@@ -714,10 +718,6 @@ KNOWN_BUGS: Dict[str, Any] = {
     # "split-trusts-bucket-depth": bucket_split() switched a directory range
     #     computed from a damaged bk_depth, over the whole file.
 
-    # A cycle in an overflow chain: every lookup walks 2^20 pages, and a
-    # lock-free read does so 64 times (DSHM_RETRY) before its locked try.
-    "chain-cycle-slow": lambda o: o.status == "timeout" and any(
-        f in o.detail for f in ("dshm_index_read", "snap_read", "dshm_index_find", "can_split")),
     # An 'r' open that gets the file to itself re-initialises a damaged
     # writer mutex, and a read-only handle that takes the lock (check(),
     # read fallback) runs a recovery when hd_repair is set: both write.
@@ -725,19 +725,8 @@ KNOWN_BUGS: Dict[str, Any] = {
     # A lock-free read that meets damage cannot tell it from a concurrent
     # write: it retries 64 times (48 of them after sched_yield) before its
     # locked try reports DSHM_CORRUPT. On a busy machine, reading a badly
-    # damaged store (or one whose failed repair left hd_struct_seq odd, see
-    # "failed-repair-struct-seq-odd") crawls.
+    # damaged store crawls.
     "corrupt-read-retries": lambda o: o.status == "timeout" and "backoff" in o.detail,
-    # dshm_recover() returns DSHM_CORRUPT with hd_struct_seq left odd: every
-    # later read fails, for good (test_regressions).
-    "failed-repair-struct-seq-odd": lambda o: False,
-    # dshm_index_rebuild_page() (recovery) follows overflow links without a
-    # hop limit: a cycle in a chain whose writer "died" loops forever.
-    "rebuild-page-cycle": lambda o: o.status == "timeout" and "dshm_index_rebuild_page" in o.detail,
-    # len() of a store whose hd_count has the top bit set: dshm_count()
-    # returns it as a negative int64, and raise_for() passes that to
-    # dshm_strerror(int): OverflowError instead of dbm_shm.error.
-    "count-overflow": lambda o: o.status == "unexpected" and "len: OverflowError" in o.detail,
 }
 
 
