@@ -97,14 +97,14 @@ void dshm_batch_drop_staged(dshm_env *env) {
 /* Apply one journal entry (under the lock, inside the batch's window).
  * Idempotent: a put whose record is already in its key's slot, or a
  * delete of an absent key, changes nothing. */
-static int apply_entry(dshm_env *env, uint64_t ent) {
+static int apply_entry(dshm_env *env, uint64_t ent, const uint64_t *known_hash) {
     dshm_header *hd = DSHM_HDR(env);
     uint64_t rs, r = entry_rec(env, ent, hd->hd_top, &rs);
     if (!r)
         return DSHM_CORRUPT;
     const dshm_rec *rec = DSHM_AT(env, r);
     const char *key = (const char *)rec + DSHM_REC_HDR;
-    uint64_t h = dshm_key_hash(hd, key, rec->rc_klen);
+    uint64_t h = known_hash ? *known_hash : dshm_key_hash(hd, key, rec->rc_klen);
     if ((uint32_t)h != rec->rc_check)
         return DSHM_CORRUPT;
     bool del = ent & DSHM_JR_DEL;
@@ -168,7 +168,7 @@ int dshm_batch_recover(dshm_env *env) {
         return 0;
     }
     for (uint64_t i = 0; i < jr->jr_n; i++) {
-        int rc = apply_entry(env, jr->jr_ent[i]);
+        int rc = apply_entry(env, jr->jr_ent[i], NULL);
         if (rc)
             return rc;
     }
@@ -184,19 +184,44 @@ typedef struct bop {
     const char *key, *val;
     uint64_t klen;
     int64_t vlen;        /* < 0: delete */
-    size_t idx;          /* position in the caller's list: the last wins */
 } bop;
 
-static int cmp_bop(const void *a, const void *b) {
-    const bop *x = a, *y = b;
-    if (x->h != y->h)
-        return x->h < y->h ? -1 : 1;
-    if (x->klen != y->klen)
-        return x->klen < y->klen ? -1 : 1;
-    int c = x->klen ? memcmp(x->key, y->key, x->klen) : 0;
-    if (c)
-        return c;
-    return x->idx < y->idx ? -1 : x->idx > y->idx;
+static bool same_key(const bop *a, const bop *b) {
+    return a->h == b->h && a->klen == b->klen && (a->klen == 0 || memcmp(a->key, b->key, a->klen) == 0);
+}
+
+/* Keep the last operation of each key, in the caller's order (an open-
+ * addressing table of indices by hash: one pass, no sort, so staging
+ * reads the caller's buffers in order). Returns the number kept. */
+static int dedup(bop *ops, size_t n, size_t *kept) {
+    size_t cap = 16;
+    while (cap < 2 * n)
+        cap *= 2;
+    size_t *tab = malloc(cap * sizeof *tab);   /* index + 1; 0 = empty */
+    if (!tab)
+        return ENOMEM;
+    memset(tab, 0, cap * sizeof *tab);
+    bool *dead = calloc(n, sizeof *dead);
+    if (!dead) {
+        free(tab);
+        return ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t s = (size_t)(ops[i].h ^ (ops[i].h >> 29)) & (cap - 1);
+        while (tab[s] && !same_key(&ops[tab[s] - 1], &ops[i]))
+            s = (s + 1) & (cap - 1);
+        if (tab[s])
+            dead[tab[s] - 1] = true;
+        tab[s] = i + 1;
+    }
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!dead[i])
+            ops[m++] = ops[i];
+    free(dead);
+    free(tab);
+    *kept = m;
+    return 0;
 }
 
 /* Write the records of ops[0..m) into free space, listed in a journal
@@ -293,7 +318,7 @@ static int dshm_write_batch0(dshm_db *db, size_t n, const char *keys, const uint
             rc = DSHM_INVALID;
             goto out;
         }
-        ops[i] = (bop){ 0, keys ? keys + koff : NULL, vl >= 0 && vals ? vals + voff : NULL, kl, vl, i };
+        ops[i] = (bop){ 0, keys ? keys + koff : NULL, vl >= 0 && vals ? vals + voff : NULL, kl, vl };
         koff += kl;
         voff += vl > 0 ? (uint64_t)vl : 0;
         uint64_t rs = dshm_rec_size(kl, vl > 0 ? (uint64_t)vl : 0);
@@ -311,17 +336,13 @@ static int dshm_write_batch0(dshm_db *db, size_t n, const char *keys, const uint
     if ((rc = dshm_wlock(db, &env, room + index_room(env, n))))
         goto out;
     dshm_header *hd = DSHM_HDR(env);
-    /* Sort by hash (the apply then walks the buckets in order) and keep
-     * the last operation of each key. */
+    /* Keep the last operation of each key (a journal's keys are distinct). */
     for (size_t i = 0; i < n; i++)
         ops[i].h = dshm_key_hash(hd, ops[i].key, ops[i].klen);
-    qsort(ops, n, sizeof *ops, cmp_bop);
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++) {
-        bool same_next = i + 1 < n && ops[i + 1].h == ops[i].h && ops[i + 1].klen == ops[i].klen &&
-                         (ops[i].klen == 0 || memcmp(ops[i + 1].key, ops[i].key, ops[i].klen) == 0);
-        if (!same_next)
-            ops[m++] = ops[i];
+    size_t m = n;
+    if (n > 1 && (rc = dedup(ops, n, &m)) != 0) {
+        free(ops);
+        return dshm_finish_write(db, env, rc);
     }
     /* Reserve, then stage: an error up to the commit point leaves the
      * store as it was. */
@@ -344,7 +365,7 @@ static int dshm_write_batch0(dshm_db *db, size_t n, const char *keys, const uint
     DSHM_CRASH_POINT("batch-committed");
     bool opened = dshm_struct_begin(hd);
     for (uint64_t i = 0; i < jr->jr_n && !rc; i++) {
-        rc = apply_entry(env, jr->jr_ent[i]);
+        rc = apply_entry(env, jr->jr_ent[i], &ops[i].h);   /* the journal is ops[0..m) in order */
         DSHM_CRASH_POINT("batch-apply");
     }
     if (rc) {

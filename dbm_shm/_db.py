@@ -505,6 +505,16 @@ class Database:
         """Set many keys at once, atomically, as ``dict.update``: from a
         mapping, an iterable of (key, value) pairs, or keyword arguments.
         One batch (see :meth:`batch`); inside an open batch, joins it."""
+        p = self._pending()
+        if type(other) is dict and not kwargs and p is None:
+            # The common case without a Python loop: all bytes, one call.
+            ks, vs = list(other), list(other.values())
+            if set(map(type, ks)) <= {bytes} and set(map(type, vs)) <= {bytes}:
+                if ks:
+                    self._write_lists(ks, vs, False)
+                else:
+                    self._check_open()
+                return
         pairs: Iterable[Tuple[Any, Any]]
         if hasattr(other, "keys"):
             pairs = ((k, other[k]) for k in other.keys()) if not isinstance(other, dict) else other.items()
@@ -515,7 +525,6 @@ class Database:
             ops[k if type(k) is bytes else _as_bytes(k, "key")] = v if type(v) is bytes else _as_bytes(v, "value")
         for k, v in kwargs.items():
             ops[k.encode("utf-8")] = v if type(v) is bytes else _as_bytes(v, "value")
-        p = self._pending()
         if p is not None:
             p.ops.update(ops)
         elif ops:
@@ -525,8 +534,10 @@ class Database:
 
     def _write_batch(self, ops: Dict[bytes, Any], deletes: int) -> int:
         """Apply ops (key -> value or _DELETE) as one batch; its commit id."""
-        keys = list(ops)
-        vals = list(ops.values())
+        return self._write_lists(list(ops), list(ops.values()), bool(deletes))
+
+    def _write_lists(self, keys: List[bytes], vals: List[Any], deletes: bool) -> int:
+        """Apply keys[i] -> vals[i] (bytes, or _DELETE) as one batch."""
         if deletes:
             vlens = array("q", [-1 if v is _DELETE else len(v) for v in vals])
             vbuf = b"".join([v for v in vals if v is not _DELETE])
