@@ -15,13 +15,13 @@ import struct
 import threading
 import time
 from array import array
-from typing import (Any, Awaitable, Callable, Dict, Iterable, Iterator, List, Mapping,
+from typing import (Any, Callable, ContextManager, Dict, Iterable, Iterator, List, Mapping,
                     Optional, Tuple, TypeVar, Union)
 
 from ._dshm import ffi, lib
 from ._errors import CLOSED_MESSAGE, error, raise_for
 
-__all__ = ["Database", "open", "open_flags"]
+__all__ = ["Database", "Snapshot", "open", "open_flags"]
 
 #: The flags ``open`` accepts, as ``dbm.gnu.open_flags``.
 open_flags = "rwcnfsu"
@@ -485,7 +485,7 @@ class Database:
 
     # -- batches and consistent reads --------------------------------------
 
-    def batch(self) -> _BatchContext:
+    def batch(self) -> ContextManager["Database"]:
         """Group writes into one atomic batch: ``with db.batch(): ...``.
 
         Inside the block, this thread's sets and deletes on this handle are
