@@ -64,6 +64,9 @@ struct dshm_db {
     _Atomic uint64_t db_multi_retries; /**< consistent multi-key reads retried */
     _Atomic uint64_t db_interrupt; /**< bumped by dshm_interrupt(): the waiters
                                         of this handle return EINTR */
+    _Atomic int db_waiting;        /**< threads inside dshm_wait() on this handle:
+                                        close wakes them only if there are any
+                                        (it does not touch the mapping otherwise) */
 };
 
 #define DSHM_HDR(env)      ((dshm_header *)(void *)(env)->ev_base)
@@ -234,5 +237,7 @@ int dshm_batch_extents(dshm_env *env, int (*add)(void *ctx, uint64_t off, uint64
 void dshm_wake_waiters(dshm_env *env);
 /** dshm_interrupt() without the guard: also used by dshm_close(). */
 void dshm_interrupt0(dshm_db *db);
+/** For dshm_close() (after setting db_closed): wake this handle's waiters. */
+void dshm_close_wake(dshm_db *db);
 
 #endif /* DSHM_INTERNAL_H */

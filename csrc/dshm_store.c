@@ -771,7 +771,7 @@ void dshm_close(dshm_db *db) {
     if (!db || atomic_exchange_explicit(&db->db_closed, 1, memory_order_seq_cst))
         return;
     /* This handle's threads asleep in dshm_wait() end their call. */
-    dshm_interrupt0(db);
+    dshm_close_wake(db);
     /* Wait for the calls other threads have in flight; a child after
      * fork() has none (its copy of the counter may hold its parent's). */
     while (db->db_pid == (int)getpid() && atomic_load_explicit(&db->db_inflight, memory_order_seq_cst) != 0)

@@ -111,6 +111,9 @@ static int dshm_wait0(dshm_db *db, uint64_t since, int64_t timeout_ns, uint64_t 
     if (rc)
         return rc;
     atomic_fetch_add_explicit(&db->db_waits, 1, memory_order_relaxed);
+    /* Counted before the first look at db_closed (seq_cst both sides):
+     * dshm_close() either sees this waiter or is seen by it. */
+    atomic_fetch_add_explicit(&db->db_waiting, 1, memory_order_seq_cst);
     uint64_t gen = atomic_load_explicit(&db->db_interrupt, memory_order_seq_cst);
     struct timespec deadline, now;
     clock_gettime(CLOCK_MONOTONIC, &deadline);
@@ -175,12 +178,37 @@ static int dshm_wait0(dshm_db *db, uint64_t since, int64_t timeout_ns, uint64_t 
     }
     if (commit)
         *commit = c;
+    atomic_fetch_sub_explicit(&db->db_waiting, 1, memory_order_seq_cst);
     dshm_leave(db);
     return rc;
 }
 
 int dshm_wait(dshm_db *db, uint64_t since, int64_t timeout_ns, uint64_t *commit) {
     GUARDED(int, dshm_wait0(db, since, timeout_ns, commit));
+}
+
+/* For dshm_close(): the closed flag is set; wake this handle's waiters,
+ * if it has any, under the SIGBUS guard (the file may have been truncated
+ * under the mapping). */
+static int close_wake(dshm_db *db) {
+    if (atomic_load_explicit(&db->db_waiting, memory_order_seq_cst))
+        dshm_interrupt0(db);
+    return 0;
+}
+
+void dshm_close_wake(dshm_db *db) {
+    dshm_guard *g = &dshm_guard_tls;
+    if (g->active) {
+        close_wake(db);
+        return;
+    }
+    if (sigsetjmp(g->jb, 0)) {
+        dshm_guard_fault(g);
+        return;
+    }
+    g->active = 1;
+    close_wake(db);
+    g->active = 0;
 }
 
 static int dshm_interrupt1(dshm_db *db) {
