@@ -448,9 +448,11 @@ def test_ping_pong_through_wait_on_a_read_only_handle(procs, store_path):
                     r = db.wait(BOUND, since=seen)
                 assert r is not None, f"round {i}: the parent was not woken by the child's pong"
         elapsed = time.monotonic() - t0
+        # The parent slept at least while the child started (round 1); the
+        # child may always have found its ping already there.
+        assert db.stats()["waits"] >= 1
     res = procs.wait(START)
     assert res["ponger"]["rounds"] == n
-    assert res["ponger"]["waits"] >= 1
     print(f"\n[ping-pong] {n} rounds in {elapsed:.2f} s; child {res['ponger']}")
 
 
