@@ -13,7 +13,7 @@ import threading
 import pytest
 
 import dbm_shm
-from dbm_shm._db import Snapshot   # not exported by dbm_shm (yet)
+from dbm_shm import Snapshot
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -212,8 +212,11 @@ def test_snapshot_context_manager(db):
     with db.snapshot() as s:
         assert dict(s) == model
         assert s.commit_id == db.commit_id()
+    # Documented: leaving the block drops the copy.
+    assert len(s) == 0 and dict(s) == {}
     with db.snapshot([b"k000"]) as s:
         assert dict(s) == {b"k000": b"v0"}
+    assert len(s) == 0
 
 
 def test_snapshot_commit_ids_follow_writes(db):

@@ -696,6 +696,66 @@ def test_read_only_file_waiter_still_wakes(db_path):
         os.chmod(db_path, 0o644)
 
 
+def _nobody_waiter(path, since, conn):
+    """Forked child: become `nobody` (the file is root's, mode 0644: it may
+    only read it), then wait on an 'r' handle."""
+    try:
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(65534)
+        with dbm_shm.open(path, "r") as ro:
+            conn.send(("ready", None))
+            t0 = time.monotonic()
+            r = ro.wait(LONG, since=since)
+            conn.send(("done", (r, time.monotonic() - t0, ro.get(b"b"))))
+    except BaseException as e:
+        conn.send(("error", repr(e)))
+    finally:
+        conn.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+def test_waiter_that_may_only_read_the_file_still_wakes():
+    """The same as above when the tests run as root: the waiter is a forked
+    child that became `nobody`."""
+    import multiprocessing
+    import shutil
+    import tempfile
+    d = tempfile.mkdtemp(prefix="dshm-nobody-")
+    try:
+        os.chmod(d, 0o755)
+        path = os.path.join(d, "db")
+        with dbm_shm.open(path, "c", 0o644) as w:
+            os.chmod(path, 0o644)
+            w[b"a"] = b"1"
+            since = w.commit_id()
+            ctx = multiprocessing.get_context("fork")
+            mine, theirs = ctx.Pipe()
+            p = ctx.Process(target=_nobody_waiter, args=(path, since, theirs), daemon=True)
+            p.start()
+            try:
+                assert mine.poll(LONG), "the waiter never reported"
+                what, info = mine.recv()
+                assert what == "ready", info
+                time.sleep(0.2)
+                # It cannot raise the futex flag: it sleeps in short slices.
+                assert w.stats()["waiters"] == 0
+                w[b"b"] = b"2"
+                assert mine.poll(LONG), "the waiter never woke"
+                what, info = mine.recv()
+                assert what == "done", info
+                r, dt, value = info
+                assert r == since + 1
+                assert dt < BOUND
+                assert value == b"2"
+            finally:
+                p.join(BOUND)
+                if p.is_alive():
+                    p.kill()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 # ---------------------------------------------------------------------------
 # stats()
 
