@@ -354,6 +354,59 @@ def test_wait_key_in_other_processes_ignores_other_keys(store_path):
         assert r["woke_at"] - t_target < BOUND
 
 
+_INHERITED = {}
+
+
+def _inherited_waiter(flag, since, conn):
+    """Forked child: wait on the handle it inherited from the parent."""
+    try:
+        db = _INHERITED[flag]
+        conn.send(("ready", None))
+        r = db.wait(LONG, since=since)
+        conn.send(("done", (r, time.monotonic(), db.get(b"signal"))))
+        db.close()
+    except BaseException as e:
+        conn.send(("error", repr(e)))
+
+
+@pytest.mark.parametrize("flag", ["r", "w"])
+def test_forked_child_waits_on_an_inherited_handle(store_path, flag):
+    """A handle survives fork(): the child's wait() on it wakes on the
+    parent's write."""
+    ctx = _ctx("fork")
+    with dbm_shm.open(store_path, "n") as w:
+        w[b"x"] = b"0"
+        _INHERITED[flag] = h = dbm_shm.open(store_path, flag)
+        try:
+            since = h.commit_id()
+            mine, theirs = ctx.Pipe()
+            p = ctx.Process(target=_inherited_waiter, args=(flag, since, theirs), daemon=True)
+            p.start()
+            try:
+                assert mine.poll(START)
+                assert mine.recv()[0] == "ready"
+                assert _until(lambda: w.stats()["waiters"] == 1)
+                t_write = time.monotonic()
+                w[b"signal"] = b"go"
+                assert mine.poll(LONG), "the child never woke"
+                what, info = mine.recv()
+                assert what == "done", info
+                r, woke_at, value = info
+                assert r == since + 1
+                assert woke_at - t_write < BOUND
+                assert value == b"go"
+            finally:
+                p.join(BOUND)
+                if p.is_alive():
+                    p.kill()
+            assert p.exitcode == 0
+            # The parent's copy of the handle is unaffected.
+            assert h.get(b"signal") == b"go"
+            assert h.wait(0, since=since) == since + 1
+        finally:
+            _INHERITED.pop(flag).close()
+
+
 # ---------------------------------------------------------------------------
 # (b) batches seen whole by readers in other processes
 
