@@ -225,10 +225,13 @@ static int dedup(bop *ops, size_t n, size_t *kept) {
 }
 
 /* Write the records of ops[0..m) into free space, listed in a journal
- * that hd_batch points to. On error the caller frees what was staged. */
-static int stage(dshm_env *env, const bop *ops, size_t m) {
+ * that hd_batch points to. The records are carved one after the other
+ * out of one block (each remains a block of its own size, freed alone
+ * later): one allocation, and the copies stream. On error the caller
+ * frees what was staged. */
+static int stage(dshm_env *env, const bop *ops, size_t m, uint64_t total) {
     dshm_header *hd = DSHM_HDR(env);
-    uint64_t joff;
+    uint64_t joff, off;
     int rc = dshm_alloc(env, journal_size(m), &joff);
     if (rc)
         return rc;
@@ -238,12 +241,11 @@ static int stage(dshm_env *env, const bop *ops, size_t m) {
     jr->jr_n = 0;
     atomic_store_explicit(&jr->jr_state, DSHM_JR_STAGING, memory_order_relaxed);
     hd->hd_batch = joff;
+    if ((rc = dshm_alloc(env, total, &off)))
+        return rc;
     for (size_t i = 0; i < m; i++) {
         const bop *op = &ops[i];
-        uint64_t vlen = op->vlen < 0 ? 0 : (uint64_t)op->vlen, off;
-        if ((rc = dshm_alloc(env, dshm_rec_size(op->klen, vlen), &off)))
-            return rc;
-        jr = DSHM_AT(env, joff);
+        uint64_t vlen = op->vlen < 0 ? 0 : (uint64_t)op->vlen;
         dshm_rec *rec = DSHM_AT(env, off);
         rec->rc_klen = (uint32_t)op->klen;
         rec->rc_check = (uint32_t)op->h;
@@ -253,6 +255,7 @@ static int stage(dshm_env *env, const bop *ops, size_t m) {
         if (vlen)
             memcpy((char *)rec + DSHM_REC_HDR + op->klen, op->val, vlen);
         jr->jr_ent[jr->jr_n++] = off | (op->vlen < 0 ? DSHM_JR_DEL : 0);
+        off += dshm_rec_size(op->klen, vlen);
     }
     return 0;
 }
@@ -351,7 +354,10 @@ static int dshm_write_batch0(dshm_db *db, size_t n, const char *keys, const uint
         rc = DSHM_FULL;
     else
         rc = dshm_grow(env, top + room + index_room(env, m));
-    if (!rc && (rc = stage(env, ops, m)) == 0 && (db->db_flags & DSHM_SYNC))
+    uint64_t total = 0;
+    for (size_t i = 0; i < m; i++)
+        total += dshm_rec_size(ops[i].klen, ops[i].vlen < 0 ? 0 : (uint64_t)ops[i].vlen);
+    if (!rc && (rc = stage(env, ops, m, total)) == 0 && (db->db_flags & DSHM_SYNC))
         rc = dshm_sync_env(env);
     if (rc) {
         unstage(env);

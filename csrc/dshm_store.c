@@ -443,6 +443,11 @@ int dshm_recover(dshm_env *env) {
         goto out;
     hd->hd_recoveries++;
     atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
+    /* A recovery is a commit (a batch it finished became visible): wake
+     * the waiters now, whichever call (a write, check(), a read's
+     * fallback) is running it. A rare path: the system call under the
+     * lock does not matter. */
+    dshm_wake_waiters(env);
 out:
     /* Even on failure: readers keep reading what is there (every offset
      * they follow is checked); writers retry the repair (hd_repair). */
@@ -668,7 +673,7 @@ static void sync_parent(const char *path) {
     free(copy);
 }
 
-static int create_renamed(const char *path, int mode) {
+static int create_renamed(const char *path, int mode, uint64_t commit) {
     size_t n = strlen(path) + 48;
     char *tmp = malloc(n);
     if (!tmp)
@@ -676,6 +681,11 @@ static int create_renamed(const char *path, int mode) {
     snprintf(tmp, n, "%s.dshm-new-%d", path, (int)getpid());
     int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
     int rc = fd < 0 ? errno : fchmod(fd, (mode_t)mode) ? errno : init_file(fd, NULL);
+    /* The commit numbers go on from the store it replaces: a waiter's
+     * next wait(since=...) on the new file is not behind it. */
+    if (!rc && commit &&
+        pwrite(fd, &commit, sizeof commit, (off_t)offsetof(dshm_header, hd_commit)) != (ssize_t)sizeof commit)
+        rc = errno ? errno : EIO;
     if (fd >= 0)
         close(fd);
     if (!rc && rename(tmp, path) != 0)
@@ -684,6 +694,15 @@ static int create_renamed(const char *path, int mode) {
         unlink(tmp);
     free(tmp);
     return rc;
+}
+
+/* The commit number the store open at fd will have once mark_moved()
+ * bumped it (0 if it is not a valid store). */
+static uint64_t old_commit(int fd) {
+    dshm_header hdr;
+    if (pread(fd, &hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr || validate_header(&hdr, UINT64_MAX) != 0)
+        return 0;
+    return atomic_load_explicit(&hdr.hd_commit, memory_order_relaxed) + 1;
 }
 
 /* Tell the users of the (valid) store open at fd to reopen the path. */
@@ -738,7 +757,7 @@ int dshm_open(const char *path, int flags, int mode, dshm_db **out) {
         struct stat st;
         if (flock(fd, LOCK_EX | LOCK_NB) == 0)
             rc = ftruncate(fd, 0) ? errno : init_file(fd, NULL);
-        else if ((rc = fstat(fd, &st) ? errno : create_renamed(path, (int)(st.st_mode & 07777))) == 0)
+        else if ((rc = fstat(fd, &st) ? errno : create_renamed(path, (int)(st.st_mode & 07777), old_commit(fd))) == 0)
             mark_moved(fd);
         close(fd);
         if (rc)

@@ -65,6 +65,7 @@ _STAT_FIELDS = (
     "multi_retries",
 )
 _DELETE: Any = object()          # a pending delete in a batch
+_get_ident = threading.get_ident
 _T = TypeVar("_T")
 
 
@@ -225,7 +226,7 @@ class Database:
     def __getitem__(self, key: Key) -> bytes:
         k = key if type(key) is bytes else _as_bytes(key, "key")
         if self._batches:
-            p = self._batches.get(threading.get_ident())
+            p = self._batches.get(_get_ident())
             if p is not None and k in p.ops:
                 v = p.ops[k]
                 if v is _DELETE:
@@ -266,7 +267,7 @@ class Database:
         k = key if type(key) is bytes else _as_bytes(key, "key")
         v = value if type(value) is bytes else _as_bytes(value, "value")
         if self._batches:
-            p = self._batches.get(threading.get_ident())
+            p = self._batches.get(_get_ident())
             if p is not None:
                 p.ops[k] = v
                 return
@@ -277,7 +278,7 @@ class Database:
     def __delitem__(self, key: Key) -> None:
         k = key if type(key) is bytes else _as_bytes(key, "key")
         if self._batches:
-            p = self._batches.get(threading.get_ident())
+            p = self._batches.get(_get_ident())
             if p is not None:
                 if k not in self:
                     raise KeyError(key)
@@ -293,7 +294,7 @@ class Database:
     def __contains__(self, key: object) -> bool:
         k = key if type(key) is bytes else _as_bytes(key, "key")
         if self._batches:
-            p = self._batches.get(threading.get_ident())
+            p = self._batches.get(_get_ident())
             if p is not None and k in p.ops:
                 return p.ops[k] is not _DELETE
         n = _get(self._h, k, len(k), ffi.NULL, 0)
@@ -680,6 +681,8 @@ class Database:
 
     def _wait_key(self, key: Key, timeout: Optional[float], cancel: Optional[threading.Event]) -> bool:
         k = key if type(key) is bytes else _as_bytes(key, "key")
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be non-negative or None")
         deadline = None if timeout is None else time.monotonic() + timeout
         (old,), seen = self._get_many([k])
         while True:
@@ -716,11 +719,15 @@ class Database:
 
         def run() -> None:
             try:
-                r = fn(cancel)
-            except BaseException as e:   # handed to the awaiting task
-                loop.call_soon_threadsafe(done, None, e)
-            else:
-                loop.call_soon_threadsafe(done, r, None)
+                r, e = fn(cancel), None
+            except BaseException as exc:   # handed to the awaiting task
+                r, e = None, exc
+            try:
+                loop.call_soon_threadsafe(done, r, e)
+            except RuntimeError:
+                # The loop was closed meanwhile (the task was cancelled as
+                # the loop ended): nobody is waiting for this result.
+                pass
 
         self._check_open()
         threading.Thread(target=run, name="dbm_shm-wait", daemon=True).start()
