@@ -189,11 +189,10 @@ def test_wait_woken_by_n_open_elsewhere(db, db_path):
     assert b"k0" not in db
 
 
-@pytest.mark.xfail(strict=True, reason="bug: after an 'n' open by another handle the commit counter "
-                                        "restarts at 0 (docs/concurrency.md: the new file's counter goes "
-                                        "on from the old one's), so `seen = db.wait(since=seen)` sleeps "
-                                        "through the next commits")
 def test_counter_goes_on_after_n_open_elsewhere(db, db_path):
+    """Documented (concurrency.md): the new file's counter goes on from the
+    old one's, so the change-feed loop keeps working. (Regression: it
+    restarted at 0.)"""
     for i in range(50):
         db[b"k%d" % i] = b"v"
     seen = db.commit_id()
@@ -337,9 +336,8 @@ def test_wait_async_invalid_arguments(db, kwargs):
         asyncio.run(main())
 
 
-@pytest.mark.xfail(strict=True, reason="bug: wait_key()/wait_key_async() accept a negative timeout "
-                                        "(return False) where wait() raises ValueError")
 def test_wait_key_negative_timeout_raises(db):
+    """As wait() does. (Regression: wait_key used to return False.)"""
     db[b"k"] = b"v"
     with pytest.raises(ValueError):
         db.wait_key(b"k", -1)
@@ -557,15 +555,12 @@ def test_wait_async_cancelled_by_wait_for_ends_its_thread(db, which):
     t.join(BOUND)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the thread of a cancelled wait_async() reports its result "
-                                        "with loop.call_soon_threadsafe() after asyncio.run() closed the "
-                                        "loop: RuntimeError('Event loop is closed') unhandled in thread "
-                                        "dbm_shm-wait")
 def test_cancelled_wait_async_leaves_no_exception_in_its_thread(db, monkeypatch):
     """A wait cancelled as the last thing the loop does (asyncio.run() then
     closes the loop) ends its thread quietly. (The race is the thread's
     report against the loop's close: many tries, stopping at the first
-    exception.)"""
+    exception. Regression: RuntimeError('Event loop is closed') in the
+    thread.)"""
     db[b"k"] = b"v"
     caught = []
     monkeypatch.setattr(threading, "excepthook", lambda args: caught.append(args.exc_value))

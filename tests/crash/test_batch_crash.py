@@ -539,12 +539,12 @@ def test_waiter_wakes_when_the_next_write_repairs(store_path, tmp_path):
     assert r is not None and r > since
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a repair made under the writer lock by check() or by a "
-                                        "read's fallback (get_many) completes the dead writer's batch "
-                                        "and bumps the commit counter, but does not wake the waiters")
 @pytest.mark.parametrize("point,how", [("batch-committed:1", "check"),
                                        (f"batch-apply:{N_ENTRIES // 2}", "get_many")])
 def test_waiter_wakes_when_check_or_a_read_repairs(store_path, tmp_path, point, how):
+    """The repair that finishes the dead writer's batch is a commit: the
+    waiters wake, whoever repairs. (Regression: a repair by check() or a
+    read's fallback under the lock did not wake them.)"""
     woke, r, since = _kill_and_wait(store_path, tmp_path, point, how)
     assert woke, f"the waiter slept on although {how}() repaired the store and committed the batch"
 
