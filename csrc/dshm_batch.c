@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "dshm_internal.h"
@@ -354,6 +355,12 @@ static int dshm_write_batch0(dshm_db *db, size_t n, const char *keys, const uint
         rc = DSHM_FULL;
     else
         rc = dshm_grow(env, top + room + index_room(env, m));
+#ifdef MADV_POPULATE_WRITE
+    /* Map the pages the batch will fill in one go rather than a fault
+     * per page (Linux 5.14+; elsewhere a no-op). */
+    if (!rc)
+        madvise(env->ev_base + (top & ~(uint64_t)4095), (room + 4095) & ~(uint64_t)4095, MADV_POPULATE_WRITE);
+#endif
     uint64_t total = 0;
     for (size_t i = 0; i < m; i++)
         total += dshm_rec_size(ops[i].klen, ops[i].vlen < 0 ? 0 : (uint64_t)ops[i].vlen);
