@@ -1437,6 +1437,17 @@ static int dshm_reorganize0(dshm_db *db) {
     if ((rc = sync_env(nenv)))
         goto out;
     DSHM_CRASH_POINT("reorganize");
+    /* The rename must replace this handle's own file, never another one:
+     * if the path was replaced since the handle opened it (os.replace,
+     * another store's 'n'), its new file is not ours to clobber. Checked
+     * under the writer lock, right before the rename; a path that names
+     * nothing (unlinked) gets the copy, so the store reappears there. */
+    struct stat named;
+    if (stat(db->db_path, &named) == 0 &&
+        (named.st_ino != st.st_ino || named.st_dev != st.st_dev)) {
+        rc = ESTALE;
+        goto out;
+    }
     if (rename(tmp, db->db_path) != 0) {
         rc = errno;
         goto out;
