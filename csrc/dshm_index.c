@@ -430,8 +430,14 @@ static int bucket_split(dshm_env *env, uint64_t b) {
     DSHM_CRASH_POINT("split-intent");
     dir_switch(env, first, n, lo, hi);
     hd->hd_intent_op = DSHM_INTENT_NONE;
+    /* The old bucket's counter goes odd before its overflow pages go to
+     * the pool: a reader still walking its chain could otherwise follow a
+     * freed page's pool link into stale slots and finish, unnoticed, before
+     * the primary itself is freed. (An unreachable page left odd by a death
+     * here becomes free space in the repair.) */
+    bucket_begin(bk);
     chain_free(env, b);
-    dshm_page_free(env, b);   /* its counter goes odd: readers on it retry */
+    dshm_page_free(env, b);   /* its counter stays odd: readers on it retry */
     return 0;
 }
 
