@@ -91,12 +91,13 @@ static void sane_init(void) {
     pthread_mutexattr_destroy(&attr);
 }
 
-/* One look at the mutex: free (lock word 0) with every field a locker
- * sets and its unlock clears back at 0 (the use count, which a robust
- * lock sets to 1 and its unlock leaves, at 1: dshm_mutex_init leaves it
- * so), and of the kind we make. The
- * fields are read with volatile loads, racing with lockers: a locker in
- * between makes the look fail, never pass wrongly. */
+/* One look at the mutex: of the kind we make, and either held by a thread
+ * (its unlock puts the fields in order) or free (lock word 0) with every
+ * field a locker sets back as its unlock leaves it: owner 0, robust-list
+ * links NULL, use count 1 (a robust lock sets it to 1 and the unlock leaves
+ * it; dshm_mutex_init starts it so). The fields are read with volatile
+ * loads, racing with lockers: a locker in between can make a look fail,
+ * never pass wrongly. */
 static bool mutex_looks_sane(const dshm_header *hd) {
     const volatile struct __pthread_mutex_s *d = &hd->hd_mutex.m.__data;
     uint32_t w;
