@@ -46,6 +46,16 @@ typedef struct dshm_stat_t {
     uint64_t st_read_fallbacks;
     uint64_t st_reopens;
     uint64_t st_map_size;
+    uint64_t st_lock_held_ns;
+    uint64_t st_waiters;
+    uint64_t st_writes;
+    uint64_t st_batches;
+    uint64_t st_batch_ops;
+    uint64_t st_lock_waits;
+    uint64_t st_lock_wait_ns;
+    uint64_t st_waits;
+    uint64_t st_wakeups;
+    uint64_t st_multi_retries;
 } dshm_stat_t;
 
 int dshm_open(const char *path, int flags, int mode, dshm_db **out);
@@ -64,4 +74,12 @@ int dshm_reorganize(dshm_db *db);
 int dshm_stat(dshm_db *db, dshm_stat_t *st);
 int64_t dshm_check(dshm_db *db, char *report, size_t cap);
 uint64_t dshm_commit_id(dshm_db *db);
+int dshm_wait(dshm_db *db, uint64_t since, int64_t timeout_ns, uint64_t *commit);
+void dshm_interrupt(dshm_db *db);
+int dshm_write_batch(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
+                     const char *vals, const int64_t *vlens, uint64_t *commit);
+int64_t dshm_get_many(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
+                      char *buf, size_t cap, int64_t *vlens, uint64_t *commit, uint64_t *need);
+int64_t dshm_snapshot(dshm_db *db, char **out, uint64_t *commit);
+void dshm_release(void *p);
 const char *dshm_strerror(int rc);

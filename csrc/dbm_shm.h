@@ -102,6 +102,16 @@ typedef struct dshm_stat_t {
     uint64_t st_read_fallbacks; /**< this handle: reads done under the writer lock */
     uint64_t st_reopens;      /**< this handle: reopens after reorganize */
     uint64_t st_map_size;     /**< this handle: bytes of address space reserved */
+    uint64_t st_lock_held_ns; /**< how long the current holder has held the writer lock */
+    uint64_t st_waiters;      /**< 1 if a process may be asleep in dshm_wait() */
+    uint64_t st_writes;       /**< this handle: committed writes (a batch counts once) */
+    uint64_t st_batches;      /**< this handle: committed batches */
+    uint64_t st_batch_ops;    /**< this handle: sets and deletes in those batches */
+    uint64_t st_lock_waits;   /**< this handle: writer-lock takes that had to wait */
+    uint64_t st_lock_wait_ns; /**< this handle: total time waited for the writer lock */
+    uint64_t st_waits;        /**< this handle: dshm_wait() calls */
+    uint64_t st_wakeups;      /**< this handle: times a waiter was woken */
+    uint64_t st_multi_retries; /**< this handle: consistent multi-key reads retried */
 } dshm_stat_t;
 
 /** Open or create a store.
@@ -185,6 +195,56 @@ int64_t dshm_check(dshm_db *db, char *report, size_t cap);
 
 /** The commit counter: bumped by every committed write. */
 uint64_t dshm_commit_id(dshm_db *db);
+
+/** @defgroup wait Waiting for changes
+ * @{ */
+/** Sleep until a write commits after commit number @p since (see
+ *  dshm_commit_id()), without polling: the waiter sleeps on a futex in the
+ *  mapping and every committing writer, in any process, wakes it.
+ * @param[in] timeout_ns  how long to wait at most; negative: no limit
+ * @param[out] commit     the commit number seen (may be NULL)
+ * @return 0 (a commit after @p since, or the file was replaced), ETIMEDOUT,
+ *         EINTR (a signal arrived, or dshm_interrupt() was called: call
+ *         again to go on waiting), DSHM_CLOSED (closed meanwhile) or another
+ *         error. */
+int dshm_wait(dshm_db *db, uint64_t since, int64_t timeout_ns, uint64_t *commit);
+/** Make every dshm_wait() call in flight on this handle return EINTR. */
+void dshm_interrupt(dshm_db *db);
+/** @} */
+
+/** @defgroup batch Atomic batches and consistent reads
+ * @{ */
+/** Apply @p n sets and deletes atomically: readers in every process see
+ *  all of them or none, and a writer that dies part-way leaves none (before
+ *  its commit point) or all (after it: the next writer finishes the batch).
+ *  Operation i has key `keys[koff..koff+klens[i])` (the keys concatenated)
+ *  and, if vlens[i] >= 0, value `vals[voff..voff+vlens[i])` (the values of
+ *  the sets concatenated); vlens[i] < 0 deletes the key (absent: no-op).
+ *  A key given twice: the last operation wins.
+ * @param[out] commit  the commit number of the batch (may be NULL)
+ * @return 0, DSHM_READONLY, DSHM_TOOBIG, DSHM_INVALID, DSHM_FULL or an
+ *         errno; on error nothing of the batch was applied. */
+int dshm_write_batch(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
+                     const char *vals, const int64_t *vlens, uint64_t *commit);
+/** Read @p n keys (given as for dshm_write_batch) as of one instant: no
+ *  write committed between the reads of the first and the last (checked
+ *  against the commit counter; retried, then read under the writer lock).
+ *  Values are copied one after the other into @p buf; vlens[i] gets the
+ *  length of key i's value, or -1 if absent.
+ * @param[out] commit  the commit number the values belong to (may be NULL)
+ * @return the bytes written, or -ERANGE if they do not fit in @p cap (the
+ *         size needed in @p *need), or a negative error. */
+int64_t dshm_get_many(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
+                      char *buf, size_t cap, int64_t *vlens, uint64_t *commit, uint64_t *need);
+/** Copy every entry of the store as of one instant into a buffer the
+ *  library allocates (@p *out, released with dshm_release()), as records
+ *  `[u32 klen][u64 vlen][u64 hash][key][value]` (native byte order,
+ *  unaligned), in the store's order.
+ * @return the bytes in @p *out, or a negative error. */
+int64_t dshm_snapshot(dshm_db *db, char **out, uint64_t *commit);
+/** Free a buffer from dshm_snapshot(). NULL is ok. */
+void dshm_release(void *p);
+/** @} */
 
 /** Message for a return code: "DSHM_NOTFOUND: key not found", or strerror. */
 const char *dshm_strerror(int rc);

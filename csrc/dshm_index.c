@@ -343,11 +343,10 @@ static int dir_double(dshm_env *env) {
         st_rel(&nd[2 * i + 1], b);
     }
     DSHM_CRASH_POINT("double");
-    uint64_t ss = atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed);
-    st_rel(&hd->hd_struct_seq, ss + 1);
-    atomic_thread_fence(memory_order_release);
+    /* Inside a batch the window is already open (and stays so). */
+    bool opened = dshm_struct_begin(hd);
     atomic_store_explicit(&hd->hd_dir, noff | (depth + 1), memory_order_release);
-    atomic_store_explicit(&hd->hd_struct_seq, ss + 2, memory_order_release);
+    dshm_struct_end(hd, opened);
     dshm_free_block(env, DSHM_DIR_OFF(dir), dshm_dir_bytes(depth));
     return 0;
 }

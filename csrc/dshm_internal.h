@@ -31,6 +31,9 @@ typedef struct dshm_env {
     char    *ev_base;       /**< start of the reserved range; file mapped at it */
     uint64_t ev_resv;       /**< bytes reserved (>= file size when mapped) */
     struct dshm_env *ev_older; /**< next on the handle's list of superseded mappings */
+    void    *ev_hdr_rw;     /**< read-only handles: the header page mapped writable
+                                 for dshm_wait()'s futex flag (NULL: not yet) */
+    int      ev_hdr_rw_failed; /**< that mapping was refused: waiters poll */
     uint32_t ev_ghost_lock; /**< a handle that may not repair ('r'), opened with the
                                  file to itself: the writer-lock word it found naming
                                  a holder (no process could hold it then), else 0.
@@ -59,6 +62,19 @@ struct dshm_db {
     _Atomic uint64_t db_retries;   /**< statistics, relaxed */
     _Atomic uint64_t db_fallbacks;
     _Atomic uint64_t db_reopens;
+    _Atomic uint64_t db_writes;    /**< committed writes (a batch counts once) */
+    _Atomic uint64_t db_batches;   /**< committed batches */
+    _Atomic uint64_t db_batch_ops; /**< sets and deletes in them */
+    _Atomic uint64_t db_lock_waits;   /**< writer-lock takes that found it held */
+    _Atomic uint64_t db_lock_wait_ns; /**< time spent waiting for it */
+    _Atomic uint64_t db_waits;     /**< dshm_wait() calls */
+    _Atomic uint64_t db_wakeups;   /**< times a waiter was woken (futex) */
+    _Atomic uint64_t db_multi_retries; /**< consistent multi-key reads retried */
+    _Atomic uint64_t db_interrupt; /**< bumped by dshm_interrupt(): the waiters
+                                        of this handle return EINTR */
+    _Atomic int db_waiting;        /**< threads inside dshm_wait() on this handle:
+                                        close wakes them only if there are any
+                                        (it does not touch the mapping otherwise) */
 };
 
 #define DSHM_HDR(env)      ((dshm_header *)(void *)(env)->ev_base)
@@ -167,6 +183,26 @@ typedef struct dshm_guard {
     int locked_ro;            /**< held by a read-only taker: give it back, mark nothing */
 } dshm_guard;
 extern __attribute__((tls_model("initial-exec"))) _Thread_local dshm_guard dshm_guard_tls;
+/** Back from a SIGBUS inside a guarded call: unblock the signal, give back
+ *  the writer lock if this thread held it (marking the store for repair),
+ *  and end the call. */
+void dshm_guard_fault(dshm_guard *g);
+
+/** Run `call` under the guard; DSHM_TRUNCATED (as `type`) after a SIGBUS. */
+#define GUARDED(type, call) do {                                   \
+        dshm_guard *g_ = &dshm_guard_tls;                          \
+        if (g_->active)                                            \
+            return call;                                           \
+        if (sigsetjmp(g_->jb, 0)) {                                \
+            dshm_guard_fault(g_);                                       \
+            return (type)DSHM_TRUNCATED;                           \
+        }                                                          \
+        g_->active = 1;                                            \
+        type r_ = call;                                            \
+        g_->active = 0;                                            \
+        return r_;                                                 \
+    } while (0)
+
 
 /* ---- lock (dshm_lock.c) ---- */
 int dshm_mutex_init(dshm_header *hd);
@@ -200,5 +236,50 @@ int dshm_mutex_probe(dshm_header *hd, bool *repair, bool *reinit);
 
 /* ---- store (dshm_store.c) ---- */
 int dshm_recover(dshm_env *env);
+/** CLOCK_MONOTONIC in ns (one clock for every process of the machine). */
+uint64_t dshm_now_ns(void);
+/** Services of dshm_store.c for the other entry points (dshm_batch.c,
+ *  dshm_wait.c): enter/leave a call on a handle, take the writer lock with
+ *  room in the mapping, end a write (unlock, sync if asked, wake waiters,
+ *  leave), and run a lock-free read with retries and the locked fallback. */
+int dshm_enter(dshm_db *db, dshm_env **envp);
+void dshm_leave(dshm_db *db);
+int dshm_wlock(dshm_db *db, dshm_env **envp, uint64_t room);
+int dshm_finish_write(dshm_db *db, dshm_env *env, int rc);
+int dshm_sync_env(dshm_env *env);
+typedef int64_t (*dshm_read_fn)(dshm_env *env, bool locked, void *ctx);
+int64_t dshm_read_retry(dshm_db *db, dshm_env **envp, dshm_read_fn fn, void *ctx);
+/** Copy the entries of the bucket covering cursor (see snap_read). */
+typedef struct dshm_snap {
+    char    *buf;      /**< records: [u32 klen][(u64 vlen)][u64 hash][key][(value)] */
+    size_t   cap, used;
+    uint64_t next;     /**< cursor after this bucket */
+    int      last;     /**< this bucket ends the hash space */
+} dshm_snap;
+int dshm_snap_read(dshm_env *env, uint64_t cursor, uint64_t from, bool values, bool locked, dshm_snap *sn);
+/** Open / close an odd window of hd_struct_seq (nesting: a window already
+ *  open is left alone; struct_begin returns whether it opened one). */
+bool dshm_struct_begin(dshm_header *hd);
+void dshm_struct_end(dshm_header *hd, bool opened);
+
+/* ---- batches (dshm_batch.c) ---- */
+/** Recovery: finish (COMMITTED) or drop (STAGING) the journal at hd_batch.
+ *  Runs after the free lists were rebuilt. */
+int dshm_batch_recover(dshm_env *env);
+/** Recovery, before the rebuild: forget a journal that never reached its
+ *  commit point (or is damaged), so its records become free space. */
+void dshm_batch_drop_staged(dshm_env *env);
+/** For a rebuild of the free lists: add the journal at hd_batch and every
+ *  record it lists to the live extents through add(). Returns 0, an
+ *  error of add(), or DSHM_CORRUPT (the caller then drops the journal). */
+int dshm_batch_extents(dshm_env *env, int (*add)(void *ctx, uint64_t off, uint64_t size), void *ctx);
+
+/* ---- waiting (dshm_wait.c) ---- */
+/** After a commit, outside the lock: wake the processes asleep in dshm_wait(). */
+void dshm_wake_waiters(dshm_env *env);
+/** dshm_interrupt() without the guard: also used by dshm_close(). */
+void dshm_interrupt0(dshm_db *db);
+/** For dshm_close() (after setting db_closed): wake this handle's waiters. */
+void dshm_close_wake(dshm_db *db);
 
 #endif /* DSHM_INTERNAL_H */

@@ -161,7 +161,11 @@ typedef struct dshm_header {
     _Atomic uint64_t hd_commit;     /**< bumped once per committed write */
     _Atomic uint64_t hd_count;      /**< number of keys */
     _Atomic uint32_t hd_moved;      /**< 1: reorganized; reopen the path */
-    _Atomic uint32_t hd_waiters;    /**< reserved for wait() (futex on hd_commit) */
+    _Atomic uint32_t hd_waiters;    /**< futex word of dshm_wait(): bit 0 = a process
+                                         may be asleep on it (raised by a waiter, CAS,
+                                         seq_cst); the bits above count wake-ups (a
+                                         waker that finds bit 0 adds 1, clearing it,
+                                         then FUTEX_WAKEs every sleeper). dshm_wait.c */
 
     /* ---- allocator state: read and written only by the lock holder ---- */
     uint64_t hd_top;                /**< end of allocated space */
@@ -184,11 +188,46 @@ typedef struct dshm_header {
     uint64_t hd_intent_hi;          /**< new bucket for the upper half */
     uint64_t hd_intent_first;       /**< first directory index of the old bucket */
     uint64_t hd_intent_n;           /**< number of directory entries it had */
+
+    /* ---- added after format 1 shipped: zero in older files, which is
+     *      their meaning of "none" ---- */
+    uint64_t hd_batch;              /**< offset of the batch journal (struct
+                                         dshm_journal) of the batch being written,
+                                         0 = none. Written and read only by the lock
+                                         holder (and by a recovery) */
+    _Atomic uint64_t hd_lock_since; /**< CLOCK_MONOTONIC ns at which the current
+                                         holder took hd_mutex (0 = free). Written by
+                                         the holder (relaxed), read by dshm_stat() */
 } dshm_header;
 _Static_assert(sizeof(dshm_header) <= DSHM_HEADER_SIZE, "header fits its page");
 _Static_assert(sizeof(pthread_mutex_t) <= 48, "the mutex shares its line with hd_lock_pid and hd_repair");
 _Static_assert(offsetof(dshm_header, hd_mutex) % 64 == 0, "lock on its own cache line");
 _Static_assert(offsetof(dshm_header, hd_file_size) % 64 == 0, "reader fields on their own cache line");
+
+/** The journal of an atomic batch (dshm_write_batch): the list of records
+ *  the batch publishes, written into free space while the batch is staged.
+ *  hd_batch points to it from the first staged record on, so a rebuild of
+ *  the free lists keeps every record it lists. jr_state going from STAGING
+ *  to COMMITTED (one release store) is the batch's commit point: a writer
+ *  that dies before it leaves nothing of the batch (recovery drops the
+ *  journal and its records become free space); one that dies after it
+ *  leaves a batch the recovery finishes (every entry is applied again,
+ *  idempotently: the keys of one journal are distinct).
+ *  Written and read only by the lock holder; readers never look at it. */
+typedef struct dshm_journal {
+    uint64_t jr_magic;             /**< DSHM_JR_MAGIC */
+    uint64_t jr_cap;               /**< entries the block has room for */
+    _Atomic uint64_t jr_state;     /**< DSHM_JR_STAGING, then DSHM_JR_COMMITTED */
+    uint64_t jr_n;                 /**< entries written so far */
+    uint64_t jr_ent[];             /**< record offset | DSHM_JR_DEL: a put of the
+                                        record's key and value, or (DSHM_JR_DEL) a
+                                        delete of its key (a key-only record) */
+} dshm_journal;
+#define DSHM_JR_MAGIC      UINT64_C(0x4c4e524a4d485344)   /* "DSHMJRNL" */
+#define DSHM_JR_STAGING    1u
+#define DSHM_JR_COMMITTED  2u
+#define DSHM_JR_DEL        UINT64_C(1)
+#define DSHM_JR_HDR        ((uint64_t)sizeof(dshm_journal))
 
 #define DSHM_ABI ((uint32_t)((sizeof(pthread_mutex_t) << 8) | sizeof(long)))
 

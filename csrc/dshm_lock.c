@@ -252,6 +252,7 @@ int dshm_lock0(dshm_env *env, bool *recovered) {
         return rc;
     }
     atomic_store_explicit(&hd->hd_lock_pid, (uint64_t)getpid(), memory_order_relaxed);
+    atomic_store_explicit(&hd->hd_lock_since, dshm_now_ns(), memory_order_relaxed);
     dshm_guard_tls.locked = env;
     dshm_guard_tls.locked_ro = 0;
     if (hd->hd_repair) {
@@ -270,6 +271,7 @@ int dshm_lock0(dshm_env *env, bool *recovered) {
 void dshm_unlock0(dshm_env *env) {
     dshm_header *hd = DSHM_HDR(env);
     dshm_guard_tls.locked = NULL;
+    atomic_store_explicit(&hd->hd_lock_since, 0, memory_order_relaxed);
     atomic_store_explicit(&hd->hd_lock_pid, 0, memory_order_relaxed);
     pthread_mutex_unlock(&hd->hd_mutex.m);
 }

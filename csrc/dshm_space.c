@@ -342,6 +342,8 @@ static int ext_add(extents *e, uint64_t off, uint64_t size) {
     return 0;
 }
 
+static int ext_add_cb(void *ctx, uint64_t off, uint64_t size) { return ext_add(ctx, off, size); }
+
 /** Recompute the free lists, the counters and the top from the live
  *  structures: the directory, every bucket page and every record they
  *  reference. As a repair (!compact): slots whose records are out of
@@ -430,9 +432,26 @@ int dshm_space_rebuild(dshm_env *env, bool compact) {
             page = atomic_load_explicit(&pg->bk_next, memory_order_relaxed);
         }
     }
+    /* The batch being written (or finished by a recovery): its journal and
+     * the records it lists are live though no slot may point to them yet.
+     * A damaged journal is dropped (the batch is lost with the damage). */
+    if (hd->hd_batch) {
+        int jrc = dshm_batch_extents(env, ext_add_cb, &e);
+        if (jrc == DSHM_CORRUPT)
+            hd->hd_batch = 0;
+        else if ((rc = jrc))
+            goto out;
+    }
     qsort(e.v, e.n, sizeof *e.v, cmp_extent);
-    for (size_t i = 1; i < e.n; i++)
-        if (e.v[i - 1].off + e.v[i - 1].size > e.v[i].off) { rc = DSHM_CORRUPT; goto out; }
+    /* A record both in a slot and in the journal is listed twice. */
+    size_t m = 0;
+    for (size_t i = 0; i < e.n; i++) {
+        if (m && e.v[m - 1].off == e.v[i].off && e.v[m - 1].size == e.v[i].size)
+            continue;
+        if (m && e.v[m - 1].off + e.v[m - 1].size > e.v[i].off) { rc = DSHM_CORRUPT; goto out; }
+        e.v[m++] = e.v[i];
+    }
+    e.n = m;
     uint64_t top = e.n ? e.v[e.n - 1].off + e.v[e.n - 1].size : DSHM_HEADER_SIZE;
     dshm_space_reset(env, top);
     hd->hd_bucket_free = pool;

@@ -98,7 +98,7 @@ static void leave(dshm_db *db);
 /* Back from a SIGBUS inside a guarded call: unblock the signal, give back
  * the writer lock if this thread held it (marking the store for repair),
  * and end the call. */
-static void guard_fault(dshm_guard *g) {
+void dshm_guard_fault(dshm_guard *g) {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGBUS);
@@ -119,21 +119,6 @@ static void guard_fault(dshm_guard *g) {
     if (g->entered)
         leave(g->entered);
 }
-
-/* Run `call` under the guard; DSHM_TRUNCATED (as `type`) after a SIGBUS. */
-#define GUARDED(type, call) do {                                   \
-        dshm_guard *g_ = &dshm_guard_tls;                          \
-        if (g_->active)                                            \
-            return call;                                           \
-        if (sigsetjmp(g_->jb, 0)) {                                \
-            guard_fault(g_);                                       \
-            return (type)DSHM_TRUNCATED;                           \
-        }                                                          \
-        g_->active = 1;                                            \
-        type r_ = call;                                            \
-        g_->active = 0;                                            \
-        return r_;                                                 \
-    } while (0)
 
 /* Test hooks, read once per process at the first open. */
 static void hooks_init(void) {
@@ -159,6 +144,8 @@ static void env_free(dshm_env *env) {
         dshm_env *older = env->ev_older;
         if (env->ev_base)
             munmap(env->ev_base, env->ev_resv);
+        if (env->ev_hdr_rw)
+            munmap(env->ev_hdr_rw, DSHM_HEADER_SIZE);
         if (env->ev_fd >= 0)
             close(env->ev_fd);
         free(env);
@@ -470,10 +457,20 @@ int dshm_recover(dshm_env *env) {
             atomic_store_explicit(&bk->bk_seq, s + 1, memory_order_release);
         }
     }
+    /* A batch that never reached its commit point is dropped (its records
+     * become free space in the rebuild); a committed one is finished. */
+    dshm_batch_drop_staged(env);
     if ((rc = dshm_space_rebuild(env, false)))
         goto out;
+    if ((rc = dshm_batch_recover(env)))
+        goto out;
     hd->hd_recoveries++;
-    atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_release);
+    atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
+    /* A recovery is a commit (a batch it finished became visible): wake
+     * the waiters now, whichever call (a write, check(), a read's
+     * fallback) is running it. A rare path: the system call under the
+     * lock does not matter. */
+    dshm_wake_waiters(env);
 out:
     /* Even on failure: readers keep reading what is there (every offset
      * they follow is checked); writers retry the repair (hd_repair). */
@@ -666,10 +663,18 @@ static int wlock(dshm_db *db, dshm_env **envp, uint64_t room) {
         if (!env->ev_writable)
             return DSHM_READONLY;
         bool recovered;
+        dshm_header *hd = DSHM_HDR(env);
+        /* Time the wait only when the lock looked taken: no clock read on
+         * the uncontended path. */
+        bool held = atomic_load_explicit(&hd->hd_lock_pid, memory_order_relaxed) != 0;
+        uint64_t t0 = held ? dshm_now_ns() : 0;
         int rc = dshm_lock0(env, &recovered);
         if (rc)
             return rc;
-        dshm_header *hd = DSHM_HDR(env);
+        if (held) {
+            atomic_fetch_add_explicit(&db->db_lock_waits, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&db->db_lock_wait_ns, dshm_now_ns() - t0, memory_order_relaxed);
+        }
         if (recovered)
             check_replaced(db, env);
         uint64_t size = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
@@ -708,7 +713,7 @@ static void sync_parent(const char *path) {
     free(copy);
 }
 
-static int create_renamed(const char *path, int mode) {
+static int create_renamed(const char *path, int mode, uint64_t commit) {
     size_t n = strlen(path) + 48;
     char *tmp = malloc(n);
     if (!tmp)
@@ -716,6 +721,11 @@ static int create_renamed(const char *path, int mode) {
     snprintf(tmp, n, "%s.dshm-new-%d", path, (int)getpid());
     int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
     int rc = fd < 0 ? errno : fchmod(fd, (mode_t)mode) ? errno : init_file(fd, NULL);
+    /* The commit numbers go on from the store it replaces: a waiter's
+     * next wait(since=...) on the new file is not behind it. */
+    if (!rc && commit &&
+        pwrite(fd, &commit, sizeof commit, (off_t)offsetof(dshm_header, hd_commit)) != (ssize_t)sizeof commit)
+        rc = errno ? errno : EIO;
     if (fd >= 0)
         close(fd);
     if (!rc && rename(tmp, path) != 0)
@@ -724,6 +734,15 @@ static int create_renamed(const char *path, int mode) {
         unlink(tmp);
     free(tmp);
     return rc;
+}
+
+/* The commit number the store open at fd will have once mark_moved()
+ * bumped it (0 if it is not a valid store). */
+static uint64_t old_commit(int fd) {
+    dshm_header hdr;
+    if (pread(fd, &hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr || validate_header(&hdr, UINT64_MAX) != 0)
+        return 0;
+    return atomic_load_explicit(&hdr.hd_commit, memory_order_relaxed) + 1;
 }
 
 /* Tell the users of the (valid) store open at fd to reopen the path. */
@@ -740,8 +759,10 @@ static void mark_moved(int fd) {
         if (rc == EOWNERDEAD)
             pthread_mutex_consistent(&hd->hd_mutex.m);
         atomic_store_explicit(&hd->hd_moved, 1, memory_order_release);
-        atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_release);
+        atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
         pthread_mutex_unlock(&hd->hd_mutex.m);
+        dshm_env tmp = { .ev_fd = fd, .ev_writable = 1, .ev_base = (char *)hd, .ev_resv = DSHM_HEADER_SIZE };
+        dshm_wake_waiters(&tmp);
     }
     munmap(hd, DSHM_HEADER_SIZE);
 }
@@ -776,7 +797,7 @@ int dshm_open(const char *path, int flags, int mode, dshm_db **out) {
         struct stat st;
         if (flock(fd, LOCK_EX | LOCK_NB) == 0)
             rc = ftruncate(fd, 0) ? errno : init_file(fd, NULL);
-        else if ((rc = fstat(fd, &st) ? errno : create_renamed(path, (int)(st.st_mode & 07777))) == 0)
+        else if ((rc = fstat(fd, &st) ? errno : create_renamed(path, (int)(st.st_mode & 07777), old_commit(fd))) == 0)
             mark_moved(fd);
         close(fd);
         if (rc)
@@ -808,6 +829,8 @@ fail:
 void dshm_close(dshm_db *db) {
     if (!db || atomic_exchange_explicit(&db->db_closed, 1, memory_order_seq_cst))
         return;
+    /* This handle's threads asleep in dshm_wait() end their call. */
+    dshm_close_wake(db);
     /* Wait for the calls other threads have in flight; a child after
      * fork() has none (its copy of the counter may hold its parent's). */
     while (db->db_pid == (int)getpid() && atomic_load_explicit(&db->db_inflight, memory_order_seq_cst) != 0)
@@ -1007,12 +1030,7 @@ static uint64_t dshm_commit_id0(dshm_db *db) {
 /* ---------------------------------------------------------------------- */
 /* Bucket snapshots: the unit of iteration.                                 */
 
-typedef struct snap {
-    char    *buf;      /* records: [u32 klen][(u64 vlen)][u64 hash][key][(value)] */
-    size_t   cap, used;
-    uint64_t next;     /* cursor after this bucket */
-    int      last;     /* this bucket ends the hash space */
-} snap;
+typedef dshm_snap snap;
 
 /* Copy the entries of the bucket covering `cursor` whose hash is >=
  * `from`, in slot order. Returns 0, DSHM_RETRY, DSHM_CORRUPT, or -ERANGE
@@ -1348,14 +1366,19 @@ static int put_locked(dshm_env *env, uint64_t h, const char *key, size_t klen,
         hd->hd_live_bytes += rsize;
         atomic_fetch_add_explicit(&hd->hd_count, 1, memory_order_release);
     }
-    atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_release);
+    atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
     return 0;
 }
 
 static int finish_write(dshm_db *db, dshm_env *env, int rc) {
     dshm_unlock0(env);
-    if (!rc && (db->db_flags & DSHM_SYNC))
-        rc = sync_env(env);
+    /* Outside the lock: a waker's system call does not lengthen it. */
+    dshm_wake_waiters(env);
+    if (!rc) {
+        atomic_fetch_add_explicit(&db->db_writes, 1, memory_order_relaxed);
+        if (db->db_flags & DSHM_SYNC)
+            rc = sync_env(env);
+    }
     leave(db);
     return rc;
 }
@@ -1418,7 +1441,7 @@ static int dshm_del0(dshm_db *db, const char *key, size_t klen) {
             dshm_free_block(env, old, osize);
             hd->hd_live_bytes -= osize;
             atomic_fetch_sub_explicit(&hd->hd_count, 1, memory_order_release);
-            atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_release);
+            atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
         }
     }
     return finish_write(db, env, rc);
@@ -1459,7 +1482,7 @@ static int dshm_clear0(dshm_db *db) {
         atomic_thread_fence(memory_order_release);
         DSHM_CRASH_POINT("clear");
         rc = dshm_space_rebuild(env, false);
-        atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_release);
+        atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
         atomic_store_explicit(&hd->hd_struct_seq, ss + 2, memory_order_release);
     }
     (void)olddir;
@@ -1566,6 +1589,9 @@ static int dshm_reorganize0(dshm_db *db) {
     if (fit < atomic_load_explicit(&nhd->hd_file_size, memory_order_relaxed) &&
         ftruncate(nenv->ev_fd, (off_t)fit) == 0)
         atomic_store_explicit(&nhd->hd_file_size, fit, memory_order_release);
+    /* Commit numbers go on from the old file's (wait(since=...) spans it). */
+    atomic_store_explicit(&nhd->hd_commit, atomic_load_explicit(&hd->hd_commit, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     if ((rc = sync_env(nenv)))
         goto out;
     DSHM_CRASH_POINT("reorganize");
@@ -1588,7 +1614,7 @@ static int dshm_reorganize0(dshm_db *db) {
     tmp = NULL;
     sync_parent(db->db_path);
     atomic_store_explicit(&hd->hd_moved, 1, memory_order_release);
-    atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_release);
+    atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
 out:
     if (tmp) {
         unlink(tmp);
@@ -1598,6 +1624,7 @@ out:
         close(nfd);
     env_free(nenv);
     dshm_unlock0(env);
+    dshm_wake_waiters(env);
     if (!rc) {
         dshm_env *cur;
         rc = refresh(db, &cur, 0);
@@ -1639,6 +1666,19 @@ static int dshm_stat0(dshm_db *db, dshm_stat_t *st) {
     st->st_read_fallbacks = atomic_load_explicit(&db->db_fallbacks, memory_order_relaxed);
     st->st_reopens = atomic_load_explicit(&db->db_reopens, memory_order_relaxed);
     st->st_map_size = env->ev_resv;
+    uint64_t since = atomic_load_explicit(&hd->hd_lock_since, memory_order_relaxed), now = dshm_now_ns();
+    st->st_lock_held_ns = st->st_lock_pid && since && since <= now ? now - since : 0;
+    st->st_waiters = atomic_load_explicit(&hd->hd_waiters, memory_order_relaxed) & 1u;
+#define C_(f) atomic_load_explicit(&db->f, memory_order_relaxed)
+    st->st_writes = C_(db_writes);
+    st->st_batches = C_(db_batches);
+    st->st_batch_ops = C_(db_batch_ops);
+    st->st_lock_waits = C_(db_lock_waits);
+    st->st_lock_wait_ns = C_(db_lock_wait_ns);
+    st->st_waits = C_(db_waits);
+    st->st_wakeups = C_(db_wakeups);
+    st->st_multi_retries = C_(db_multi_retries);
+#undef C_
     leave(db);
     return 0;
 }
@@ -1904,7 +1944,7 @@ uint64_t dshm_commit_id(dshm_db *db) {
     if (g->active)
         return dshm_commit_id0(db);
     if (sigsetjmp(g->jb, 0)) {
-        guard_fault(g);
+        dshm_guard_fault(g);
         return 0;
     }
     g->active = 1;
@@ -1928,3 +1968,37 @@ int dshm_clear(dshm_db *db) { GUARDED(int, dshm_clear0(db)); }
 int dshm_reorganize(dshm_db *db) { GUARDED(int, dshm_reorganize0(db)); }
 int dshm_stat(dshm_db *db, dshm_stat_t *st) { GUARDED(int, dshm_stat0(db, st)); }
 int64_t dshm_check(dshm_db *db, char *buf, size_t cap) { GUARDED(int64_t, dshm_check0(db, buf, cap)); }
+
+/* ---------------------------------------------------------------------- */
+/* Services for dshm_batch.c and dshm_wait.c                               */
+
+uint64_t dshm_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+int dshm_enter(dshm_db *db, dshm_env **envp) { return enter(db, envp); }
+void dshm_leave(dshm_db *db) { leave(db); }
+int dshm_wlock(dshm_db *db, dshm_env **envp, uint64_t room) { return wlock(db, envp, room); }
+int dshm_finish_write(dshm_db *db, dshm_env *env, int rc) { return finish_write(db, env, rc); }
+int dshm_sync_env(dshm_env *env) { return sync_env(env); }
+int64_t dshm_read_retry(dshm_db *db, dshm_env **envp, dshm_read_fn fn, void *ctx) {
+    return read_retry(db, envp, fn, ctx);
+}
+int dshm_snap_read(dshm_env *env, uint64_t cursor, uint64_t from, bool values, bool locked, dshm_snap *sn) {
+    return snap_read(env, cursor, from, values, locked, sn);
+}
+bool dshm_struct_begin(dshm_header *hd) {
+    uint64_t ss = atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed);
+    if (ss & 1)
+        return false;
+    atomic_store_explicit(&hd->hd_struct_seq, ss + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    return true;
+}
+void dshm_struct_end(dshm_header *hd, bool opened) {
+    if (opened)
+        atomic_store_explicit(&hd->hd_struct_seq,
+                              atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed) + 1,
+                              memory_order_release);
+}

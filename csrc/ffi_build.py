@@ -12,11 +12,13 @@ from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCES = [
+    "dshm_batch.c",
     "dshm_err.c",
     "dshm_index.c",
     "dshm_lock.c",
     "dshm_space.c",
     "dshm_store.c",
+    "dshm_wait.c",
 ]
 
 ffibuilder = FFI()

@@ -6,7 +6,7 @@ may open one file at once: one writer at a time, and readers that never wait.
 """
 
 from ._compat import convert, open_shelf
-from ._db import Database, open, open_flags
+from ._db import Database, Snapshot, open, open_flags
 from ._errors import error
 from ._registry import register, whichdb
 
@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Database",
+    "Snapshot",
     "convert",
     "error",
     "open",

@@ -46,7 +46,6 @@ EXIT_USAGE = 2
 EXIT_DB_ERROR = 3
 
 #: How often ``watch`` looks at the commit counter (seconds).
-WATCH_POLL_INTERVAL = 0.05
 
 
 class CLIError(Exception):
@@ -263,6 +262,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         shown = str(value)
         if key in sizes and isinstance(value, int) and value >= 1024:
             shown = f"{value} ({_human_size(value)})"
+        elif key.endswith("_ns") and isinstance(value, int) and value:
+            shown = f"{value} ({value / 1e6:.3f} ms)"
         _line(f"{key + ':':<{width + 1}} {shown}")
     return EXIT_OK
 
@@ -601,25 +602,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def wait_for_change(db: Any, last_commit: int, timeout: Optional[float]) -> int:
-    """Wait until the database's commit id differs from ``last_commit``.
-
-    Returns the new commit id, or ``last_commit`` if ``timeout`` seconds
-    (``None``: forever) passed first. This polls every WATCH_POLL_INTERVAL
-    seconds; it is the one place to change when the core offers a futex wait
-    on the header's commit counter.
-    """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        commit = db.commit_id()
-        if commit != last_commit:
-            return commit
-        if deadline is None:
-            time.sleep(WATCH_POLL_INTERVAL)
-            continue
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return last_commit
-        time.sleep(min(WATCH_POLL_INTERVAL, left))
+    """Sleep until a write commits after ``last_commit`` (``db.wait``: a
+    futex, no polling). Returns the new commit id, or ``last_commit`` if
+    ``timeout`` seconds (``None``: forever) passed first."""
+    commit = db.wait(timeout=timeout, since=last_commit)
+    return last_commit if commit is None else commit
 
 
 def _digest(value: bytes) -> bytes:
@@ -644,27 +631,28 @@ def cmd_watch(args: argparse.Namespace) -> int:
             text += b" = " + vf.display(value)
         _out(text + b"\n")
 
-    def snapshot(db: Any) -> Dict[bytes, Tuple[bytes, bytes]]:
+    def snapshot(db: Any) -> Tuple[Dict[bytes, Tuple[bytes, bytes]], int]:
+        """The watched keys as of one commit (a batch is seen whole), and
+        that commit: the next wait starts from it, so no write is missed."""
         snap = {}
-        for key, value in db.iteritems():
-            if prefix is None or key.startswith(prefix):
-                snap[key] = (_digest(value), value)
-        return snap
+        with db.snapshot() as whole:
+            for key, value in whole.items():
+                if prefix is None or key.startswith(prefix):
+                    snap[key] = (_digest(value), value)
+            return snap, whole.commit_id
 
     with _open(args.db, "r") as db:
-        commit = db.commit_id()
-        old = {k: d for k, (d, _v) in snapshot(db).items()}
+        first, commit = snapshot(db)
+        old = {k: d for k, (d, _v) in first.items()}
         if args.initial:
-            for key, (_d, value) in sorted(snapshot(db).items()):
+            for key, (_d, value) in sorted(first.items()):
                 emit("set", key, value)
             sys.stdout.buffer.flush()
         while args.max_events is None or events < args.max_events:
             left = None if stop_at is None else max(0.0, stop_at - time.monotonic())
-            new_commit = wait_for_change(db, commit, left)
-            if new_commit == commit:
+            if wait_for_change(db, commit, left) == commit:
                 break  # timed out
-            commit = new_commit
-            current = snapshot(db)
+            current, commit = snapshot(db)
             for key, (digest, value) in current.items():
                 if old.get(key) != digest:
                     emit("set", key, value)

@@ -8,15 +8,20 @@ by many threads at once.
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import os
 import struct
 import threading
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+import time
+from array import array
+from typing import (Any, Callable, ContextManager, Dict, Iterable, Iterator, List, Mapping,
+                    Optional, Tuple, TypeVar, Union)
 
 from ._dshm import ffi, lib
 from ._errors import CLOSED_MESSAGE, error, raise_for
 
-__all__ = ["Database", "open", "open_flags"]
+__all__ = ["Database", "Snapshot", "open", "open_flags"]
 
 #: The flags ``open`` accepts, as ``dbm.gnu.open_flags``.
 open_flags = "rwcnfsu"
@@ -55,8 +60,97 @@ _U32U64 = struct.Struct("=IQ")
 _STAT_FIELDS = (
     "count", "file_size", "top", "live_bytes", "free_bytes", "depth", "buckets",
     "overflow", "slots", "commit", "format", "page_size", "lock_pid", "recoveries",
-    "read_retries", "read_fallbacks", "reopens", "map_size",
+    "read_retries", "read_fallbacks", "reopens", "map_size", "lock_held_ns", "waiters",
+    "writes", "batches", "batch_ops", "lock_waits", "lock_wait_ns", "waits", "wakeups",
+    "multi_retries",
 )
+_DELETE: Any = object()          # a pending delete in a batch
+_get_ident = threading.get_ident
+_T = TypeVar("_T")
+
+
+class _Pending:
+    """One thread's open batch on one handle: the writes it holds back."""
+
+    __slots__ = ("ops", "deletes", "depth", "saves")
+
+    def __init__(self) -> None:
+        self.ops: Dict[bytes, Any] = {}   # key -> value, or _DELETE
+        self.deletes = 0                  # _DELETE entries ever put in ops
+        self.depth = 0
+        self.saves: List[Tuple[Dict[bytes, Any], int]] = []   # nested batches
+
+
+class _BatchContext:
+    """What ``Database.batch()`` returns: see there."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: "Database") -> None:
+        self._db = db
+
+    def __enter__(self) -> "Database":
+        db = self._db
+        db._check_open()
+        tid = threading.get_ident()
+        p = db._batches.get(tid)
+        if p is None:
+            p = _Pending()
+            db._batches[tid] = p
+        elif p.depth:
+            p.saves.append((dict(p.ops), p.deletes))
+        p.depth += 1
+        return db
+
+    def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
+        db = self._db
+        tid = threading.get_ident()
+        p = db._batches[tid]
+        p.depth -= 1
+        if p.depth:
+            saved = p.saves.pop()
+            if et is not None:   # an inner batch that failed: drop its writes only
+                p.ops, p.deletes = saved
+            return
+        del db._batches[tid]
+        if et is None and p.ops:
+            db._write_batch(p.ops, p.deletes)
+
+
+class Snapshot(Mapping[bytes, bytes]):
+    """Values of a :class:`Database` that were all current at one instant
+    (see :meth:`Database.snapshot`): a read-only mapping of ``bytes`` to
+    ``bytes``, held in this process's memory."""
+
+    __slots__ = ("_data", "commit_id")
+
+    def __init__(self, data: Dict[bytes, bytes], commit_id: int) -> None:
+        self._data = data
+        #: The commit number the values belong to (see Database.commit_id()).
+        self.commit_id = commit_id
+
+    def __getitem__(self, key: Key) -> bytes:
+        k = key if type(key) is bytes else _as_bytes(key, "key")
+        return self._data[k]
+
+    def __contains__(self, key: object) -> bool:
+        k = key if type(key) is bytes else _as_bytes(key, "key")
+        return k in self._data
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __enter__(self) -> "Snapshot":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._data = {}
+
+    def __repr__(self) -> str:
+        return f"<dbm_shm.Snapshot of {len(self._data)} keys at commit {self.commit_id}>"
 
 
 def _buf() -> Any:
@@ -104,7 +198,7 @@ class Database:
     :func:`dbm_shm.open`.
     """
 
-    __slots__ = ("_h", "_path", "_closed", "__weakref__")
+    __slots__ = ("_h", "_path", "_closed", "_batches", "__weakref__")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # As with dbm.gnu's type, instances come only from open().
@@ -113,6 +207,7 @@ class Database:
     def _open(self, filename: PathArg, flag: str, mode: int) -> None:
         self._closed = True
         self._h: Any = None
+        self._batches: Dict[int, _Pending] = {}   # thread id -> its open batch
         path = os.fspath(filename)
         bpath = os.fsencode(path)
         if b"\0" in bpath:
@@ -130,6 +225,13 @@ class Database:
 
     def __getitem__(self, key: Key) -> bytes:
         k = key if type(key) is bytes else _as_bytes(key, "key")
+        if self._batches:
+            p = self._batches.get(_get_ident())
+            if p is not None and k in p.ops:
+                v = p.ops[k]
+                if v is _DELETE:
+                    raise KeyError(key)
+                return v
         try:
             buf = _tls.buf
         except AttributeError:
@@ -164,12 +266,25 @@ class Database:
     def __setitem__(self, key: Key, value: Key) -> None:
         k = key if type(key) is bytes else _as_bytes(key, "key")
         v = value if type(value) is bytes else _as_bytes(value, "value")
+        if self._batches:
+            p = self._batches.get(_get_ident())
+            if p is not None:
+                p.ops[k] = v
+                return
         rc = _put(self._h, k, len(k), v, len(v), 0)
         if rc:
             raise_for(rc, "set", self._path)
 
     def __delitem__(self, key: Key) -> None:
         k = key if type(key) is bytes else _as_bytes(key, "key")
+        if self._batches:
+            p = self._batches.get(_get_ident())
+            if p is not None:
+                if k not in self:
+                    raise KeyError(key)
+                p.ops[k] = _DELETE
+                p.deletes += 1
+                return
         rc = lib.dshm_del(self._h, k, len(k))
         if rc == _NOTFOUND:
             raise KeyError(key)
@@ -178,6 +293,10 @@ class Database:
 
     def __contains__(self, key: object) -> bool:
         k = key if type(key) is bytes else _as_bytes(key, "key")
+        if self._batches:
+            p = self._batches.get(_get_ident())
+            if p is not None and k in p.ops:
+                return p.ops[k] is not _DELETE
         n = _get(self._h, k, len(k), ffi.NULL, 0)
         if n >= 0:
             return True
@@ -189,13 +308,29 @@ class Database:
         n = lib.dshm_count(self._h)
         if n < 0:
             raise_for(n, "len", self._path)
+        p = self._pending()
+        if p is not None:   # what the batch will add and remove
+            for k, v in p.ops.items():
+                stored = self._stored(k)
+                n += (v is not _DELETE and not stored) - (v is _DELETE and stored)
         return n
+
+    def _pending(self) -> Optional[_Pending]:
+        """This thread's open batch on this handle, if any."""
+        return self._batches.get(threading.get_ident()) if self._batches else None
+
+    def _stored(self, k: bytes) -> bool:
+        """Is ``k`` in the store (not counting a batch in progress)?"""
+        n = _get(self._h, k, len(k), ffi.NULL, 0)
+        if n < 0 and n != _NOTFOUND:
+            raise_for(n, "contains", self._path)
+        return n >= 0
 
     def __bool__(self) -> bool:
         return len(self) > 0
 
     def __iter__(self) -> Iterator[bytes]:
-        for key, _ in self._scan(False):
+        for key, _ in self._overlay(self._scan(False)):
             yield key
 
     def get(self, key: Key, default: Optional[bytes] = None) -> Optional[bytes]:
@@ -213,6 +348,10 @@ class Database:
         """
         k = key if type(key) is bytes else _as_bytes(key, "key")
         v = default if type(default) is bytes else _as_bytes(default, "value")
+        if self._pending() is not None:
+            if k not in self:
+                self[k] = v
+            return self[k]
         while True:
             try:
                 return self[k]
@@ -226,21 +365,40 @@ class Database:
 
     def keys(self) -> List[bytes]:
         """All keys, as a list (the store's order: by hash)."""
-        return [k for k, _ in self._scan(False)]
+        return [k for k, _ in self._overlay(self._scan(False))]
 
     def items(self) -> List[Tuple[bytes, bytes]]:
         """All (key, value) pairs, as a list. An extra beyond dbm.gnu."""
-        return list(self._scan(True))
+        return list(self._overlay(self._scan(True)))
 
     def values(self) -> List[bytes]:
         """All values, as a list. An extra beyond dbm.gnu."""
-        return [v for _, v in self._scan(True)]
+        return [v for _, v in self._overlay(self._scan(True))]
 
     def iteritems(self) -> Iterator[Tuple[bytes, bytes]]:
         """Iterate over (key, value) pairs a bucket at a time. Each bucket is
         a consistent snapshot; a key present for the whole iteration is
-        seen exactly once, even while other processes write."""
-        return self._scan(True)
+        seen exactly once, even while other processes write. For pairs all
+        current at one instant, use :meth:`snapshot`."""
+        return self._overlay(self._scan(True))
+
+    def _overlay(self, pairs: Iterator[Tuple[bytes, bytes]]) -> Iterator[Tuple[bytes, bytes]]:
+        """``pairs`` as this thread's open batch would leave them."""
+        p = self._pending()
+        if p is None:
+            yield from pairs
+            return
+        ops = dict(p.ops)
+        for k, v in pairs:
+            if k in ops:
+                nv = ops.pop(k)
+                if nv is not _DELETE:
+                    yield k, nv
+            else:
+                yield k, v
+        for k, nv in ops.items():
+            if nv is not _DELETE:
+                yield k, nv
 
     def _scan(self, values: bool) -> Iterator[Tuple[bytes, bytes]]:
         cursor = ffi.new("uint64_t *")
@@ -312,6 +470,8 @@ class Database:
 
     def clear(self) -> None:
         """Delete every key."""
+        if self._pending() is not None:
+            raise error(f"clear() inside a batch of {self._path!r}: end the batch first")
         self._call(lib.dshm_clear, "clear")
 
     def _call(self, fn: Any, what: str) -> None:
@@ -323,6 +483,261 @@ class Database:
         """The commit counter: it grows with every committed write."""
         self._check_open()
         return int(lib.dshm_commit_id(self._h))
+
+    # -- batches and consistent reads --------------------------------------
+
+    def batch(self) -> ContextManager["Database"]:
+        """Group writes into one atomic batch: ``with db.batch(): ...``.
+
+        Inside the block, this thread's sets and deletes on this handle are
+        held back (and seen by its own reads); when the block ends they are
+        applied together: readers in every process see all of them or none,
+        and a writer killed part-way leaves none of them (before the commit
+        point) or all (the next writer finishes the batch). If the block
+        raises, nothing is written. Batches nest (an inner one that raises
+        drops only its own writes). Many writes in one batch are also much
+        faster than the same writes one by one: one lock, one commit.
+        ``firstkey()``/``nextkey()`` inside a batch see the store without it;
+        ``clear()`` inside a batch is an error.
+        """
+        return _BatchContext(self)
+
+    def update(self, other: Any = (), /, **kwargs: Key) -> None:
+        """Set many keys at once, atomically, as ``dict.update``: from a
+        mapping, an iterable of (key, value) pairs, or keyword arguments.
+        One batch (see :meth:`batch`); inside an open batch, joins it."""
+        p = self._pending()
+        if type(other) is dict and not kwargs and p is None:
+            # The common case without a Python loop: all bytes, one call.
+            ks, vs = list(other), list(other.values())
+            if set(map(type, ks)) <= {bytes} and set(map(type, vs)) <= {bytes}:
+                if ks:
+                    self._write_lists(ks, vs, False)
+                else:
+                    self._check_open()
+                return
+        pairs: Iterable[Tuple[Any, Any]]
+        if hasattr(other, "keys"):
+            pairs = ((k, other[k]) for k in other.keys()) if not isinstance(other, dict) else other.items()
+        else:
+            pairs = other
+        ops: Dict[bytes, Any] = {}
+        for k, v in pairs:
+            ops[k if type(k) is bytes else _as_bytes(k, "key")] = v if type(v) is bytes else _as_bytes(v, "value")
+        for k, v in kwargs.items():
+            ops[k.encode("utf-8")] = v if type(v) is bytes else _as_bytes(v, "value")
+        if p is not None:
+            p.ops.update(ops)
+        elif ops:
+            self._write_batch(ops, 0)
+        else:
+            self._check_open()
+
+    def _write_batch(self, ops: Dict[bytes, Any], deletes: int) -> int:
+        """Apply ops (key -> value or _DELETE) as one batch; its commit id."""
+        return self._write_lists(list(ops), list(ops.values()), bool(deletes))
+
+    def _write_lists(self, keys: List[bytes], vals: List[Any], deletes: bool) -> int:
+        """Apply keys[i] -> vals[i] (bytes, or _DELETE) as one batch."""
+        if deletes:
+            vlens = array("q", [-1 if v is _DELETE else len(v) for v in vals])
+            vbuf = b"".join([v for v in vals if v is not _DELETE])
+        else:
+            vlens = array("q", map(len, vals))
+            vbuf = b"".join(vals)
+        klens = array("Q", map(len, keys))
+        out = ffi.new("uint64_t *")
+        rc = lib.dshm_write_batch(self._h, len(keys), b"".join(keys), ffi.from_buffer("uint64_t[]", klens),
+                                  vbuf, ffi.from_buffer("int64_t[]", vlens), out)
+        if rc:
+            raise_for(rc, "batch", self._path)
+        return int(out[0])
+
+    def _get_many(self, keys: List[bytes]) -> Tuple[List[Optional[bytes]], int]:
+        """Values of keys (None: absent) as of one commit, and that commit."""
+        n = len(keys)
+        kbuf = b"".join(keys)
+        klens = array("Q", map(len, keys))
+        vlens = array("q", bytes(8 * n))
+        commit = ffi.new("uint64_t *")
+        need = ffi.new("uint64_t *")
+        cap = _BUFCAP
+        buf = _buf()
+        pk = ffi.from_buffer("uint64_t[]", klens)
+        pv = ffi.from_buffer("int64_t[]", vlens)
+        while True:
+            r = lib.dshm_get_many(self._h, n, kbuf, pk, buf, cap, pv, commit, need)
+            if r != -errno.ERANGE:
+                break
+            cap = max(cap * 2, need[0])
+            buf = _new_uncleared("char[]", cap)
+        if r < 0:
+            raise_for(r, "get_many", self._path)
+        data = ffi.buffer(buf, r)[:] if r else b""
+        out: List[Optional[bytes]] = []
+        pos = 0
+        for vl in vlens:
+            if vl < 0:
+                out.append(None)
+            else:
+                out.append(data[pos:pos + vl])
+                pos += vl
+        return out, int(commit[0])
+
+    def get_many(self, keys: Iterable[Key], default: Optional[bytes] = None) -> List[Optional[bytes]]:
+        """The values of ``keys``, in order (``default`` for an absent key),
+        all current at one instant: no write committed between the first
+        read and the last. Read lock-free and checked against the commit
+        counter; retried if a write came between, then read under the
+        writer lock after too many losses."""
+        ks = [k if type(k) is bytes else _as_bytes(k, "key") for k in keys]
+        values, _ = self._get_many(ks)
+        p = self._pending()
+        if p is not None:
+            for i, k in enumerate(ks):
+                if k in p.ops:
+                    values[i] = None if p.ops[k] is _DELETE else p.ops[k]
+        if default is not None:
+            values = [default if v is None else v for v in values]
+        return values
+
+    def snapshot(self, keys: Optional[Iterable[Key]] = None) -> Snapshot:
+        """A read-only mapping of the store (or of ``keys``, those present)
+        as it was at one instant, copied into this process:
+        ``with db.snapshot() as s: ...``. Its ``commit_id`` says which
+        commit it shows. The same rule as :meth:`get_many`: lock-free,
+        checked against the commit counter, retried, then read under the
+        writer lock. A batch open in this thread is not part of it."""
+        if keys is not None:
+            ks = [k if type(k) is bytes else _as_bytes(k, "key") for k in keys]
+            values, commit = self._get_many(ks)
+            return Snapshot({k: v for k, v in zip(ks, values) if v is not None}, commit)
+        out = ffi.new("char **")
+        commit = ffi.new("uint64_t *")
+        n = lib.dshm_snapshot(self._h, out, commit)
+        if n < 0:
+            raise_for(n, "snapshot", self._path)
+        try:
+            data = ffi.buffer(out[0], n)[:] if n else b""
+        finally:
+            lib.dshm_release(out[0])
+        d: Dict[bytes, bytes] = {}
+        pos = 0
+        unpack = _U32U64.unpack_from
+        while pos < n:
+            kl, vl = unpack(data, pos)
+            pos += 20
+            d[data[pos:pos + kl]] = data[pos + kl:pos + kl + vl]
+            pos += kl + vl
+        return Snapshot(d, int(commit[0]))
+
+    # -- waiting for changes -----------------------------------------------
+
+    def wait(self, timeout: Optional[float] = None, since: Optional[int] = None) -> Optional[int]:
+        """Sleep until a write commits after commit number ``since``
+        (default: :meth:`commit_id` now, i.e. the next write), in any
+        process. Returns the commit number then current, or ``None`` if
+        ``timeout`` seconds passed first. No polling: the waiter sleeps on
+        a futex in the shared mapping, and every writer wakes it.
+
+        To see every change without a gap, pass the number returned by the
+        previous call (or read before the first)::
+
+            seen = db.commit_id()
+            while True:
+                ...  # read what you need
+                seen = db.wait(since=seen)
+        """
+        return self._wait(timeout, since, None)
+
+    def _wait(self, timeout: Optional[float], since: Optional[int],
+              cancel: Optional[threading.Event]) -> Optional[int]:
+        if since is None:
+            since = self.commit_id()
+        if not isinstance(since, int) or since < 0:
+            raise ValueError(f"since must be a commit number (an int >= 0), not {since!r}")
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be non-negative or None")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out = ffi.new("uint64_t *")
+        while True:
+            if cancel is not None and cancel.is_set():
+                return None
+            left = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1e9))
+            rc = lib.dshm_wait(self._h, since, left, out)
+            if rc == 0:
+                return int(out[0])
+            if rc == errno.ETIMEDOUT:
+                return None
+            if rc != errno.EINTR:   # EINTR: a signal (its handler runs now) or an interrupt
+                raise_for(rc, "wait", self._path)
+
+    def wait_key(self, key: Key, timeout: Optional[float] = None) -> bool:
+        """Sleep until the value of ``key`` changes (set to another value,
+        created or deleted) in any process; ``True`` then, ``False`` if
+        ``timeout`` seconds passed first. The value at the call is the one
+        compared against."""
+        return self._wait_key(key, timeout, None)
+
+    def _wait_key(self, key: Key, timeout: Optional[float], cancel: Optional[threading.Event]) -> bool:
+        k = key if type(key) is bytes else _as_bytes(key, "key")
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be non-negative or None")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        (old,), seen = self._get_many([k])
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if self._wait(left, seen, cancel) is None:
+                return False
+            (new,), seen = self._get_many([k])
+            if new != old:
+                return True
+
+    async def wait_async(self, timeout: Optional[float] = None, since: Optional[int] = None) -> Optional[int]:
+        """:meth:`wait` for asyncio: ``await db.wait_async(...)``. The wait
+        runs in a thread of its own, so the event loop goes on; cancelling
+        the task ends the wait at once."""
+        if since is None:
+            since = self.commit_id()
+        return await self._in_thread(lambda cancel: self._wait(timeout, since, cancel))
+
+    async def wait_key_async(self, key: Key, timeout: Optional[float] = None) -> bool:
+        """:meth:`wait_key` for asyncio (see :meth:`wait_async`)."""
+        return await self._in_thread(lambda cancel: self._wait_key(key, timeout, cancel))
+
+    async def _in_thread(self, fn: Callable[[threading.Event], _T]) -> _T:
+        loop = asyncio.get_running_loop()
+        fut: "asyncio.Future[_T]" = loop.create_future()
+        cancel = threading.Event()
+
+        def done(result: Any, exc: Optional[BaseException]) -> None:
+            if not fut.done():
+                if exc is not None:
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(result)
+
+        def run() -> None:
+            try:
+                r, e = fn(cancel), None
+            except BaseException as exc:   # handed to the awaiting task
+                r, e = None, exc
+            try:
+                loop.call_soon_threadsafe(done, r, e)
+            except RuntimeError:
+                # The loop was closed meanwhile (the task was cancelled as
+                # the loop ended): nobody is waiting for this result.
+                pass
+
+        self._check_open()
+        threading.Thread(target=run, name="dbm_shm-wait", daemon=True).start()
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            cancel.set()
+            if not self._closed:
+                lib.dshm_interrupt(self._h)
+            raise
 
     def stats(self) -> Dict[str, int]:
         """Counters of the store and of this handle (see the docs for each)."""

@@ -259,7 +259,9 @@ def test_stats(db):
     st = db.stats()
     expected = {"count", "file_size", "top", "live_bytes", "free_bytes", "depth", "buckets",
                 "overflow", "slots", "commit", "format", "page_size", "lock_pid", "recoveries",
-                "read_retries", "read_fallbacks", "reopens", "map_size"}
+                "read_retries", "read_fallbacks", "reopens", "map_size", "lock_held_ns", "waiters",
+                "writes", "batches", "batch_ops", "lock_waits", "lock_wait_ns", "waits", "wakeups",
+                "multi_retries"}
     assert set(st) == expected
     assert all(type(v) is int and v >= 0 for v in st.values())
     assert st["count"] == 0
@@ -274,6 +276,8 @@ def test_stats(db):
     assert st2["commit"] > st["commit"]
     assert st2["file_size"] >= st2["top"] >= st2["live_bytes"]
     assert st2["buckets"] >= 1
+    assert st2["writes"] - st["writes"] == 1000
+    assert st2["lock_held_ns"] == 0 and st2["lock_pid"] == 0   # nobody holds it now
 
 
 def test_commit_id_moves_on_writes_only(db):

@@ -1,0 +1,627 @@
+/**
+ * @file dshm_batch.c
+ * @brief Atomic batches (dshm_write_batch) and reads of many keys as of
+ *        one instant (dshm_get_many, dshm_snapshot).
+ *
+ * A batch, under the writer lock:
+ *   1. stage: every new record (and a key-only record per delete) is
+ *      written into free space and listed in a journal (dshm_layout.h),
+ *      which hd_batch points to from the start, so a rebuild of the free
+ *      lists keeps them; nothing readers can reach has changed yet;
+ *   2. commit point: jr_state = COMMITTED, one release store;
+ *   3. apply: inside one odd window of hd_struct_seq every entry is
+ *      applied (slot switched, inserted or removed); a reader of any key
+ *      that overlaps the window retries, so it sees all of the batch or
+ *      none of it; then hd_batch = 0, hd_commit += 1, the window closes;
+ *   4. the journal and the delete records are freed.
+ * A writer that dies before 2 leaves no trace (recovery drops the journal
+ * and the rebuild frees the records); one that dies after 2 leaves the
+ * window odd, so readers wait for the next lock holder, whose recovery
+ * applies every entry again (idempotent: the keys of a journal are
+ * distinct, and an entry already applied is seen as such).
+ *
+ * Consistent reads: every write bumps hd_commit after it changed what
+ * readers see, and a batch does its changes inside an odd hd_struct_seq
+ * window. A multi-key read samples both, reads each key under its bucket
+ * seqlock, and checks both again: unchanged means no write committed in
+ * between, so the values were all current at one instant. Otherwise it
+ * retries, and after too many losses reads under the writer lock.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "dshm_internal.h"
+
+#define SNAPSHOT_TRIES 4   /* whole-store copies tried lock-free before the lock */
+
+/* ---------------------------------------------------------------------- */
+/* The journal                                                             */
+
+/* The journal at hd_batch if it is well formed inside [.., limit), else NULL. */
+static dshm_journal *journal_at(dshm_env *env, uint64_t limit) {
+    dshm_header *hd = DSHM_HDR(env);
+    uint64_t off = hd->hd_batch;
+    if (off % DSHM_ALIGN || !dshm_in(off, DSHM_JR_HDR, limit))
+        return NULL;
+    dshm_journal *jr = DSHM_AT(env, off);
+    if (jr->jr_magic != DSHM_JR_MAGIC || jr->jr_n > jr->jr_cap ||
+        jr->jr_cap > (limit - off - DSHM_JR_HDR) / 8)
+        return NULL;
+    return jr;
+}
+
+static uint64_t journal_size(uint64_t cap) {
+    return (DSHM_JR_HDR + 8 * cap + DSHM_ALIGN - 1) & ~(uint64_t)(DSHM_ALIGN - 1);
+}
+
+/* The record an entry names, checked against limit; 0 if damaged. */
+static uint64_t entry_rec(dshm_env *env, uint64_t ent, uint64_t limit, uint64_t *size) {
+    uint64_t r = ent & ~DSHM_JR_DEL;
+    if (r % DSHM_ALIGN || !dshm_in(r, DSHM_REC_HDR, limit))
+        return 0;
+    const dshm_rec *rec = DSHM_AT(env, r);
+    if (rec->rc_klen > DSHM_MAX_KEY || rec->rc_vlen > DSHM_MAX_VALUE ||
+        ((ent & DSHM_JR_DEL) && rec->rc_vlen) ||
+        !dshm_in(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), limit))
+        return 0;
+    *size = dshm_rec_size(rec->rc_klen, rec->rc_vlen);
+    return r;
+}
+
+int dshm_batch_extents(dshm_env *env, int (*add)(void *ctx, uint64_t off, uint64_t size), void *ctx) {
+    dshm_header *hd = DSHM_HDR(env);
+    uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
+    dshm_journal *jr = journal_at(env, limit);
+    if (!jr)
+        return DSHM_CORRUPT;
+    int rc = add(ctx, hd->hd_batch, journal_size(jr->jr_cap));
+    for (uint64_t i = 0; i < jr->jr_n && !rc; i++) {
+        uint64_t size, r = entry_rec(env, jr->jr_ent[i], limit, &size);
+        rc = r ? add(ctx, r, size) : DSHM_CORRUPT;
+    }
+    return rc;
+}
+
+void dshm_batch_drop_staged(dshm_env *env) {
+    dshm_header *hd = DSHM_HDR(env);
+    if (!hd->hd_batch)
+        return;
+    dshm_journal *jr = journal_at(env, atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed));
+    if (!jr || atomic_load_explicit(&jr->jr_state, memory_order_relaxed) != DSHM_JR_COMMITTED)
+        hd->hd_batch = 0;
+}
+
+/* Apply one journal entry (under the lock, inside the batch's window).
+ * Idempotent: a put whose record is already in its key's slot, or a
+ * delete of an absent key, changes nothing. */
+static int apply_entry(dshm_env *env, uint64_t ent, const uint64_t *known_hash) {
+    dshm_header *hd = DSHM_HDR(env);
+    uint64_t rs, r = entry_rec(env, ent, hd->hd_top, &rs);
+    if (!r)
+        return DSHM_CORRUPT;
+    const dshm_rec *rec = DSHM_AT(env, r);
+    const char *key = (const char *)rec + DSHM_REC_HDR;
+    uint64_t h = known_hash ? *known_hash : dshm_key_hash(hd, key, rec->rc_klen);
+    if ((uint32_t)h != rec->rc_check)
+        return DSHM_CORRUPT;
+    bool del = ent & DSHM_JR_DEL;
+    dshm_pos pos;
+    int rc = dshm_index_find(env, h, key, rec->rc_klen, &pos);
+    if (rc == DSHM_NOTFOUND) {
+        if (del)
+            return 0;
+        if ((rc = dshm_index_insert(env, h, r)))
+            return rc;
+        hd->hd_live_bytes += rs;
+        atomic_fetch_add_explicit(&hd->hd_count, 1, memory_order_release);
+        return 0;
+    }
+    if (rc)
+        return rc;
+    dshm_bucket *pg = DSHM_AT(env, pos.ps_page);
+    uint64_t old = atomic_load_explicit(&pg->bk_slots[pos.ps_slot].sl_rec, memory_order_relaxed);
+    if (old == r)
+        return 0;
+    const dshm_rec *orec = DSHM_AT(env, old);
+    uint64_t osize = dshm_rec_size(orec->rc_klen, orec->rc_vlen);
+    if (orec->rc_vlen > DSHM_MAX_VALUE || !dshm_in(old, osize, hd->hd_top))
+        return DSHM_CORRUPT;
+    if (del) {
+        if ((rc = dshm_index_remove(env, &pos)))
+            return rc;
+        atomic_fetch_sub_explicit(&hd->hd_count, 1, memory_order_release);
+        hd->hd_live_bytes -= osize;
+    } else {
+        dshm_index_replace(env, &pos, r);
+        hd->hd_live_bytes += rs - osize;
+    }
+    dshm_free_block(env, old, osize);
+    return 0;
+}
+
+/* After the last entry: forget the journal, free it and the delete records. */
+static void journal_free(dshm_env *env) {
+    dshm_header *hd = DSHM_HDR(env);
+    dshm_journal *jr = journal_at(env, hd->hd_top);
+    uint64_t off = hd->hd_batch;
+    hd->hd_batch = 0;
+    if (!jr)
+        return;
+    for (uint64_t i = 0; i < jr->jr_n; i++) {
+        uint64_t size, r = entry_rec(env, jr->jr_ent[i], hd->hd_top, &size);
+        if (r && (jr->jr_ent[i] & DSHM_JR_DEL))
+            dshm_free_block(env, r, size);
+    }
+    dshm_free_block(env, off, journal_size(jr->jr_cap));
+}
+
+int dshm_batch_recover(dshm_env *env) {
+    dshm_header *hd = DSHM_HDR(env);
+    if (!hd->hd_batch)
+        return 0;
+    dshm_journal *jr = journal_at(env, hd->hd_top);
+    if (!jr) {
+        hd->hd_batch = 0;
+        return 0;
+    }
+    for (uint64_t i = 0; i < jr->jr_n; i++) {
+        int rc = apply_entry(env, jr->jr_ent[i], NULL);
+        if (rc)
+            return rc;
+    }
+    journal_free(env);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Writing a batch                                                         */
+
+typedef struct bop {
+    uint64_t h;
+    const char *key, *val;
+    uint64_t klen;
+    int64_t vlen;        /* < 0: delete */
+} bop;
+
+static bool same_key(const bop *a, const bop *b) {
+    return a->h == b->h && a->klen == b->klen && (a->klen == 0 || memcmp(a->key, b->key, a->klen) == 0);
+}
+
+/* Keep the last operation of each key, in the caller's order (an open-
+ * addressing table of indices by hash: one pass, no sort, so staging
+ * reads the caller's buffers in order). Returns the number kept. */
+static int dedup(bop *ops, size_t n, size_t *kept) {
+    size_t cap = 16;
+    while (cap < 2 * n)
+        cap *= 2;
+    size_t *tab = malloc(cap * sizeof *tab);   /* index + 1; 0 = empty */
+    if (!tab)
+        return ENOMEM;
+    memset(tab, 0, cap * sizeof *tab);
+    bool *dead = calloc(n, sizeof *dead);
+    if (!dead) {
+        free(tab);
+        return ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t s = (size_t)(ops[i].h ^ (ops[i].h >> 29)) & (cap - 1);
+        while (tab[s] && !same_key(&ops[tab[s] - 1], &ops[i]))
+            s = (s + 1) & (cap - 1);
+        if (tab[s])
+            dead[tab[s] - 1] = true;
+        tab[s] = i + 1;
+    }
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!dead[i])
+            ops[m++] = ops[i];
+    free(dead);
+    free(tab);
+    *kept = m;
+    return 0;
+}
+
+/* Write the records of ops[0..m) into free space, listed in a journal
+ * that hd_batch points to. The records are carved one after the other
+ * out of one block (each remains a block of its own size, freed alone
+ * later): one allocation, and the copies stream. On error the caller
+ * frees what was staged. */
+static int stage(dshm_env *env, const bop *ops, size_t m, uint64_t total) {
+    dshm_header *hd = DSHM_HDR(env);
+    uint64_t joff, off;
+    int rc = dshm_alloc(env, journal_size(m), &joff);
+    if (rc)
+        return rc;
+    dshm_journal *jr = DSHM_AT(env, joff);
+    jr->jr_magic = DSHM_JR_MAGIC;
+    jr->jr_cap = m;
+    jr->jr_n = 0;
+    atomic_store_explicit(&jr->jr_state, DSHM_JR_STAGING, memory_order_relaxed);
+    hd->hd_batch = joff;
+    if ((rc = dshm_alloc(env, total, &off)))
+        return rc;
+    for (size_t i = 0; i < m; i++) {
+        const bop *op = &ops[i];
+        uint64_t vlen = op->vlen < 0 ? 0 : (uint64_t)op->vlen;
+        dshm_rec *rec = DSHM_AT(env, off);
+        rec->rc_klen = (uint32_t)op->klen;
+        rec->rc_check = (uint32_t)op->h;
+        rec->rc_vlen = vlen;
+        if (op->klen)
+            memcpy((char *)rec + DSHM_REC_HDR, op->key, op->klen);
+        if (vlen)
+            memcpy((char *)rec + DSHM_REC_HDR + op->klen, op->val, vlen);
+        jr->jr_ent[jr->jr_n++] = off | (op->vlen < 0 ? DSHM_JR_DEL : 0);
+        off += dshm_rec_size(op->klen, vlen);
+    }
+    return 0;
+}
+
+/* Undo stage(): free the records and the journal (nothing was published). */
+static void unstage(dshm_env *env) {
+    dshm_header *hd = DSHM_HDR(env);
+    dshm_journal *jr = journal_at(env, hd->hd_top);
+    uint64_t off = hd->hd_batch;
+    hd->hd_batch = 0;
+    if (!jr)
+        return;
+    for (uint64_t i = jr->jr_n; i-- > 0;) {
+        uint64_t size, r = entry_rec(env, jr->jr_ent[i], hd->hd_top, &size);
+        if (r)
+            dshm_free_block(env, r, size);
+    }
+    dshm_free_block(env, off, journal_size(jr->jr_cap));
+}
+
+/* Room the index may take while m keys are inserted: split pages,
+ * overflow pages and a directory that doubles (generous; only a bound for
+ * reserving space before the commit point). */
+static uint64_t index_room(dshm_env *env, size_t m) {
+    dshm_header *hd = DSHM_HDR(env);
+    unsigned gd = DSHM_DIR_DEPTH(atomic_load_explicit(&hd->hd_dir, memory_order_relaxed));
+    uint64_t pages = (uint64_t)m / (DSHM_MAX_FILL / 4) + 16;
+    unsigned grow = 0;
+    while (grow < 8 && ((uint64_t)1 << grow) < pages)
+        grow++;
+    unsigned nd = gd + grow > DSHM_MAX_DEPTH ? DSHM_MAX_DEPTH : gd + grow;
+    return pages * DSHM_BUCKET_SIZE + 2 * dshm_dir_bytes(nd) + 4096;
+}
+
+static int dshm_write_batch0(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
+                             const char *vals, const int64_t *vlens, uint64_t *commit) {
+    dshm_env *env;
+    int rc = dshm_enter(db, &env);
+    if (rc)
+        return rc;
+    bop *ops = NULL;
+    if (n && (!klens || !vlens)) {
+        rc = DSHM_INVALID;
+        goto out;
+    }
+    if (db->db_flags & DSHM_RDONLY) {
+        rc = DSHM_READONLY;
+        goto out;
+    }
+    if (n > SIZE_MAX / sizeof *ops || !(ops = malloc((n ? n : 1) * sizeof *ops))) {
+        rc = ENOMEM;
+        goto out;
+    }
+    uint64_t koff = 0, voff = 0, room = journal_size(n);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t kl = klens[i];
+        int64_t vl = vlens[i];
+        if (kl > DSHM_MAX_KEY || (vl >= 0 && (uint64_t)vl > DSHM_MAX_VALUE)) {
+            rc = DSHM_TOOBIG;
+            goto out;
+        }
+        if ((kl && !keys) || (vl > 0 && !vals)) {
+            rc = DSHM_INVALID;
+            goto out;
+        }
+        ops[i] = (bop){ 0, keys ? keys + koff : NULL, vl >= 0 && vals ? vals + voff : NULL, kl, vl };
+        koff += kl;
+        voff += vl > 0 ? (uint64_t)vl : 0;
+        uint64_t rs = dshm_rec_size(kl, vl > 0 ? (uint64_t)vl : 0);
+        if (room > UINT64_MAX / 2 - rs) {
+            rc = DSHM_FULL;
+            goto out;
+        }
+        room += rs;
+    }
+    if (n == 0) {   /* nothing to do: no commit */
+        if (commit)
+            *commit = atomic_load_explicit(&DSHM_HDR(env)->hd_commit, memory_order_acquire);
+        goto out;
+    }
+    if ((rc = dshm_wlock(db, &env, room + index_room(env, n))))
+        goto out;
+    dshm_header *hd = DSHM_HDR(env);
+    /* Keep the last operation of each key (a journal's keys are distinct). */
+    for (size_t i = 0; i < n; i++)
+        ops[i].h = dshm_key_hash(hd, ops[i].key, ops[i].klen);
+    size_t m = n;
+    if (n > 1 && (rc = dedup(ops, n, &m)) != 0) {
+        free(ops);
+        return dshm_finish_write(db, env, rc);
+    }
+    /* Reserve, then stage: an error up to the commit point leaves the
+     * store as it was. */
+    uint64_t top = hd->hd_top;
+    if (top > UINT64_MAX - room - index_room(env, m))
+        rc = DSHM_FULL;
+    else
+        rc = dshm_grow(env, top + room + index_room(env, m));
+    uint64_t total = 0;
+    for (size_t i = 0; i < m; i++)
+        total += dshm_rec_size(ops[i].klen, ops[i].vlen < 0 ? 0 : (uint64_t)ops[i].vlen);
+    if (!rc && (rc = stage(env, ops, m, total)) == 0 && (db->db_flags & DSHM_SYNC))
+        rc = dshm_sync_env(env);
+    if (rc) {
+        unstage(env);
+        rc = dshm_finish_write(db, env, rc);
+        free(ops);
+        return rc;
+    }
+    dshm_journal *jr = DSHM_AT(env, hd->hd_batch);
+    DSHM_CRASH_POINT("batch-staged");
+    atomic_store_explicit(&jr->jr_state, DSHM_JR_COMMITTED, memory_order_release);
+    DSHM_CRASH_POINT("batch-committed");
+    bool opened = dshm_struct_begin(hd);
+    for (uint64_t i = 0; i < jr->jr_n && !rc; i++) {
+        rc = apply_entry(env, jr->jr_ent[i], &ops[i].h);   /* the journal is ops[0..m) in order */
+        DSHM_CRASH_POINT("batch-apply");
+    }
+    if (rc) {
+        /* Committed but not applied (damage met on the way): the window
+         * stays odd, so no reader sees part of it, and the repair, now or
+         * by the next lock holder, applies the rest. */
+        hd->hd_repair = 1;
+        int rrc = dshm_recover(env);
+        if (rrc == 0) {
+            hd->hd_repair = 0;
+            rc = 0;
+        } else {
+            rc = rrc == DSHM_CORRUPT ? DSHM_CORRUPT : DSHM_NEED_RECOVERY;
+        }
+    } else {
+        journal_free(env);
+        atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
+        dshm_struct_end(hd, opened);
+    }
+    if (!rc) {
+        atomic_fetch_add_explicit(&db->db_batches, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&db->db_batch_ops, m, memory_order_relaxed);
+    }
+    if (commit)
+        *commit = atomic_load_explicit(&hd->hd_commit, memory_order_relaxed);
+    free(ops);
+    return dshm_finish_write(db, env, rc);
+out:
+    free(ops);
+    dshm_leave(db);
+    return rc;
+}
+
+int dshm_write_batch(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
+                     const char *vals, const int64_t *vlens, uint64_t *commit) {
+    GUARDED(int, dshm_write_batch0(db, n, keys, klens, vals, vlens, commit));
+}
+
+/* ---------------------------------------------------------------------- */
+/* Reading many keys as of one instant                                     */
+
+typedef struct many_ctx {
+    size_t n;
+    const char *keys;
+    const uint64_t *klens;
+    char *buf;
+    size_t cap;
+    int64_t *vlens;
+    uint64_t *h;        /* hashes, for the file `env` */
+    dshm_env *env;
+    uint64_t commit;
+    uint64_t need;
+} many_ctx;
+
+/* One attempt: DSHM_RETRY if a write committed while it read. */
+static int64_t many_once(dshm_env *env, bool locked, void *p) {
+    many_ctx *c = p;
+    dshm_header *hd = DSHM_HDR(env);
+    uint64_t c1 = atomic_load_explicit(&hd->hd_commit, memory_order_acquire);
+    uint64_t ss1 = atomic_load_explicit(&hd->hd_struct_seq, memory_order_acquire);
+    if ((ss1 & 1) && !locked)
+        return DSHM_RETRY;
+    if (c->env != env) {   /* the seed is per file */
+        uint64_t off = 0;
+        for (size_t i = 0; i < c->n; i++) {
+            c->h[i] = dshm_key_hash(hd, c->keys + off, c->klens[i]);
+            off += c->klens[i];
+        }
+        c->env = env;
+    }
+    uint64_t koff = 0, used = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        size_t room = used <= c->cap ? c->cap - used : 0;
+        int64_t r = dshm_index_read(env, c->h[i], c->keys + koff, c->klens[i],
+                                    room ? c->buf + used : NULL, room, locked);
+        koff += c->klens[i];
+        if (r == DSHM_NOTFOUND) {
+            c->vlens[i] = -1;
+            continue;
+        }
+        if (r < 0)
+            return r;
+        c->vlens[i] = r;
+        used += (uint64_t)r;
+    }
+    if (!locked) {
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&hd->hd_commit, memory_order_relaxed) != c1 ||
+            atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed) != ss1)
+            return DSHM_RETRY;
+    }
+    c->commit = c1;
+    c->need = used;
+    return used > c->cap ? -ERANGE : (int64_t)used;
+}
+
+static int64_t dshm_get_many0(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
+                              char *buf, size_t cap, int64_t *vlens, uint64_t *commit, uint64_t *need) {
+    dshm_env *env;
+    int rc = dshm_enter(db, &env);
+    if (rc)
+        return rc > 0 ? -rc : rc;
+    int64_t r;
+    uint64_t total = 0;
+    for (size_t i = 0; i < n && klens; i++) {
+        if (klens[i] > DSHM_MAX_KEY) {
+            dshm_leave(db);
+            return DSHM_TOOBIG;
+        }
+        total += klens[i];
+    }
+    if (n && (!klens || !vlens || (total && !keys) || (!buf && cap))) {
+        dshm_leave(db);
+        return DSHM_INVALID;
+    }
+    many_ctx c = { n, keys, klens, buf, cap, vlens, NULL, NULL, 0, 0 };
+    if (n && !(c.h = malloc(n * sizeof *c.h))) {
+        dshm_leave(db);
+        return -ENOMEM;
+    }
+    r = many_once(env, false, &c);
+    if (r == DSHM_RETRY) {
+        atomic_fetch_add_explicit(&db->db_multi_retries, 1, memory_order_relaxed);
+        r = dshm_read_retry(db, &env, many_once, &c);
+    }
+    if (r >= 0 || r == -ERANGE) {
+        if (commit)
+            *commit = c.commit;
+        if (need)
+            *need = c.need;
+    }
+    free(c.h);
+    dshm_leave(db);
+    return r;
+}
+
+int64_t dshm_get_many(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
+                      char *buf, size_t cap, int64_t *vlens, uint64_t *commit, uint64_t *need) {
+    GUARDED(int64_t, dshm_get_many0(db, n, keys, klens, buf, cap, vlens, commit, need));
+}
+
+/* ---------------------------------------------------------------------- */
+/* A copy of the whole store as of one instant                             */
+
+typedef struct whole_ctx {
+    char *out;
+    size_t cap, used;
+    dshm_snap sn;
+    uint64_t commit;
+} whole_ctx;
+
+static int grow_to(char **buf, size_t *cap, size_t need) {
+    if (need <= *cap)
+        return 0;
+    size_t c = *cap ? *cap : 65536;
+    while (c < need)
+        c *= 2;
+    char *p = realloc(*buf, c);
+    if (!p)
+        return ENOMEM;
+    *buf = p;
+    *cap = c;
+    return 0;
+}
+
+static int64_t whole_once(dshm_env *env, bool locked, void *p) {
+    whole_ctx *c = p;
+    dshm_header *hd = DSHM_HDR(env);
+    uint64_t c1 = atomic_load_explicit(&hd->hd_commit, memory_order_acquire);
+    uint64_t ss1 = atomic_load_explicit(&hd->hd_struct_seq, memory_order_acquire);
+    if ((ss1 & 1) && !locked)
+        return DSHM_RETRY;
+    c->used = 0;
+    uint64_t cursor = 0;
+    for (;;) {
+        int r = dshm_snap_read(env, cursor, cursor, true, locked, &c->sn);
+        if (r == -ERANGE) {
+            if ((r = grow_to(&c->sn.buf, &c->sn.cap, c->sn.used)))
+                return -r;
+            continue;
+        }
+        if (r)
+            return r;
+        if ((r = grow_to(&c->out, &c->cap, c->used + c->sn.used)))
+            return -r;
+        if (c->sn.used)
+            memcpy(c->out + c->used, c->sn.buf, c->sn.used);
+        c->used += c->sn.used;
+        if (c->sn.last)
+            break;
+        cursor = c->sn.next;
+        /* Give up early once a write has committed. */
+        if (!locked && atomic_load_explicit(&hd->hd_commit, memory_order_relaxed) != c1)
+            return DSHM_RETRY;
+    }
+    if (!locked) {
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&hd->hd_commit, memory_order_relaxed) != c1 ||
+            atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed) != ss1)
+            return DSHM_RETRY;
+    }
+    c->commit = c1;
+    return (int64_t)c->used;
+}
+
+static int64_t dshm_snapshot0(dshm_db *db, char **out, uint64_t *commit) {
+    dshm_env *env;
+    int rc = dshm_enter(db, &env);
+    if (rc)
+        return rc > 0 ? -rc : rc;
+    if (!out) {
+        dshm_leave(db);
+        return DSHM_INVALID;
+    }
+    whole_ctx c = {0};
+    int64_t r = DSHM_RETRY;
+    /* A whole copy is long: a few lock-free tries, then the common rule
+     * (read_retry: more tries, then under the writer lock). */
+    for (int i = 0; i < SNAPSHOT_TRIES && r == DSHM_RETRY; i++) {
+        if (i)
+            atomic_fetch_add_explicit(&db->db_multi_retries, 1, memory_order_relaxed);
+        r = whole_once(env, false, &c);
+    }
+    if (r == DSHM_RETRY) {
+        if (env->ev_writable) {
+            atomic_fetch_add_explicit(&db->db_fallbacks, 1, memory_order_relaxed);
+            if ((rc = dshm_wlock(db, &env, 0)) == 0) {
+                r = whole_once(env, true, &c);
+                dshm_unlock0(env);
+            } else {
+                r = rc > 0 ? -rc : rc;
+            }
+        } else {
+            r = dshm_read_retry(db, &env, whole_once, &c);
+        }
+    }
+    free(c.sn.buf);
+    if (r < 0) {
+        free(c.out);
+    } else {
+        *out = c.out;
+        if (commit)
+            *commit = c.commit;
+    }
+    dshm_leave(db);
+    return r;
+}
+
+int64_t dshm_snapshot(dshm_db *db, char **out, uint64_t *commit) {
+    GUARDED(int64_t, dshm_snapshot0(db, out, commit));
+}
+
+void dshm_release(void *p) { free(p); }

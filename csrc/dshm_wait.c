@@ -1,0 +1,236 @@
+/**
+ * @file dshm_wait.c
+ * @brief Waiting for a commit without polling: a futex in the header.
+ *
+ * The futex word is hd_waiters: bit 0 says "a process may be asleep", the
+ * bits above count wake-ups. Shared futexes on a MAP_SHARED file mapping
+ * are keyed by the file's page, so a waiter in one process is woken by a
+ * writer in another, whatever address each mapped the page at.
+ *
+ *   waiter:  w = W; if !(w & 1): CAS W -> w|1;  c = hd_commit;
+ *            if c > since: done;  else FUTEX_WAIT(W, w|1)
+ *   writer:  hd_commit += 1;  w = W; if (w & 1): CAS W -> w+1; FUTEX_WAKE(all)
+ *
+ * Every operation here is sequentially consistent, so the two sides form a
+ * Dekker pair: either the waiter sees the new commit and does not sleep,
+ * or the writer sees bit 0 and wakes it; and a wake that comes between
+ * the waiter's check and its FUTEX_WAIT changed W, so the kernel refuses
+ * to put it to sleep. A writer pays one load of a header word when nobody
+ * waits, and one system call per burst of commits when somebody does (the
+ * wake clears bit 0 until a waiter sleeps again). dshm_interrupt() and
+ * dshm_close() wake the same way, after setting what the waiter checks.
+ *
+ * Raising bit 0 needs a writable view of the header. A handle opened 'r'
+ * maps the file read-only: it maps the header page alone, writable,
+ * through a second descriptor (reopened from /proc/self/fd: the same file,
+ * with the permission check of a fresh open). Where that is refused (a
+ * file the user may only read), the waiter sleeps in slices of
+ * DSHM_POLL_NS and looks again: its wake-ups then take up to that long.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dshm_internal.h"
+
+#define DSHM_POLL_NS ((int64_t)2000000)   /* 2 ms slices when bit 0 cannot be raised */
+
+static long futex_call(_Atomic uint32_t *addr, int op, uint32_t val, const struct timespec *ts) {
+    return syscall(SYS_futex, (uint32_t *)(void *)addr, op, val, ts, NULL, FUTEX_BITSET_MATCH_ANY);
+}
+
+/* Wake every sleeper on word w if bit 0 says there may be one. */
+static void wake_word(_Atomic uint32_t *w) {
+    uint32_t v = atomic_load_explicit(w, memory_order_seq_cst);
+    while (v & 1) {
+        if (atomic_compare_exchange_weak_explicit(w, &v, v + 1, memory_order_seq_cst, memory_order_seq_cst)) {
+            futex_call(w, FUTEX_WAKE, INT_MAX, NULL);
+            return;
+        }
+    }
+}
+
+void dshm_wake_waiters(dshm_env *env) {
+    if (env->ev_writable)
+        wake_word(&DSHM_HDR(env)->hd_waiters);
+}
+
+/* The writable futex word of this mapping, or NULL (its waiters poll).
+ * Maps the header page of a read-only handle's file writable on first
+ * use; it is kept with the mapping (env_free unmaps it). */
+static _Atomic uint32_t *waiters_word(dshm_db *db, dshm_env *env) {
+    if (env->ev_writable)
+        return &DSHM_HDR(env)->hd_waiters;
+    pthread_mutex_lock(&db->db_lock);
+    if (!env->ev_hdr_rw && !env->ev_hdr_rw_failed) {
+        char name[64];
+        snprintf(name, sizeof name, "/proc/self/fd/%d", env->ev_fd);
+        int fd = open(name, O_RDWR | O_CLOEXEC);
+        void *p = fd < 0 ? MAP_FAILED : mmap(NULL, DSHM_HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (fd >= 0)
+            close(fd);
+        if (p == MAP_FAILED)
+            env->ev_hdr_rw_failed = 1;
+        else
+            env->ev_hdr_rw = p;
+    }
+    pthread_mutex_unlock(&db->db_lock);
+    return env->ev_hdr_rw ? &((dshm_header *)env->ev_hdr_rw)->hd_waiters : NULL;
+}
+
+void dshm_interrupt0(dshm_db *db) {
+    atomic_fetch_add_explicit(&db->db_interrupt, 1, memory_order_seq_cst);
+    dshm_env *env = atomic_load_explicit(&db->db_env, memory_order_seq_cst);
+    if (!env)
+        return;
+    _Atomic uint32_t *w = waiters_word(db, env);
+    if (w)   /* every sleeper on the file wakes; the others sleep again */
+        wake_word(w);
+}
+
+static void add_ns(struct timespec *ts, uint64_t ns) {
+    ns += (uint64_t)ts->tv_nsec;
+    ts->tv_sec += (time_t)(ns / 1000000000u);
+    ts->tv_nsec = (long)(ns % 1000000000u);
+}
+
+static bool before(const struct timespec *a, const struct timespec *b) {
+    return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+static int dshm_wait0(dshm_db *db, uint64_t since, int64_t timeout_ns, uint64_t *commit) {
+    dshm_env *env;
+    int rc = dshm_enter(db, &env);
+    if (rc)
+        return rc;
+    atomic_fetch_add_explicit(&db->db_waits, 1, memory_order_relaxed);
+    /* Counted before the first look at db_closed (seq_cst both sides):
+     * dshm_close() either sees this waiter or is seen by it. */
+    atomic_fetch_add_explicit(&db->db_waiting, 1, memory_order_seq_cst);
+    uint64_t gen = atomic_load_explicit(&db->db_interrupt, memory_order_seq_cst);
+    struct timespec deadline, now;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    if (timeout_ns >= 0)
+        add_ns(&deadline, (uint64_t)timeout_ns);
+    dshm_header *hd = DSHM_HDR(env);
+    uint64_t c;
+    for (;;) {
+        c = atomic_load_explicit(&hd->hd_commit, memory_order_seq_cst);
+        /* A replaced file (reorganize, 'n') counts as a change: the next
+         * call follows the path to the new one. */
+        if (c > since || atomic_load_explicit(&hd->hd_moved, memory_order_acquire)) {
+            rc = 0;
+            break;
+        }
+        if (atomic_load_explicit(&db->db_closed, memory_order_seq_cst)) {
+            rc = DSHM_CLOSED;
+            break;
+        }
+        if (atomic_load_explicit(&db->db_interrupt, memory_order_seq_cst) != gen) {
+            rc = EINTR;
+            break;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (timeout_ns >= 0 && !before(&now, &deadline)) {
+            rc = ETIMEDOUT;
+            break;
+        }
+        _Atomic uint32_t *w = waiters_word(db, env);
+        struct timespec until = deadline, *tsp = timeout_ns >= 0 ? &until : NULL;
+        uint32_t wv;
+        if (w) {
+            wv = atomic_load_explicit(w, memory_order_seq_cst);
+            if (!(wv & 1) && !atomic_compare_exchange_strong_explicit(w, &wv, wv | 1, memory_order_seq_cst,
+                                                                      memory_order_seq_cst))
+                continue;
+            wv |= 1;
+            /* Look again after raising the flag (the Dekker pair above). */
+            c = atomic_load_explicit(&hd->hd_commit, memory_order_seq_cst);
+            if (c > since || atomic_load_explicit(&db->db_closed, memory_order_seq_cst) ||
+                atomic_load_explicit(&db->db_interrupt, memory_order_seq_cst) != gen)
+                continue;
+        } else {
+            w = &hd->hd_waiters;   /* read-only: sleep on it in slices */
+            wv = atomic_load_explicit(w, memory_order_seq_cst);
+            struct timespec slice = now;
+            add_ns(&slice, DSHM_POLL_NS);
+            if (!tsp || before(&slice, &until))
+                until = slice;
+            tsp = &until;
+        }
+        long r = futex_call(w, FUTEX_WAIT_BITSET, wv, tsp);
+        if (r == 0) {
+            atomic_fetch_add_explicit(&db->db_wakeups, 1, memory_order_relaxed);
+        } else if (errno == EINTR) {
+            rc = EINTR;   /* a signal: the caller runs its handlers, then calls again */
+            break;
+        } else if (errno != ETIMEDOUT && errno != EAGAIN) {
+            rc = errno;
+            break;
+        }
+    }
+    if (commit)
+        *commit = c;
+    atomic_fetch_sub_explicit(&db->db_waiting, 1, memory_order_seq_cst);
+    dshm_leave(db);
+    return rc;
+}
+
+int dshm_wait(dshm_db *db, uint64_t since, int64_t timeout_ns, uint64_t *commit) {
+    GUARDED(int, dshm_wait0(db, since, timeout_ns, commit));
+}
+
+/* For dshm_close(): the closed flag is set; wake this handle's waiters,
+ * if it has any, under the SIGBUS guard (the file may have been truncated
+ * under the mapping). */
+static int close_wake(dshm_db *db) {
+    if (atomic_load_explicit(&db->db_waiting, memory_order_seq_cst))
+        dshm_interrupt0(db);
+    return 0;
+}
+
+void dshm_close_wake(dshm_db *db) {
+    dshm_guard *g = &dshm_guard_tls;
+    if (g->active) {
+        close_wake(db);
+        return;
+    }
+    if (sigsetjmp(g->jb, 0)) {
+        dshm_guard_fault(g);
+        return;
+    }
+    g->active = 1;
+    close_wake(db);
+    g->active = 0;
+}
+
+static int dshm_interrupt1(dshm_db *db) {
+    dshm_env *env;
+    if (dshm_enter(db, &env) == 0) {
+        dshm_interrupt0(db);
+        dshm_leave(db);
+    }
+    return 0;
+}
+
+void dshm_interrupt(dshm_db *db) {
+    dshm_guard *g = &dshm_guard_tls;
+    if (g->active) {
+        dshm_interrupt1(db);
+        return;
+    }
+    if (sigsetjmp(g->jb, 0)) {
+        dshm_guard_fault(g);
+        return;
+    }
+    g->active = 1;
+    dshm_interrupt1(db);
+    g->active = 0;
+}
