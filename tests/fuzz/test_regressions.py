@@ -348,6 +348,38 @@ def test_read_only_use_leaves_the_bytes_unchanged(bases, tmp_path, damage):
         assert len(res["check"]) == 1, res["check"]
 
 
+R_SNAPSHOT = """
+import dbm_shm, sys, json
+d = dbm_shm.open(sys.argv[1], 'r')
+try:
+    res = len(d.snapshot())
+except dbm_shm.error as e:
+    res = e.code
+d.close()
+print(json.dumps(res))
+"""
+
+
+@pytest.mark.parametrize("repair", [0, 1])
+def test_read_only_snapshot_writes_nothing(bases, tmp_path, repair):
+    """snapshot() on an 'r' handle whose lock-free copies keep failing (a
+    bucket left mid-change) falls back like every read of an 'r' handle:
+    the lock is taken without writing hd_lock_pid, and an owed repair is
+    reported (DSHM_NEED_RECOVERY), not run. The file's bytes stay as they
+    were. (Its fallback took the writer's lock, which wrote hd_lock_pid
+    and ran the repair.)"""
+    base = bases["small"]
+    b = bytearray(base.data)
+    p = base.layout.primaries[0]
+    fl.wr(b, p, 8, fl.rd(b, p) | 1)
+    fl.wr(b, fl.HDR["lock_pid"][0], 8, 1)
+    fl.wr(b, fl.HDR["repair"][0], 8, repair)
+    path = _write(tmp_path, b)
+    res = _json(fl.run_snippet(R_SNAPSHOT, path))
+    assert open(path, "rb").read() == bytes(b)
+    assert res == (-31005 if repair else len(base.keys)), res
+
+
 VANISHED = """
 import dbm_shm, sys, json, time
 path = sys.argv[1]
