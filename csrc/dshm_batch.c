@@ -603,7 +603,9 @@ static int64_t dshm_snapshot0(dshm_db *db, char **out, uint64_t *commit) {
         r = whole_once(env, false, &c);
     }
     if (r == DSHM_RETRY) {
-        if (env->ev_writable) {
+        /* A handle opened 'r' writes nothing: it goes through read_retry,
+         * whose lock for it (rlock) neither writes nor repairs. */
+        if (env->ev_writable && !(db->db_flags & DSHM_RDONLY)) {
             atomic_fetch_add_explicit(&db->db_fallbacks, 1, memory_order_relaxed);
             if ((rc = dshm_wlock(db, &env, 0)) == 0) {
                 r = whole_once(env, true, &c);

@@ -150,33 +150,43 @@ static int page_search(dshm_env *env, dshm_bucket *pg, uint64_t h, const char *k
 int64_t dshm_index_read(dshm_env *env, uint64_t h, const char *key, size_t klen,
                         char *buf, size_t cap, bool locked) {
     dshm_header *hd = DSHM_HDR(env);
-    const int64_t bad = locked ? DSHM_CORRUPT : DSHM_RETRY;
-    uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_acquire);
-    if (limit > env->ev_resv)
+    uint64_t size = atomic_load_explicit(&hd->hd_file_size, memory_order_acquire);
+    uint64_t limit = size;
+    if (limit > env->ev_resv) {
+        if (!locked)
+            return DSHM_RETRY;   /* the file outgrew this mapping: read_retry maps it again */
         limit = env->ev_resv;
+    }
     uint64_t ss1 = atomic_load_explicit(&hd->hd_struct_seq, memory_order_acquire);
-    if ((ss1 & 1) && !locked)
+    if ((ss1 & 1) && !locked) {
+        dshm_read_odd = (dshm_odd){ &hd->hd_struct_seq, ss1 };
         return DSHM_RETRY;
+    }
     uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_acquire);
     uint64_t b = dshm_bucket_for(env, dir, h, limit);
+    dshm_bucket *bk = NULL;
+    uint64_t s1 = 0;
+    int64_t result = DSHM_CORRUPT;
     if (!b)
-        return bad;
-    dshm_bucket *bk = page_at(env, b);
+        goto validate;
+    bk = page_at(env, b);
     /* The slot's cache line does not depend on the counter: fetch both at once. */
     __builtin_prefetch(&bk->bk_slots[h % DSHM_SLOTS]);
-    uint64_t s1 = atomic_load_explicit(&bk->bk_seq, memory_order_acquire);
-    if ((s1 & 1) && !locked)
+    s1 = atomic_load_explicit(&bk->bk_seq, memory_order_acquire);
+    if ((s1 & 1) && !locked) {
+        dshm_read_odd = (dshm_odd){ &bk->bk_seq, s1 };
         return DSHM_RETRY;
+    }
     /* The page may have been split away and reused for another bucket
      * between the directory load and the counter load: it must be a
      * primary bucket covering h (checked again by the counter below). */
     if (!dshm_bucket_covers(bk, h))
-        return bad;
-    int64_t result = DSHM_NOTFOUND;
+        goto validate;
+    result = DSHM_NOTFOUND;
     uint64_t page = b;
     for (unsigned hops = 0; page; hops++) {
         if (!page_ok(page, limit) || hops > limit / DSHM_BUCKET_SIZE) {
-            result = bad;
+            result = DSHM_CORRUPT;
             break;
         }
         dshm_bucket *pg = page_at(env, page);
@@ -190,12 +200,27 @@ int64_t dshm_index_read(dshm_env *env, uint64_t h, const char *key, size_t klen,
         }
         page = ld_rel(&pg->bk_next);
     }
-    if (!locked) {
-        atomic_thread_fence(memory_order_acquire);
-        if (atomic_load_explicit(&bk->bk_seq, memory_order_relaxed) != s1 ||
-            atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed) != ss1)
-            return DSHM_RETRY;
-    }
+validate:
+    if (locked)
+        return result;
+    atomic_thread_fence(memory_order_acquire);
+    if ((bk && atomic_load_explicit(&bk->bk_seq, memory_order_relaxed) != s1) ||
+        atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed) != ss1)
+        return DSHM_RETRY;
+    if (result >= 0)
+        return result;
+    /* Not found, or damage met: the view may still be stale without a
+     * counter moving. The file may have grown since `size` was read (a
+     * record or a split's pages published there lay past the limit used);
+     * a split switches directory entries outside every counter's window (an
+     * entry read before the switch, a page freed and reused after it). If
+     * none of these moved either, what was read is what the file holds. */
+    if (atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed) != size)
+        return DSHM_RETRY;
+    if (result == DSHM_CORRUPT &&
+        (atomic_load_explicit(&hd->hd_dir, memory_order_relaxed) != dir ||
+         dshm_bucket_for(env, dir, h, limit) != b))
+        return DSHM_RETRY;
     return result;
 }
 
@@ -404,8 +429,14 @@ static int bucket_split(dshm_env *env, uint64_t b) {
     DSHM_CRASH_POINT("split-intent");
     dir_switch(env, first, n, lo, hi);
     hd->hd_intent_op = DSHM_INTENT_NONE;
+    /* The old bucket's counter goes odd before its overflow pages go to
+     * the pool: a reader still walking its chain could otherwise follow a
+     * freed page's pool link into stale slots and finish, unnoticed, before
+     * the primary itself is freed. (An unreachable page left odd by a death
+     * here becomes free space in the repair.) */
+    bucket_begin(bk);
     chain_free(env, b);
-    dshm_page_free(env, b);   /* its counter goes odd: readers on it retry */
+    dshm_page_free(env, b);   /* its counter stays odd: readers on it retry */
     return 0;
 }
 

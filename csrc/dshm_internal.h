@@ -34,6 +34,14 @@ typedef struct dshm_env {
     void    *ev_hdr_rw;     /**< read-only handles: the header page mapped writable
                                  for dshm_wait()'s futex flag (NULL: not yet) */
     int      ev_hdr_rw_failed; /**< that mapping was refused: waiters poll */
+    uint32_t ev_ghost_lock; /**< a handle that may not repair ('r'), opened with the
+                                 file to itself: the writer-lock word it found naming
+                                 a holder (no process could hold it then), else 0.
+                                 While the word is unchanged the lock is never taken */
+    _Atomic uint64_t ev_stale_moved; /**< 'r' handles: hd_commit + 1 when hd_moved was
+                                 found stale (the path still names this file); the
+                                 path is looked at again only once hd_commit moves.
+                                 0 = not known stale. Written by any thread, relaxed */
 } dshm_env;
 
 /** An open handle. Shared by the threads of one process. */
@@ -111,10 +119,19 @@ uint64_t dshm_hash(const uint64_t seed[2], const void *data, size_t len);
 uint64_t dshm_key_hash(const dshm_header *hd, const void *key, size_t klen);
 extern int dshm_test_collide;
 uint64_t dshm_header_checksum(const dshm_header *hd);
-/** Reader lookup in the current directory, no lock. Returns the value
- *  length, DSHM_NOTFOUND, DSHM_RETRY (seqlock moved) or DSHM_CORRUPT. */
+/** Reader lookup in the current directory. Returns the value length,
+ *  DSHM_NOTFOUND, DSHM_RETRY or DSHM_CORRUPT. Without the lock: DSHM_RETRY
+ *  when a counter was odd or moved (or the view may be stale), and
+ *  DSHM_CORRUPT only when the damage was met with nothing moving: the
+ *  counters, the file size, the directory and its entry for h all the same
+ *  before and after (a real race always moves one of them). */
 int64_t dshm_index_read(dshm_env *env, uint64_t h, const char *key, size_t klen,
                         char *buf, size_t cap, bool locked);
+/** The odd counter (address and value) at which this thread's last
+ *  lock-free read gave up, or at == NULL: read_retry uses it to tell a
+ *  window a live writer holds from one nobody will close. */
+typedef struct dshm_odd { const _Atomic uint64_t *at; uint64_t val; } dshm_odd;
+extern _Thread_local dshm_odd dshm_read_odd;
 /** Writer lookup: finds the slot of key, or not. */
 typedef struct dshm_pos {
     uint64_t ps_bucket;   /**< primary bucket */
@@ -163,6 +180,7 @@ typedef struct dshm_guard {
     sigjmp_buf jb;            /**< where the handler jumps back to */
     struct dshm_db *entered;  /**< the handle whose call is in flight */
     dshm_env *locked;         /**< the mapping whose writer lock is held */
+    int locked_ro;            /**< held by a read-only taker: give it back, mark nothing */
 } dshm_guard;
 extern __attribute__((tls_model("initial-exec"))) _Thread_local dshm_guard dshm_guard_tls;
 /** Back from a SIGBUS inside a guarded call: unblock the signal, give back
@@ -188,6 +206,30 @@ void dshm_guard_fault(dshm_guard *g);
 
 /* ---- lock (dshm_lock.c) ---- */
 int dshm_mutex_init(dshm_header *hd);
+/** The writer lock's futex word as glibc keeps it, read into *w without
+ *  taking the lock: 0 when free; while held, the holder's thread id (with
+ *  DSHM_LOCK_WAITERS if others sleep on it); DSHM_LOCK_OWNER_DIED once the
+ *  kernel saw the holder die. False where the C library is not glibc. */
+bool dshm_lock_word(const dshm_header *hd, uint32_t *w);
+#define DSHM_LOCK_OWNER_DIED 0x40000000u   /* FUTEX_OWNER_DIED */
+#define DSHM_LOCK_WAITERS    0x80000000u   /* FUTEX_WAITERS */
+#define DSHM_LOCK_TID_MASK   0x3fffffffu   /* FUTEX_TID_MASK */
+/** The mutex is of the kind dshm_mutex_init makes (glibc; true elsewhere).
+ *  One of another kind (damage) is never locked: it is reset, by an opener
+ *  that may write the file and has it to itself. */
+bool dshm_mutex_kind_ours(const dshm_header *hd);
+/** The lock's holder died and nobody took the lock since: a repair is owed. */
+bool dshm_lock_owner_died(const dshm_header *hd);
+/** The mutex's bytes are not as any locker leaves them (glibc only; false
+ *  elsewhere): a read-only handle does not take it. */
+bool dshm_lock_damaged(const dshm_header *hd);
+/** Take the writer lock for a handle that must write nothing (opened 'r'):
+ *  no hd_lock_pid, no repair. Returns 0 with the lock held (*owed set if
+ *  hd_repair asks for a repair), DSHM_NEED_RECOVERY without it when a
+ *  repair is owed that the lock cannot be taken past (its holder died,
+ *  a holder that no longer exists, an unusable mutex), or an error. */
+int dshm_lock_ro(dshm_env *env, bool *owed);
+void dshm_unlock_ro(dshm_env *env);
 int dshm_lock0(dshm_env *env, bool *recovered);
 void dshm_unlock0(dshm_env *env);
 int dshm_mutex_probe(dshm_header *hd, bool *repair, bool *reinit);

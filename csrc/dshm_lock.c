@@ -14,9 +14,17 @@
  * (the machine rebooted with the file on disk) is found by the first
  * opener that gets the file to itself (dshm_mutex_probe at open, under an
  * exclusive flock) and is re-initialised, followed by a recovery.
+ *
+ * A handle opened 'r' writes nothing to the file. It may take the lock for
+ * a stable view (a read fallback, check()), through dshm_lock_ro: that
+ * writes no hd_lock_pid and runs no repair, and it never takes a lock
+ * whose holder died (the mutex would then have to be marked consistent),
+ * nor one whose holder no longer exists: it reports DSHM_NEED_RECOVERY,
+ * and a writable handle repairs.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -36,8 +44,157 @@ int dshm_mutex_init(dshm_header *hd) {
         return rc;
     }
     pthread_mutexattr_destroy(&attr);
+    /* Once locked and unlocked by its sole user, the mutex is in the state
+     * every later unlock leaves it in (glibc: use count 1), which is what a
+     * read-only handle checks before it takes the lock. */
+    if ((rc = pthread_mutex_lock(&hd->hd_mutex.m)) != 0)
+        return rc;
+    pthread_mutex_unlock(&hd->hd_mutex.m);
     atomic_store_explicit(&hd->hd_lock_pid, 0, memory_order_relaxed);
     return 0;
+}
+
+bool dshm_lock_word(const dshm_header *hd, uint32_t *w) {
+#if defined(__GLIBC__)
+    /* glibc keeps the futex word first in the mutex (nptl's __data.__lock),
+     * and its lockers change it only with atomic instructions: a relaxed
+     * atomic load of it is sound (the cast needs the same size and
+     * alignment, which every glibc target gives). Acquire: what the caller
+     * reads next is read after it. */
+    _Static_assert(sizeof(_Atomic int) == sizeof(int), "futex word as an atomic int");
+    *w = (uint32_t)atomic_load_explicit((const _Atomic int *)(const void *)&hd->hd_mutex.m.__data.__lock,
+                                        memory_order_acquire);
+    return true;
+#else
+    (void)hd;
+    *w = 0;
+    return false;
+#endif
+}
+
+#if defined(__GLIBC__)
+/* The __kind glibc gives a mutex initialised as dshm_mutex_init does. */
+static int sane_kind = -1;
+static pthread_once_t sane_once = PTHREAD_ONCE_INIT;
+
+static void sane_init(void) {
+    pthread_mutexattr_t attr;
+    pthread_mutex_t m;
+    if (pthread_mutexattr_init(&attr) != 0)
+        return;
+    if (pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED) == 0 &&
+        pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST) == 0 &&
+        pthread_mutex_init(&m, &attr) == 0) {
+        sane_kind = m.__data.__kind;
+        pthread_mutex_destroy(&m);
+    }
+    pthread_mutexattr_destroy(&attr);
+}
+
+/* One look at the mutex: of the kind we make, and either held by a thread
+ * (its unlock puts the fields in order) or free (lock word 0) with every
+ * field a locker sets back as its unlock leaves it: owner 0, robust-list
+ * links NULL, use count 1 (a robust lock sets it to 1 and the unlock leaves
+ * it; dshm_mutex_init starts it so). The fields are read with volatile
+ * loads, racing with lockers: a locker in between can make a look fail,
+ * never pass wrongly. */
+static bool mutex_looks_sane(const dshm_header *hd) {
+    const volatile struct __pthread_mutex_s *d = &hd->hd_mutex.m.__data;
+    uint32_t w;
+    if (d->__kind != sane_kind)
+        return false;
+    dshm_lock_word(hd, &w);
+    if (w != 0)   /* held: its holder's unlock puts the fields in order. A
+                     word that names no holder wakes no waiter: damage */
+        return (w & (DSHM_LOCK_TID_MASK | DSHM_LOCK_OWNER_DIED)) != 0;
+    bool clear = d->__count == 1 && d->__owner == 0 && d->__list.__next == NULL;
+# if __PTHREAD_MUTEX_HAVE_PREV
+    clear = clear && d->__list.__prev == NULL;
+# endif
+    dshm_lock_word(hd, &w);
+    return clear && w == 0;
+}
+#endif
+
+/* The mutex is of the kind dshm_mutex_init makes (true where that cannot
+ * be told). Another kind must not even be tried: glibc asserts on a
+ * priority-protect mutex with a damaged ceiling. */
+bool dshm_mutex_kind_ours(const dshm_header *hd) {
+#if defined(__GLIBC__)
+    pthread_once(&sane_once, sane_init);
+    return sane_kind < 0 || *(const volatile int *)&hd->hd_mutex.m.__data.__kind == sane_kind;
+#else
+    (void)hd;
+    return true;
+#endif
+}
+
+bool dshm_lock_damaged(const dshm_header *hd) {
+#if defined(__GLIBC__)
+    pthread_once(&sane_once, sane_init);
+    if (sane_kind < 0)
+        return false;
+    /* Damage stays; a locker's passing state does not: three looks, with
+     * the CPU given away in between, must all fail. */
+    for (int i = 0; i < 3; i++) {
+        if (mutex_looks_sane(hd))
+            return false;
+        sched_yield();
+    }
+    return true;
+#else
+    (void)hd;
+    return false;
+#endif
+}
+
+bool dshm_lock_owner_died(const dshm_header *hd) {
+    uint32_t w;
+    return dshm_lock_word(hd, &w) && (w & DSHM_LOCK_OWNER_DIED);
+}
+
+int dshm_lock_ro(dshm_env *env, bool *owed) {
+    dshm_header *hd = DSHM_HDR(env);
+    *owed = false;
+    /* A holder that died: taking the lock would return EOWNERDEAD and
+     * oblige this handle to mark the mutex consistent (a write). Leave it
+     * for a writer, whose lock runs the repair. */
+    if (dshm_lock_owner_died(hd))
+        return DSHM_NEED_RECOVERY;
+    /* A holder that no longer exists, found at open: waiting would be for ever. */
+    uint32_t w;
+    if (env->ev_ghost_lock && dshm_lock_word(hd, &w) && w == env->ev_ghost_lock)
+        return DSHM_NEED_RECOVERY;
+    /* Damaged mutex bytes: locking would rewrite them (or fail). */
+    if (dshm_lock_damaged(hd))
+        return DSHM_NEED_RECOVERY;
+    int rc = pthread_mutex_lock(&hd->hd_mutex.m);
+    if (rc == EOWNERDEAD) {
+        /* The holder died while this thread waited. The "owner died" state
+         * cannot be handed back: unlocking an inconsistent mutex would make
+         * it unusable for good. So the repair it stood for is recorded where
+         * every lock holder looks (hd_repair), the mutex made consistent and
+         * released: the one write a read-only handle ever makes, and it
+         * keeps the owed repair, which the next writer runs. */
+        hd->hd_repair = 1;
+        pthread_mutex_consistent(&hd->hd_mutex.m);
+        pthread_mutex_unlock(&hd->hd_mutex.m);
+        return DSHM_NEED_RECOVERY;
+    }
+    if (rc == ENOTRECOVERABLE || rc == EINVAL)
+        return DSHM_NEED_RECOVERY;   /* unusable: a writable opener alone with the file resets it */
+    if (rc)
+        return rc;
+    dshm_guard_tls.locked = env;
+    dshm_guard_tls.locked_ro = 1;
+    *owed = hd->hd_repair != 0;
+    return 0;
+}
+
+void dshm_unlock_ro(dshm_env *env) {
+    dshm_guard_tls.locked = NULL;
+    dshm_guard_tls.locked_ro = 0;
+    pthread_mutex_unlock(&DSHM_HDR(env)->hd_mutex.m);
 }
 
 /** Called at open by a process that holds the file's flock exclusively,
@@ -48,8 +205,12 @@ int dshm_mutex_init(dshm_header *hd) {
  *  re-initialises it. The mutex is never left owned by this thread, so it
  *  is on no robust list when it is re-initialised. */
 int dshm_mutex_probe(dshm_header *hd, bool *repair, bool *reinit) {
-    int rc = pthread_mutex_trylock(&hd->hd_mutex.m);
     *repair = *reinit = false;
+    if (!dshm_mutex_kind_ours(hd)) {
+        *repair = *reinit = true;
+        return 0;
+    }
+    int rc = pthread_mutex_trylock(&hd->hd_mutex.m);
     if (rc == 0) {
         pthread_mutex_unlock(&hd->hd_mutex.m);
         return 0;
@@ -72,9 +233,11 @@ int dshm_mutex_probe(dshm_header *hd, bool *repair, bool *reinit) {
  *  on error). */
 int dshm_lock0(dshm_env *env, bool *recovered) {
     dshm_header *hd = DSHM_HDR(env);
-    int rc = pthread_mutex_lock(&hd->hd_mutex.m);
     if (recovered)
         *recovered = false;
+    if (!dshm_mutex_kind_ours(hd))
+        return DSHM_NEED_RECOVERY;   /* a damaged mutex: reset by a writable opener alone with the file */
+    int rc = pthread_mutex_lock(&hd->hd_mutex.m);
     if (rc == EOWNERDEAD) {
         /* The previous holder died inside a write. The mutex is made
          * consistent at once (so it stays usable) and the store marked for
@@ -91,6 +254,7 @@ int dshm_lock0(dshm_env *env, bool *recovered) {
     atomic_store_explicit(&hd->hd_lock_pid, (uint64_t)getpid(), memory_order_relaxed);
     atomic_store_explicit(&hd->hd_lock_since, dshm_now_ns(), memory_order_relaxed);
     dshm_guard_tls.locked = env;
+    dshm_guard_tls.locked_ro = 0;
     if (hd->hd_repair) {
         int rrc = dshm_recover(env);
         if (rrc) {

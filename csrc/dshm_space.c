@@ -59,6 +59,8 @@ static bool free_ok(dshm_env *env, uint64_t off) {
 
 static void push_free(dshm_env *env, uint64_t off, uint64_t size) {
     dshm_header *hd = DSHM_HDR(env);
+    if (size < DSHM_ALIGN || size % DSHM_ALIGN || off % DSHM_ALIGN)
+        return;   /* only from damaged allocator state: leave it, never index past the lists */
     dshm_freeblk *f = blk(env, off);
     f->fr_size = size;
     if (size <= DSHM_SMALL_MAX) {
@@ -173,6 +175,13 @@ static int alloc0(dshm_env *env, uint64_t size, uint64_t *out, bool may_compact)
         size = DSHM_ALIGN;
     for (int attempt = 0; attempt < 2; attempt++) {
         uint64_t off = 0, have = 0;
+        /* A damaged top (misaligned, or outside the file) would hand out
+         * misaligned blocks: rebuild the space from the structures, as for
+         * a damaged list. */
+        uint64_t t = hd->hd_top;
+        if (t % DSHM_ALIGN || t < DSHM_HEADER_SIZE ||
+            t > atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed))
+            bad = true;
         if (size <= DSHM_SMALL_MAX) {
             unsigned c = small_class(size);
             for (unsigned w = c / 64; w < 2 && !off && !bad; w++) {

@@ -104,11 +104,17 @@ void dshm_guard_fault(dshm_guard *g) {
     sigaddset(&set, SIGBUS);
     pthread_sigmask(SIG_UNBLOCK, &set, NULL);
     dshm_env *env = g->locked;
+    int ro = g->locked_ro;
     g->locked = NULL;
+    g->locked_ro = 0;
     struct stat st;
     if (env && fstat(env->ev_fd, &st) == 0 && st.st_size >= (off_t)DSHM_HEADER_SIZE) {
-        DSHM_HDR(env)->hd_repair = 1;
-        dshm_unlock0(env);
+        if (ro) {
+            dshm_unlock_ro(env);   /* a read-only taker changed nothing */
+        } else {
+            DSHM_HDR(env)->hd_repair = 1;
+            dshm_unlock0(env);
+        }
     }
     if (g->entered)
         leave(g->entered);
@@ -370,7 +376,24 @@ static int env_open(const char *path, int flags, int mode, uint64_t want, dshm_e
         if ((rc = env_map(env, (uint64_t)st.st_size, want)))
             goto fail;
         if (exclusive) {
-            if (env->ev_writable) {
+            /* Alone with the file: no process can hold the writer lock now.
+             * A handle that may write the file checks the lock and repairs
+             * (dshm_mutex_probe). A read-only one ('r') writes nothing: it
+             * only looks at the lock word. One that names a holder is left
+             * by a process the kernel could not clean up after; the handle
+             * remembers it (it never waits for that lock) and gives up its
+             * flock, so that the next writable opener has the file to
+             * itself and resets the lock and repairs. (A holder that died
+             * and was seen dying is no obstacle: the next writer's lock
+             * returns EOWNERDEAD and repairs.) */
+            int shared = LOCK_SH;
+            if (rdonly) {
+                uint32_t w;
+                if (dshm_lock_word(DSHM_HDR(env), &w) && w != 0 && !(w & DSHM_LOCK_OWNER_DIED)) {
+                    env->ev_ghost_lock = w;
+                    shared = LOCK_UN;
+                }
+            } else if (env->ev_writable) {
                 bool repair, reinit;
                 dshm_header *hd = DSHM_HDR(env);
                 if ((rc = dshm_mutex_probe(hd, &repair, &reinit)))
@@ -385,7 +408,7 @@ static int env_open(const char *path, int flags, int mode, uint64_t want, dshm_e
                     dshm_unlock0(env);
                 }
             }
-            if ((rc = flock_retry(env->ev_fd, LOCK_SH)))
+            if ((rc = flock_retry(env->ev_fd, shared)))
                 goto fail;
         }
         break;
@@ -458,6 +481,13 @@ out:
 /* ---------------------------------------------------------------------- */
 /* Handles                                                                 */
 
+/* A read-only handle found hd_moved stale (the path still names this
+ * file) at this commit, and nothing was committed since. */
+static bool moved_stale(dshm_env *env, uint64_t commit) {
+    uint64_t m = atomic_load_explicit(&env->ev_stale_moved, memory_order_relaxed);
+    return m != 0 && m == commit + 1;
+}
+
 /* Replace the handle's mapping: after a reorganize (the path now names a
  * new file), or when the file outgrew this mapping's reservation. The old
  * mapping is retired, and unmapped by reclaim() once no call that may have
@@ -468,18 +498,26 @@ static int refresh(dshm_db *db, dshm_env **envp, uint64_t want) {
     dshm_env *cur = atomic_load_explicit(&db->db_env, memory_order_acquire);
     dshm_header *hd = DSHM_HDR(cur);
     dshm_env *nenv = NULL;
-    if (atomic_load_explicit(&hd->hd_moved, memory_order_acquire)) {
+    uint64_t commit = atomic_load_explicit(&hd->hd_commit, memory_order_acquire);
+    if (atomic_load_explicit(&hd->hd_moved, memory_order_acquire) && !moved_stale(cur, commit)) {
         rc = env_open(db->db_path, db->db_flags & DSHM_RDONLY, 0, want, &nenv, NULL);
         struct stat a, b;
         if (!rc && fstat(nenv->ev_fd, &a) == 0 && fstat(cur->ev_fd, &b) == 0 &&
             a.st_ino == b.st_ino && a.st_dev == b.st_dev) {
             /* The path still names this file: the flag outlived a crash
-             * between reorganize's rename and its directory sync. */
+             * between reorganize's rename and its directory sync. A handle
+             * that may write clears it under the lock; a read-only one
+             * writes nothing and remembers it as stale until the next
+             * commit (a writer clears it before it commits). */
             env_free(nenv);
             nenv = NULL;
-            if (cur->ev_writable && dshm_lock0(cur, NULL) == 0) {
-                atomic_store_explicit(&hd->hd_moved, 0, memory_order_release);
-                dshm_unlock0(cur);
+            if (!(db->db_flags & DSHM_RDONLY) && cur->ev_writable) {
+                if (dshm_lock0(cur, NULL) == 0) {
+                    atomic_store_explicit(&hd->hd_moved, 0, memory_order_release);
+                    dshm_unlock0(cur);
+                }
+            } else {
+                atomic_store_explicit(&cur->ev_stale_moved, commit + 1, memory_order_relaxed);
             }
         } else if (!rc) {
             atomic_fetch_add_explicit(&db->db_reopens, 1, memory_order_relaxed);
@@ -533,7 +571,9 @@ static int enter(dshm_db *db, dshm_env **envp) {
     dshm_env *env = atomic_load_explicit(&db->db_env, memory_order_seq_cst);
     dshm_header *hd = DSHM_HDR(env);
     if (__builtin_expect(atomic_load_explicit(&hd->hd_moved, memory_order_relaxed) ||
-                         atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed) > env->ev_resv, 0)) {
+                         atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed) > env->ev_resv, 0) &&
+        !(atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed) <= env->ev_resv &&
+          moved_stale(env, atomic_load_explicit(&hd->hd_commit, memory_order_acquire)))) {
         int rc = refresh(db, &env, 0);
         if (rc) {
             leave(db);
@@ -713,7 +753,7 @@ static void mark_moved(int fd) {
     dshm_header *hd = mmap(NULL, DSHM_HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (hd == MAP_FAILED)
         return;
-    int rc = pthread_mutex_lock(&hd->hd_mutex.m);
+    int rc = dshm_mutex_kind_ours(hd) ? pthread_mutex_lock(&hd->hd_mutex.m) : EINVAL;
     if (rc == 0 || rc == EOWNERDEAD) {
         /* The store is being replaced: a dead writer's leftovers no longer matter. */
         if (rc == EOWNERDEAD)
@@ -826,26 +866,84 @@ static void backoff(int attempt) {
     }
 }
 
-/* A lock-free read attempt: returns DSHM_RETRY when the seqlock moved. */
+/* A read attempt: without the lock it returns DSHM_RETRY when a seqlock
+ * counter was odd or moved, DSHM_CORRUPT only for damage met while nothing
+ * moved (see dshm_index_read); with the lock, a definitive answer. */
 typedef int64_t (*read_fn)(dshm_env *env, bool locked, void *ctx);
 
-/* Run a read: lock-free tries first; after DSHM_READ_TRIES losses to the
- * writer (a hot key, a huge value), read under the writer lock, which
- * always finishes. A handle on a file it may not write cannot take the
- * lock: it keeps trying, sleeping in between, for up to ~5 s. */
+/* Where this thread's last lock-free read met an odd counter. */
+_Thread_local dshm_odd dshm_read_odd;
+
+/* Take the writer lock for a read-only handle's definitive read: no
+ * hd_lock_pid, no repair (dshm_lock_ro). Follows a reorganize, or a growth
+ * past the mapping, that happened while it waited, as wlock() does. */
+static int rlock(dshm_db *db, dshm_env **envp, bool *owed) {
+    for (;;) {
+        dshm_env *env = *envp;
+        int rc = dshm_lock_ro(env, owed);
+        if (rc)
+            return rc;
+        dshm_header *hd = DSHM_HDR(env);
+        uint64_t size = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
+        bool moved = atomic_load_explicit(&hd->hd_moved, memory_order_relaxed) &&
+                     !moved_stale(env, atomic_load_explicit(&hd->hd_commit, memory_order_relaxed));
+        if (!moved && size <= env->ev_resv)
+            return 0;
+        dshm_unlock_ro(env);
+        if ((rc = refresh(db, envp, 0)))
+            return rc;
+        if (*envp == env && !moved)
+            return DSHM_FULL;   /* could not map the grown file */
+    }
+}
+
+/* A lock-free try gave up on an odd counter that no live writer holds: the
+ * writer lock was free after the counter was seen odd, and the counter has
+ * not moved since (a writer holds the lock for the whole of every odd
+ * window, and closing one makes the counter grow). The window was left by
+ * a writer that died; only a repair closes it. Needs glibc's lock word. */
+static bool window_abandoned(dshm_env *env) {
+    dshm_odd o = dshm_read_odd;
+    if (!o.at)
+        return false;
+    uint32_t w;
+    if (!dshm_lock_word(DSHM_HDR(env), &w) || w != 0)   /* acquire: the counter is read after */
+        return false;
+    return atomic_load_explicit(o.at, memory_order_relaxed) == o.val;
+}
+
+/* Run a read: lock-free tries first, while a writer is in the way (a hot
+ * key, a huge value); after DSHM_READ_TRIES of them, or at once for damage
+ * met while nothing moved, the definitive try under the writer lock. A
+ * handle opened 'r' takes the lock without writing anything (rlock); it
+ * answers DSHM_NEED_RECOVERY where a repair is owed and DSHM_CORRUPT for
+ * damage without taking it. A handle on a file it may not write cannot
+ * take the lock: it keeps trying, sleeping in between, for up to ~5 s,
+ * unless a repair is plainly owed (DSHM_NEED_RECOVERY at once). */
 static int64_t read_retry(dshm_db *db, dshm_env **envp, read_fn fn, void *ctx) {
     int64_t r = DSHM_RETRY;
     for (int i = 0; i < DSHM_READ_TRIES && r == DSHM_RETRY; i++) {
         if (i) {
             atomic_fetch_add_explicit(&db->db_retries, 1, memory_order_relaxed);
             backoff(i);
+            dshm_env *env = *envp;
+            if (atomic_load_explicit(&DSHM_HDR(env)->hd_file_size, memory_order_acquire) > env->ev_resv) {
+                int rc = refresh(db, envp, 0);   /* the file grew past this mapping */
+                if (rc)
+                    return rc > 0 ? -rc : rc;
+            }
         }
+        dshm_read_odd.at = NULL;
         r = fn(*envp, false, ctx);
     }
-    if (r != DSHM_RETRY)
+    if (r != DSHM_RETRY && r != DSHM_CORRUPT)
         return r;
+    bool rdonly = db->db_flags & DSHM_RDONLY;
+    if (r == DSHM_CORRUPT && (rdonly || !(*envp)->ev_writable))
+        return r;   /* met with nothing moving: a locked try would read the same bytes */
     atomic_fetch_add_explicit(&db->db_fallbacks, 1, memory_order_relaxed);
-    if ((*envp)->ev_writable) {
+    if (!rdonly) {
+        /* A writable handle: its lock first runs a repair that is owed. */
         int rc = wlock(db, envp, 0);
         if (rc)
             return rc > 0 ? -rc : rc;
@@ -853,9 +951,23 @@ static int64_t read_retry(dshm_db *db, dshm_env **envp, read_fn fn, void *ctx) {
         dshm_unlock0(*envp);
         return r;
     }
+    if ((*envp)->ev_writable) {
+        bool owed;
+        int rc = rlock(db, envp, &owed);
+        if (rc)
+            return rc > 0 ? -rc : rc;
+        /* A repair is owed (hd_repair): the store may hold a half-made
+         * change that only the repair undoes. Say so rather than guess. */
+        r = owed ? DSHM_NEED_RECOVERY : fn(*envp, true, ctx);
+        dshm_unlock_ro(*envp);
+        return r;
+    }
     struct timespec ms = {0, 1000000};
     for (int i = 0; i < 5000 && r == DSHM_RETRY; i++) {
+        if (dshm_lock_owner_died(DSHM_HDR(*envp)) || window_abandoned(*envp))
+            return DSHM_NEED_RECOVERY;
         nanosleep(&ms, NULL);
+        dshm_read_odd.at = NULL;
         r = fn(*envp, false, ctx);
     }
     return r == DSHM_RETRY ? DSHM_NEED_RECOVERY : r;
@@ -890,7 +1002,7 @@ static int64_t dshm_get0(dshm_db *db, const char *key, size_t klen, char *buf, s
     }
     get_ctx c = { key, klen, buf, cap, NULL, 0 };
     int64_t r = get_once(env, false, &c);
-    if (r == DSHM_RETRY)
+    if (r == DSHM_RETRY || r == DSHM_CORRUPT)
         r = read_retry(db, &env, get_once, &c);
     leave(db);
     return r;
@@ -925,32 +1037,44 @@ typedef dshm_snap snap;
  * with sn->used set to the size needed. */
 static int snap_read(dshm_env *env, uint64_t cursor, uint64_t from, bool values, bool locked, snap *sn) {
     dshm_header *hd = DSHM_HDR(env);
-    const int bad = locked ? DSHM_CORRUPT : DSHM_RETRY;
-    uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_acquire);
-    if (limit > env->ev_resv)
+    uint64_t size = atomic_load_explicit(&hd->hd_file_size, memory_order_acquire);
+    uint64_t limit = size;
+    if (limit > env->ev_resv) {
+        if (!locked)
+            return DSHM_RETRY;   /* the file outgrew this mapping: read_retry maps it again */
         limit = env->ev_resv;
+    }
     uint64_t ss1 = atomic_load_explicit(&hd->hd_struct_seq, memory_order_acquire);
-    if ((ss1 & 1) && !locked)
+    if ((ss1 & 1) && !locked) {
+        dshm_read_odd = (dshm_odd){ &hd->hd_struct_seq, ss1 };
         return DSHM_RETRY;
+    }
     uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_acquire);
     uint64_t b = dshm_bucket_for(env, dir, cursor, limit);
-    if (!b)
-        return bad;
-    dshm_bucket *bk = DSHM_AT(env, b);
-    uint64_t s1 = atomic_load_explicit(&bk->bk_seq, memory_order_acquire);
-    if ((s1 & 1) && !locked)
-        return DSHM_RETRY;
-    unsigned ld = atomic_load_explicit(&bk->bk_depth, memory_order_relaxed);
-    uint64_t prefix = atomic_load_explicit(&bk->bk_prefix, memory_order_relaxed);
-    if (!dshm_bucket_covers(bk, cursor))   /* reused for another bucket */
-        return bad;
+    dshm_bucket *bk = NULL;
+    uint64_t s1 = 0;
+    unsigned ld = 0;
+    uint64_t prefix = 0;
     size_t need = 0;
-    int rc = 0;
+    int rc = DSHM_CORRUPT;
     sn->used = 0;
+    if (!b)
+        goto validate;
+    bk = DSHM_AT(env, b);
+    s1 = atomic_load_explicit(&bk->bk_seq, memory_order_acquire);
+    if ((s1 & 1) && !locked) {
+        dshm_read_odd = (dshm_odd){ &bk->bk_seq, s1 };
+        return DSHM_RETRY;
+    }
+    ld = atomic_load_explicit(&bk->bk_depth, memory_order_relaxed);
+    prefix = atomic_load_explicit(&bk->bk_prefix, memory_order_relaxed);
+    if (!dshm_bucket_covers(bk, cursor))   /* reused for another bucket, or damaged */
+        goto validate;
+    rc = 0;
     uint64_t page = b;
     for (unsigned hops = 0; page && !rc; hops++) {
         if (page % 64 || !dshm_in(page, DSHM_BUCKET_SIZE, limit) || hops > limit / DSHM_BUCKET_SIZE) {
-            rc = bad;
+            rc = DSHM_CORRUPT;
             break;
         }
         dshm_bucket *pg = DSHM_AT(env, page);
@@ -960,13 +1084,13 @@ static int snap_read(dshm_env *env, uint64_t cursor, uint64_t from, bool values,
             if (!r || h < from)
                 continue;
             if (r % DSHM_ALIGN || !dshm_in(r, DSHM_REC_HDR, limit)) {
-                rc = bad;
+                rc = DSHM_CORRUPT;
                 break;
             }
             const volatile dshm_rec *rec = DSHM_AT(env, r);
             uint64_t kl = rec->rc_klen, vl = values ? rec->rc_vlen : 0;
             if (vl > DSHM_MAX_VALUE || !dshm_in(r, DSHM_REC_HDR + kl + vl, limit)) {
-                rc = bad;
+                rc = DSHM_CORRUPT;
                 break;
             }
             size_t sz = 4 + (values ? 8 : 0) + 8 + kl + vl;
@@ -983,10 +1107,18 @@ static int snap_read(dshm_env *env, uint64_t cursor, uint64_t from, bool values,
         }
         page = atomic_load_explicit(&pg->bk_next, memory_order_relaxed);
     }
+validate:
     if (!locked) {
+        /* As in dshm_index_read: a counter that moved is a race; damage met
+         * with nothing moved (counters, file size, directory and its entry
+         * for the cursor) is real, and reported at once. */
         atomic_thread_fence(memory_order_acquire);
-        if (atomic_load_explicit(&bk->bk_seq, memory_order_relaxed) != s1 ||
+        if ((bk && atomic_load_explicit(&bk->bk_seq, memory_order_relaxed) != s1) ||
             atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed) != ss1)
+            return DSHM_RETRY;
+        if (rc && (atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed) != size ||
+                   atomic_load_explicit(&hd->hd_dir, memory_order_relaxed) != dir ||
+                   dshm_bucket_for(env, dir, cursor, limit) != b))
             return DSHM_RETRY;
     }
     if (rc)
@@ -1463,6 +1595,17 @@ static int dshm_reorganize0(dshm_db *db) {
     if ((rc = sync_env(nenv)))
         goto out;
     DSHM_CRASH_POINT("reorganize");
+    /* The rename must replace this handle's own file, never another one:
+     * if the path was replaced since the handle opened it (os.replace,
+     * another store's 'n'), its new file is not ours to clobber. Checked
+     * under the writer lock, right before the rename; a path that names
+     * nothing (unlinked) gets the copy, so the store reappears there. */
+    struct stat named;
+    if (stat(db->db_path, &named) == 0 &&
+        (named.st_ino != st.st_ino || named.st_dev != st.st_dev)) {
+        rc = ESTALE;
+        goto out;
+    }
     if (rename(tmp, db->db_path) != 0) {
         rc = errno;
         goto out;
@@ -1564,22 +1707,28 @@ static int cmp_cext(const void *a, const void *b) {
     return x->off < y->off ? -1 : x->off > y->off;
 }
 
-/* Verify the whole structure under the writer lock (for a stable view),
- * writing nothing to the file. */
+/* Verify the whole structure, writing nothing to the file: under the
+ * writer lock for a stable view, or without it (a racy view: then every
+ * bound is also held to this mapping, and to the file size). */
 static int64_t check_locked(dshm_env *env, report *rp) {
     dshm_header *hd = DSHM_HDR(env);
-    uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
-    uint64_t top = hd->hd_top;
+    uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_acquire);
+    if (limit > env->ev_resv)
+        limit = env->ev_resv;
+    uint64_t top = *(volatile uint64_t *)&hd->hd_top;
     uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed);
     unsigned gd = DSHM_DIR_DEPTH(dir);
     cext *ex = NULL;
     size_t n = 0, cap = 0;
 #define ADD(o, s, w) do { \
         if (n == cap) { cap = cap ? cap * 2 : 4096; cext *v_ = realloc(ex, cap * sizeof *v_); \
-                        if (!v_) { free(ex); return ENOMEM; } ex = v_; } \
+                        if (!v_) { free(ex); return -ENOMEM; } ex = v_; } \
         ex[n].off = (o); ex[n].size = (s); ex[n].what = (w); n++; } while (0)
-    if (top > limit || top < DSHM_HEADER_SIZE)
+    if (top > limit || top < DSHM_HEADER_SIZE) {
         problem(rp, "header: top %" PRIu64 " outside the file (%" PRIu64 " bytes)", top, limit);
+        if (top > limit)
+            top = limit;   /* what lies past the file is never touched */
+    }
     if (gd > DSHM_MAX_DEPTH || !dshm_in(DSHM_DIR_OFF(dir), dshm_dir_bytes(gd), limit)) {
         problem(rp, "header: directory at %" PRIu64 " depth %u is out of bounds", DSHM_DIR_OFF(dir), gd);
         free(ex);
@@ -1696,6 +1845,51 @@ static int64_t check_locked(dshm_env *env, report *rp) {
     return rp->problems;
 }
 
+/* Problems a read-only handle reports instead of repairing them: a repair
+ * owed to the store. `unusable`: the lock could not be taken for another
+ * reason (an unusable mutex). */
+static void owed_problems(dshm_env *env, report *rp, bool unusable) {
+    dshm_header *hd = DSHM_HDR(env);
+    uint32_t w;
+    bool known = dshm_lock_word(hd, &w);
+    if (known && (w & DSHM_LOCK_OWNER_DIED))
+        problem(rp, "writer lock: its holder died; a repair is owed "
+                    "(a handle that may write the file repairs it when it takes the lock)");
+    else if (known && env->ev_ghost_lock && w == env->ev_ghost_lock)
+        problem(rp, "writer lock: held by a process that no longer exists; a repair is owed "
+                    "(a handle that may write the file, opened with no other handle open, repairs it)");
+    else if (unusable && dshm_lock_damaged(hd))
+        problem(rp, "writer lock: its bytes are damaged "
+                    "(a handle that may write the file, opened with no other handle open, resets it)");
+    else if (unusable)
+        problem(rp, "writer lock: unusable "
+                    "(a handle that may write the file, opened with no other handle open, resets it)");
+    if (*(volatile uint64_t *)&hd->hd_repair)
+        problem(rp, "header: a repair is owed (a writer died or a repair failed); "
+                    "a handle that may write the file repairs it when it takes the lock");
+}
+
+/* check_locked without the lock: run again while a writer commits under
+ * it, so a live writer's half-done change is not reported as damage. */
+static int64_t check_unlocked(dshm_env *env, report *rp) {
+    dshm_header *hd = DSHM_HDR(env);
+    for (int tries = 0;; tries++) {
+        uint64_t c1 = atomic_load_explicit(&hd->hd_commit, memory_order_acquire);
+        uint64_t ss1 = atomic_load_explicit(&hd->hd_struct_seq, memory_order_acquire);
+        rp->len = 0;
+        rp->problems = 0;
+        if (rp->buf && rp->cap)
+            rp->buf[0] = 0;
+        int64_t r = check_locked(env, rp);
+        atomic_thread_fence(memory_order_acquire);
+        if (r < 0 || tries == 7 ||
+            (atomic_load_explicit(&hd->hd_commit, memory_order_relaxed) == c1 &&
+             atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed) == ss1))
+            return r;
+        backoff(16);
+    }
+}
+
 static int64_t dshm_check0(dshm_db *db, char *buf, size_t cap) {
     dshm_env *env;
     int rc = enter(db, &env);
@@ -1705,7 +1899,8 @@ static int64_t dshm_check0(dshm_db *db, char *buf, size_t cap) {
     if (buf && cap)
         buf[0] = 0;
     int64_t r;
-    if (env->ev_writable) {
+    if (!(db->db_flags & DSHM_RDONLY)) {
+        /* A writable handle: its lock first runs a repair that is owed. */
         if ((rc = wlock(db, &env, 0))) {
             leave(db);
             return rc > 0 ? -rc : rc;
@@ -1713,7 +1908,25 @@ static int64_t dshm_check0(dshm_db *db, char *buf, size_t cap) {
         r = check_locked(env, &rp);
         dshm_unlock0(env);
     } else {
-        r = check_locked(env, &rp);   /* no lock to take: a racy view */
+        /* Opened 'r': nothing is repaired; what is owed is reported. The
+         * lock, if it can be taken without writing, gives a stable view. */
+        bool owed = false;
+        int lrc = env->ev_writable ? rlock(db, &env, &owed) : DSHM_READONLY;
+        if (lrc == 0) {
+            r = check_locked(env, &rp);
+            if (r >= 0)
+                owed_problems(env, &rp, false);
+            dshm_unlock_ro(env);
+        } else if (lrc == DSHM_NEED_RECOVERY || lrc == DSHM_READONLY) {
+            r = check_unlocked(env, &rp);   /* no lock to take: a racy view */
+            if (r >= 0)
+                owed_problems(env, &rp, lrc == DSHM_NEED_RECOVERY);
+        } else {
+            leave(db);
+            return lrc > 0 ? -lrc : lrc;
+        }
+        if (r >= 0)
+            r = rp.problems;
     }
     leave(db);
     return r;

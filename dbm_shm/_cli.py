@@ -569,7 +569,10 @@ def cmd_reorganize(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    with _open(args.db, "r") as db:
+    # 'r' writes nothing: a repair the store is owed (a writer died, or a
+    # repair failed) is reported, not run. --repair opens it for writing,
+    # and the check's writer lock runs the repair first.
+    with _open(args.db, "w" if args.repair else "r") as db:
         problems = list(db.check())
         commit = db.commit_id()
         expected = len(db)
@@ -588,6 +591,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         for p in problems:
             sys.stderr.write(f"{PROG}: check: {args.db}: {p}\n")
         _line(f"{args.db}: {len(problems)} problem(s) found")
+        if not args.repair and any("repair is owed" in p or p.startswith("writer lock:") for p in problems):
+            _line(f"{args.db}: a repair is owed; 'dbm-shm check --repair' runs it")
         return EXIT_DB_ERROR
     _line(f"{args.db}: ok, {seen} records, {_human_size(nbytes)} of values")
     return EXIT_OK
@@ -951,6 +956,9 @@ def build_parser() -> argparse.ArgumentParser:
             "verify the file's structures and read every record (exit 3 on problems)",
             (prog_opt,))
     p.add_argument("db", metavar="DB_FILE")
+    p.add_argument("--repair", action="store_true",
+                   help="open the file for writing, so that a repair it is owed (a writer "
+                        "died) runs first; without it, check writes nothing and reports it")
 
     p = add("watch", cmd_watch, "print keys as other processes change them", (fmt,))
     p.add_argument("db", metavar="DB_FILE")

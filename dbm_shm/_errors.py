@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import dbm
+import errno
 import os
 from typing import NoReturn, Optional, Union
 
@@ -55,6 +56,16 @@ _HINTS = {
 }
 
 
+# System errors whose strerror text would mislead for one operation.
+_ERRNO_TEXT = {
+    # dshm_reorganize: the path names another file than the handle's (it was
+    # replaced since the open); the compact copy was not renamed over it.
+    ("reorganize", errno.ESTALE):
+        "the path now names another file (it was replaced since this handle opened it); "
+        "nothing was changed",
+}
+
+
 def raise_for(rc: int, what: str, path: Union[str, bytes, None] = None) -> NoReturn:
     """Raise the ``error`` for C return code ``rc`` from operation ``what``.
 
@@ -67,8 +78,9 @@ def raise_for(rc: int, what: str, path: Union[str, bytes, None] = None) -> NoRet
         rc = lib.DSHM_CORRUPT
     if 0 < rc or -4096 < rc < 0:
         eno = abs(rc)
-        e = error(eno, f"{what}: {os.strerror(eno)}", path) if path is not None \
-            else error(eno, f"{what}: {os.strerror(eno)}")
+        text = _ERRNO_TEXT.get((what, eno)) or os.strerror(eno)
+        e = error(eno, f"{what}: {text}", path) if path is not None \
+            else error(eno, f"{what}: {text}")
         e.code = rc
         raise e
     detail = _HINTS.get(rc) or ffi.string(lib.dshm_strerror(rc)).decode()

@@ -308,10 +308,11 @@ SPAWN = multiprocessing.get_context("spawn")
 @pytest.mark.parametrize("point", ["insert", "remove", "split-intent"])
 def test_readers_survive_writer_killed_in_window(procs, store_path, tmp_path, point):
     """Reader processes are reading when the writer dies inside a bucket's
-    odd seqlock window ("insert", "remove") or mid-split. Readers of a
-    bucket left odd lose every lock-free try, fall back to the writer lock,
-    get EOWNERDEAD and repair the store themselves; all along they return
-    only valid values and never stop."""
+    odd seqlock window ("insert", "remove") or mid-split. The readers'
+    handles may write the file (opened 'w'; an 'r' handle never repairs:
+    see the test below). Readers of a bucket left odd lose every lock-free
+    try, fall back to the writer lock, get EOWNERDEAD and repair the store
+    themselves; all along they return only valid values and never stop."""
     model = _populate(store_path, 3000)
     scenario, nth = {"insert": ("grow", 300), "remove": ("delete", 100),
                      "split-intent": ("grow", 5)}[point]
@@ -320,9 +321,9 @@ def test_readers_survive_writer_killed_in_window(procs, store_path, tmp_path, po
           "ready": SPAWN.Value("i", 0), "stop": SPAWN.Event()}
     keys = sorted(model)
     for r in range(2):
-        procs.start(f"reader{r}", keys_reader, store_path, sh, keys, scenario == "delete")
+        procs.start(f"reader{r}", keys_reader, store_path, sh, keys, scenario == "delete", "w")
     # And one scanner (iteritems, every value checked, no key twice).
-    procs.start("scanner", verify_reader, store_path, sh, 301, 0, 0, scan=True)
+    procs.start("scanner", verify_reader, store_path, sh, 301, 0, 0, scan=True, flag="w")
     deadline = time.monotonic() + 60
     while sh["ready"].value < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -346,3 +347,53 @@ def test_readers_survive_writer_killed_in_window(procs, store_path, tmp_path, po
     assert r["recoveries"] == rec0 + 1
     if point in ("insert", "remove"):
         assert fallbacks > 0, "a bucket was left odd: its readers must have fallen back"
+
+
+NEED_RECOVERY = -31005
+
+
+@pytest.mark.parametrize("point", ["insert", "remove"])
+def test_read_only_readers_of_a_dead_writers_bucket(procs, store_path, tmp_path, point):
+    """The same death inside a bucket's odd window, with readers whose
+    handles are opened 'r'. They repair nothing and write nothing: the
+    file's bytes stay as the dead writer left them. Reads of the bucket
+    left odd fail fast (well under a second, not after a 5 s wait) with
+    DSHM_NEED_RECOVERY, "a writer died and the file needs repair"; every
+    other key reads its valid value. The next writer repairs (one
+    recovery), and then every key reads again through the same 'r'
+    handles' successors."""
+    model = _populate(store_path, 3000)
+    scenario, nth = {"insert": ("grow", 300), "remove": ("delete", 100)}[point]
+    sh = {"dead_at": SPAWN.RawValue("d", 0.0), "ready": SPAWN.Value("i", 0), "stop": SPAWN.Event()}
+    keys = sorted(model)
+    with dbm_shm.open(store_path, "r") as db:
+        rec0 = db.stats()["recoveries"]
+    child = CrashChild(store_path, scenario, seed=5, run=1, nops=100_000,
+                       crash_at=f"{point}:{nth}", errfile=tmp_path / "child.err")
+    code, log = child.finish(120)
+    assert code == -signal.SIGKILL, child.stderr()
+    dead_bytes = Path(store_path).read_bytes()
+    sh["dead_at"].value = time.monotonic()
+    for r in range(2):
+        procs.start(f"reader{r}", keys_reader, store_path, sh, keys, True, "r", [NEED_RECOVERY])
+    deadline = time.monotonic() + 60
+    while sh["ready"].value < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(1.5)
+    sh["stop"].set()
+    res = procs.wait(60)
+    print(f"\n[read-only readers vs dead writer at {point}] "
+          + str({n: {k: (len(v) if k == "error_keys" else v) for k, v in rr.items()} for n, rr in res.items()}))
+    assert Path(store_path).read_bytes() == dead_bytes, "an 'r' handle wrote to the file"
+    for r in range(2):
+        rr = res[f"reader{r}"]
+        assert rr["passes_after_death"] > 0, rr
+        assert set(rr["errors"]) == {str(NEED_RECOVERY)}, rr
+        assert 0 < len(rr["error_keys"]) < len(keys) // 2, rr
+        assert rr["slowest_after_death"] < 1.0, rr
+    r = next_writer_process(store_path, model, log.text, tmp_path)
+    assert r["recoveries"] == rec0 + 1
+    with dbm_shm.open(store_path, "r") as db:
+        assert db.check() == []
+        for k in res["reader0"]["error_keys"]:
+            assert db.get(k.encode()) is not None or scenario == "delete"

@@ -25,8 +25,8 @@ import sys
 import dbm_shm
 
 MAX_GETS = 2000          # gets of listed keys per phase
-MAX_GET_ERRORS = 200     # a phase's gets stop after this many errors (each
-                         # costs 64 lock-free tries with sched_yield first)
+MAX_GET_ERRORS = 200     # a phase's gets stop after this many errors (an
+                         # odd counter costs 64 lock-free tries first)
 MAX_WALK = 20000         # firstkey/nextkey steps
 # operations to leave out (FUZZ_SKIP=w.reorganize,w.clear): to explore past a known crash
 SKIP = set(filter(None, os.environ.get("FUZZ_SKIP", "").split(",")))

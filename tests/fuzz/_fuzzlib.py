@@ -717,16 +717,15 @@ KNOWN_BUGS: Dict[str, Any] = {
     #     count said there was room;
     # "split-trusts-bucket-depth": bucket_split() switched a directory range
     #     computed from a damaged bk_depth, over the whole file.
-
-    # An 'r' open that gets the file to itself re-initialises a damaged
-    # writer mutex, and a read-only handle that takes the lock (check(),
-    # read fallback) runs a recovery when hd_repair is set: both write.
-    "r-mode-writes": lambda o: o.status == "r_changed",
-    # A lock-free read that meets damage cannot tell it from a concurrent
-    # write: it retries 64 times (48 of them after sched_yield) before its
-    # locked try reports DSHM_CORRUPT. On a busy machine, reading a badly
-    # damaged store crawls.
-    "corrupt-read-retries": lambda o: o.status == "timeout" and "backoff" in o.detail,
+    # "r-mode-writes": an 'r' open that got the file to itself re-initialised
+    #     a damaged writer mutex, and a read-only handle that took the lock
+    #     (check(), read fallback) wrote hd_lock_pid, ran the repair hd_repair
+    #     asked for, and cleared a stale hd_moved; 'r' handles now write
+    #     nothing and report what is owed.
+    # "corrupt-read-retries": a lock-free read that met damage retried 64
+    #     times (48 after sched_yield) before its locked try said
+    #     DSHM_CORRUPT; damage met while no counter moved is now reported at
+    #     once.
 }
 
 

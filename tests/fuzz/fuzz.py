@@ -17,6 +17,7 @@ import argparse
 import collections
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -45,6 +46,14 @@ def main(argv=None):
     if args.skip:
         os.environ["FUZZ_SKIP"] = args.skip
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="dshm-fuzz-"))
+    try:
+        return _run(args, work)
+    finally:
+        if not args.keep and args.replay is None:   # a replay prints its file's path
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, work: Path) -> int:
     names = [n for n in args.bases.split(",") if n] or None
     if args.replay is not None:
         names = [args.base] if args.base else sorted(fl.BASES)

@@ -108,14 +108,61 @@ def test_check_truncated_or_foreign(bases, tmp_path, cut):
     assert p.read_bytes() == data
 
 
+def _check_args(*args, env=None):
+    r = subprocess.run([sys.executable, "-m", "dbm_shm", "check", *map(str, args)],
+                       capture_output=True, text=True, timeout=120, env=fl.case_env(env or {}))
+    assert r.returncode >= 0, f"check killed by signal {-r.returncode}: {r.stderr[-2000:]}"
+    return r
+
+
+def _owed(base, what):
+    b = bytearray(base.data)
+    if what == "repair-flag":            # a writer died mid-change, or a repair failed
+        fl.wr(b, fl.HDR["repair"][0], 8, 1)
+    elif what == "owner-died":           # the kernel saw the lock's holder die
+        fl.wr(b, fl.HDR["mutex"][0], 4, 0x40000000 | 12345)
+    elif what == "vanished-holder":      # a holder from before a machine crash
+        fl.wr(b, fl.HDR["mutex"][0], 4, 12345)
+    elif what == "bucket-left-odd":      # ... with a bucket left mid-change
+        fl.wr(b, fl.HDR["mutex"][0], 4, 0x40000000)
+        p = base.layout.primaries[0]
+        fl.wr(b, p, 8, fl.rd(b, p) | 1)
+    return bytes(b)
+
+
 @known("r-mode-writes", "the check's read-only handle runs the repair the flag asks for")
-def test_check_of_file_flagged_for_repair_changes_nothing(bases, tmp_path):
-    """A store whose header asks for a repair (hd_repair, as a writer that
-    died mid-change or a SIGBUS-guarded writer leaves it): check reports
-    it, or at least does not repair behind the user's back."""
-    b = bytearray(bases["medium"].data)
-    fl.wr(b, fl.HDR["repair"][0], 8, 1)
+@pytest.mark.parametrize("what", ["repair-flag", "owner-died", "vanished-holder", "bucket-left-odd"])
+def test_check_of_file_owed_a_repair_reports_it_and_changes_nothing(bases, tmp_path, what):
+    """A store owed a repair (its header asks for one, its writer lock's
+    holder died or vanished with the machine): check reports it (exit 3,
+    "a repair is owed", the way to run it) and does not repair behind the
+    user's back: the file's bytes stay as they were (check used to run the
+    repair and say "ok")."""
+    data = _owed(bases["medium"], what)
     p = tmp_path / "damaged.dshm"
-    p.write_bytes(bytes(b))
-    _check(p)
-    assert p.read_bytes() == bytes(b)
+    p.write_bytes(data)
+    r = _check(p)
+    assert r.returncode == 3, (r.returncode, r.stdout, r.stderr)
+    assert ("repair is owed" in r.stderr or "no longer exists" in r.stderr), r.stderr
+    assert "'dbm-shm check --repair' runs it" in r.stdout, r.stdout
+    assert p.read_bytes() == data
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["damaged.dshm"]
+
+
+@pytest.mark.parametrize("what", ["repair-flag", "owner-died", "vanished-holder", "bucket-left-odd"])
+def test_check_repair_runs_the_owed_repair(bases, tmp_path, what):
+    """`check --repair` opens the store for writing: the owed repair runs
+    (one recovery), the check is then clean and every key reads back."""
+    base = bases["medium"]
+    p = tmp_path / "damaged.dshm"
+    p.write_bytes(_owed(base, what))
+    r = _check_args("--repair", p)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert f"ok, {len(base.keys)} records" in r.stdout
+    import dbm_shm
+    with dbm_shm.open(str(p), "r") as d:
+        assert d.stats()["recoveries"] == 1
+        assert d.check() == []
+        assert len(d.keys()) == len(base.keys)
+    r = _check(p)
+    assert r.returncode == 0, (r.stdout, r.stderr)

@@ -19,9 +19,10 @@ from ._hardlib import run_forked, run_py
 # Bugs found here and reported; a strict xfail while listed (remove the
 # entry with the fix: the test then XPASSes, which fails the run).
 KNOWN = {
-    "reorganize-clobbers-replaced-path":
-        "reorganize() renames its compact copy over the path without checking that the path "
-        "still names the handle's file: a store put there since (os.replace) is destroyed",
+    # Fixed (their tests stay): "reorganize-clobbers-replaced-path": reorganize()
+    #     renamed its compact copy over the path without checking that the
+    #     path still named the handle's file (a store put there since was
+    #     destroyed); it now fails with ESTALE and changes nothing.
 }
 
 
@@ -138,9 +139,16 @@ def _replaced(path, reorganize):
             res["reorganize"] = "ok"
         except dbm_shm.error as e:
             res["reorganize"] = e.errno or e.code
+            res["message"] = str(e)
+            res["filename"] = e.filename
+        res["a_after_reorganize"] = sorted((k.decode(), v.decode()) for k, v in a.items())
+        a[b"old3"] = b"A3"
+        res["a_check"] = a.check()
     with dbm_shm.open(path, "r") as c:
         res["path_sees"] = sorted(k.decode() for k in c.keys())
+        res["path_check"] = c.check()
     a.close()
+    res["files"] = sorted(os.listdir(os.path.dirname(path)))
     return res
 
 
@@ -156,10 +164,18 @@ def test_file_replaced_under_handle(tmp_path):
 @known("reorganize-clobbers-replaced-path")
 def test_reorganize_after_path_replaced_keeps_the_new_store(tmp_path):
     """reorganize() through a handle whose path now names another store
-    must not destroy that store (today it renames its copy over it: the
-    store "new" is gone)."""
-    res = run_forked(_replaced, str(tmp_path / "db"), True).json()
+    must not destroy that store (it used to rename its copy over it: the
+    store "new" was gone). It fails with ESTALE and a clear message, leaves
+    no copy behind, and both stores stay intact and usable."""
+    path = str(tmp_path / "db")
+    res = run_forked(_replaced, path, True).json()
     assert res["path_sees"] == ["new"], res
+    assert res["reorganize"] == errno.ESTALE, res
+    assert "the path now names another file" in res["message"], res["message"]
+    assert res["filename"] == path
+    assert res["a_after_reorganize"] == [["old", "A"], ["old2", "A2"]]
+    assert res["a_check"] == [] and res["path_check"] == []
+    assert res["files"] == ["db"], res["files"]
 
 
 def _truncated(path, size):

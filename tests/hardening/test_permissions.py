@@ -245,8 +245,10 @@ def test_reader_without_write_permission_on_store_left_mid_change(shared_dir):
     """A bucket left mid-change (odd seqlock counter, as a writer killed
     inside a write leaves it) and a reader that cannot write the file, so
     can neither take the lock nor repair: keys of that bucket fail with
-    DSHM_NEED_RECOVERY ('open it for writing') after the reader's bounded
-    wait; other keys read normally; nothing is changed."""
+    DSHM_NEED_RECOVERY ('open it for writing'), fast: the writer lock is
+    free while the counter stays odd, so no live writer will close that
+    window (it used to wait about 5 s per read); other keys read normally;
+    nothing is changed."""
     path = os.path.join(shared_dir, "db")
     _make_store(path)
     raw = bytearray(open(path, "rb").read())
@@ -274,5 +276,5 @@ def test_reader_without_write_permission_on_store_left_mid_change(shared_dir):
     assert res["ok"] == 20, res
     assert res["errors"] == {"-31005": 1}, res
     assert "open it for writing" in res["message"]
-    assert res["slowest"] < 30, res
+    assert res["slowest"] < 1.0, res
     assert open(path, "rb").read() == bytes(raw)

@@ -319,14 +319,15 @@ def growth_writer(path: str, n: int, sh: Dict[str, Any], seed: int, n_readers: i
 
 @child_main
 def verify_reader(path: str, sh: Dict[str, Any], seed: int, n_big: int, n_churn: int,
-                  scan: bool = False) -> Dict[str, Any]:
+                  scan: bool = False, flag: str = "r") -> Dict[str, Any]:
     """Read until sh['stop']: random acknowledged keys (must be present),
     keys at the growth front (may be absent), big and churn keys; every
     value checked, versions never beyond the announced maximum and never
-    going back for a key. With `scan`, iterate over all items instead."""
+    going back for a key. With `scan`, iterate over all items instead.
+    The store is opened with `flag` ('w': a handle that may repair)."""
     import dbm_shm
     rng = random.Random(seed)
-    db = dbm_shm.open(path, "r")
+    db = dbm_shm.open(path, flag)
     maxver, progress, stop = sh["maxver"], sh["progress"], sh["stop"]
     with sh["ready"].get_lock():
         sh["ready"].value += 1
@@ -397,33 +398,56 @@ def verify_reader(path: str, sh: Dict[str, Any], seed: int, n_big: int, n_churn:
 
 
 @child_main
-def keys_reader(path: str, sh: Dict[str, Any], keys: List[bytes], allow_missing: bool) -> Dict[str, Any]:
+def keys_reader(path: str, sh: Dict[str, Any], keys: List[bytes], allow_missing: bool,
+                flag: str = "r", errors_ok: Sequence[int] = ()) -> Dict[str, Any]:
     """Read every key of `keys` over and over until sh['stop'], checking
     each value (a key may be absent only with `allow_missing`). Counts the
-    passes completed after sh['dead_at'] (a monotonic time; 0 = not yet)."""
+    passes completed after sh['dead_at'] (a monotonic time; 0 = not yet).
+    The store is opened with `flag`. A dbm_shm.error whose code is in
+    `errors_ok` is counted (by code, with the keys it hit) instead of
+    failing; `slowest_after_death` is the longest single read after
+    sh['dead_at']."""
     import dbm_shm
-    db = dbm_shm.open(path, "r")
+    db = dbm_shm.open(path, flag)
     with sh["ready"].get_lock():
         sh["ready"].value += 1
     passes = passes_after = reads = 0
+    errors: Dict[str, int] = {}
+    error_keys = set()
+    slowest = 0.0
     stop = sh["stop"]
+    mono = time.monotonic
     while not stop.is_set():
+        dead = sh["dead_at"].value
         for k in keys:
-            v = db.get(k)
-            if v is None:
+            t0 = mono()
+            failed = False
+            try:
+                v = db.get(k)
+            except dbm_shm.error as e:
+                if e.code not in errors_ok:
+                    raise
+                errors[str(e.code)] = errors.get(str(e.code), 0) + 1
+                error_keys.add(k.decode())
+                failed = True
+            if dead:
+                slowest = max(slowest, mono() - t0)
+            if failed:
+                pass
+            elif v is None:
                 if not allow_missing:
                     raise AssertionError(f"{k!r} missing")
             else:
                 check_value(k, v)
             reads += 1
         passes += 1
-        dead = sh["dead_at"].value
-        if dead and time.monotonic() > dead:
+        if dead and mono() > dead:
             passes_after += 1
     st = db.stats()
     db.close()
     return {"reads": reads, "passes": passes, "passes_after_death": passes_after,
-            "retries": st["read_retries"], "fallbacks": st["read_fallbacks"]}
+            "retries": st["read_retries"], "fallbacks": st["read_fallbacks"],
+            "errors": errors, "error_keys": sorted(error_keys), "slowest_after_death": slowest}
 
 
 @child_main
