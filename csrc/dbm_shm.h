@@ -180,15 +180,19 @@ int dshm_clear(dshm_db *db);
 
 /** Rewrite the store compactly into a new file, rename it over the path,
  *  and tell every open handle to follow it. Gives space back to the
- *  file system. */
+ *  file system. ESTALE (nothing changed) if the path names another file
+ *  than this handle's (it was replaced since the handle opened it). */
 int dshm_reorganize(dshm_db *db);
 
 /** Fill @p st. */
 int dshm_stat(dshm_db *db, dshm_stat_t *st);
 
-/** Walk the whole file and verify its structure. Writes nothing itself;
- *  on a writable handle it takes the writer lock for a stable view, which
- *  first runs a repair a dead writer left owed.
+/** Walk the whole file and verify its structure. Writes nothing itself.
+ *  On a handle opened for writing it takes the writer lock for a stable
+ *  view, which first runs a repair a dead writer left owed; on a handle
+ *  opened read-only it repairs nothing and reports an owed repair as a
+ *  problem (it walks under the lock where it can take it without writing,
+ *  else lock-free, again while writers commit).
  * Writes a human-readable report (one problem per line) into @p report.
  * @return the number of problems found (0 = sound), or a negative error. */
 int64_t dshm_check(dshm_db *db, char *report, size_t cap);

@@ -20,12 +20,13 @@
  * wake clears bit 0 until a waiter sleeps again). dshm_interrupt() and
  * dshm_close() wake the same way, after setting what the waiter checks.
  *
- * Raising bit 0 needs a writable view of the header. A handle opened 'r'
- * maps the file read-only: it maps the header page alone, writable,
- * through a second descriptor (reopened from /proc/self/fd: the same file,
- * with the permission check of a fresh open). Where that is refused (a
- * file the user may only read), the waiter sleeps in slices of
+ * Raising bit 0 needs a writable view of the header. A handle whose
+ * process could open the file only read-only (ev_writable == 0) maps the
+ * header page alone, writable, through a second descriptor (reopened from
+ * /proc/self/fd: the same file, with the permission check of a fresh
+ * open). Where that is refused too, the waiter sleeps in slices of
  * DSHM_POLL_NS and looks again: its wake-ups then take up to that long.
+ * (Bit 0 is the one word a handle opened 'r' ever writes.)
  */
 #define _GNU_SOURCE
 #include <errno.h>

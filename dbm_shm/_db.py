@@ -747,9 +747,10 @@ class Database:
 
     def check(self) -> List[str]:
         """Verify the whole file's structure; return the problems found (an
-        empty list for a sound file). Writes nothing itself; on a handle that
-        may write the file it takes the writer lock for a stable view, which
-        first completes a repair a dead writer left owed."""
+        empty list for a sound file). Writes nothing itself. On a handle
+        opened for writing it takes the writer lock for a stable view, which
+        first completes a repair a dead writer left owed; on one opened
+        ``'r'`` it repairs nothing and lists an owed repair as a problem."""
         cap = 1 << 16
         buf = ffi.new("char[]", cap)
         n = lib.dshm_check(self._h, buf, cap)
