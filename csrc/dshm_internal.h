@@ -170,6 +170,9 @@ void dshm_space_reset(dshm_env *env, uint64_t top);
  *  otherwise a repair (drops damaged slots and the pool, and fails reads
  *  in flight through hd_struct_seq). */
 int dshm_space_rebuild(dshm_env *env, bool compact);
+/** The value hd_alloc_sum must have for the allocator fields as they are
+ *  (never 0). */
+uint64_t dshm_alloc_checksum(const dshm_header *hd);
 
 /** Per-thread state of the SIGBUS guard (dshm_store.c): a call that
  *  touches the mapping runs with `active` set, so a SIGBUS (the file was

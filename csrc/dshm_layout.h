@@ -198,6 +198,13 @@ typedef struct dshm_header {
     _Atomic uint64_t hd_lock_since; /**< CLOCK_MONOTONIC ns at which the current
                                          holder took hd_mutex (0 = free). Written by
                                          the holder (relaxed), read by dshm_stat() */
+    uint64_t hd_alloc_sum;          /**< checksum of the allocator's scalar fields
+                                         (hd_top .. hd_freed), 0 = not yet computed.
+                                         Written by the lock holder as it unlocks,
+                                         checked by the next one as it locks: a
+                                         mismatch (damage) has the free space rebuilt
+                                         from the structures before anything is
+                                         allocated. Lock holders only */
 } dshm_header;
 _Static_assert(sizeof(dshm_header) <= DSHM_HEADER_SIZE, "header fits its page");
 _Static_assert(sizeof(pthread_mutex_t) <= 48, "the mutex shares its line with hd_lock_pid and hd_repair");

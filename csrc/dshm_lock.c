@@ -255,6 +255,11 @@ int dshm_lock0(dshm_env *env, bool *recovered) {
     atomic_store_explicit(&hd->hd_lock_since, dshm_now_ns(), memory_order_relaxed);
     dshm_guard_tls.locked = env;
     dshm_guard_tls.locked_ro = 0;
+    /* Allocator fields that do not match what the last holder left
+     * (damage: a lowered hd_top would hand out live data): rebuild the
+     * free space from the structures first, as after a death. */
+    if (hd->hd_alloc_sum && hd->hd_alloc_sum != dshm_alloc_checksum(hd))
+        hd->hd_repair = 1;
     if (hd->hd_repair) {
         int rrc = dshm_recover(env);
         if (rrc) {
@@ -271,6 +276,7 @@ int dshm_lock0(dshm_env *env, bool *recovered) {
 void dshm_unlock0(dshm_env *env) {
     dshm_header *hd = DSHM_HDR(env);
     dshm_guard_tls.locked = NULL;
+    hd->hd_alloc_sum = dshm_alloc_checksum(hd);
     atomic_store_explicit(&hd->hd_lock_since, 0, memory_order_relaxed);
     atomic_store_explicit(&hd->hd_lock_pid, 0, memory_order_relaxed);
     pthread_mutex_unlock(&hd->hd_mutex.m);

@@ -342,6 +342,21 @@ static int ext_add(extents *e, uint64_t off, uint64_t size) {
     return 0;
 }
 
+uint64_t dshm_alloc_checksum(const dshm_header *hd) {
+    /* The eight scalar fields from hd_top to hd_freed, folded with a
+     * multiply-xorshift mix: against damage, not against an adversary
+     * (who could write the sum as well). */
+    const uint64_t *w = &hd->hd_top;
+    uint64_t h = UINT64_C(0x9e3779b97f4a7c15);
+    for (int i = 0; i < 8; i++) {
+        h = (h ^ w[i]) * UINT64_C(0xff51afd7ed558ccd);
+        h ^= h >> 32;
+    }
+    return h ? h : 1;
+}
+_Static_assert(offsetof(dshm_header, hd_freed) - offsetof(dshm_header, hd_top) == 7 * 8,
+               "hd_alloc_sum covers hd_top .. hd_freed");
+
 static int ext_add_cb(void *ctx, uint64_t off, uint64_t size) { return ext_add(ctx, off, size); }
 
 /** Recompute the free lists, the counters and the top from the live

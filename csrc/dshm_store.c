@@ -243,6 +243,7 @@ static int init_file(int fd, const uint64_t *seed) {
         goto out;
     memcpy(hd->hd_magic, DSHM_MAGIC, DSHM_MAGIC_LEN);
     hd->hd_checksum = dshm_header_checksum(hd);
+    hd->hd_alloc_sum = dshm_alloc_checksum(hd);
 out:
     munmap(env.ev_base, DSHM_INITIAL_SIZE);
     return rc;
@@ -1592,6 +1593,7 @@ static int dshm_reorganize0(dshm_db *db) {
     /* Commit numbers go on from the old file's (wait(since=...) spans it). */
     atomic_store_explicit(&nhd->hd_commit, atomic_load_explicit(&hd->hd_commit, memory_order_relaxed) + 1,
                           memory_order_relaxed);
+    nhd->hd_alloc_sum = dshm_alloc_checksum(nhd);   /* copy_all filled it without the lock */
     if ((rc = sync_env(nenv)))
         goto out;
     DSHM_CRASH_POINT("reorganize");
