@@ -143,17 +143,20 @@ static int apply_entry(dshm_env *env, uint64_t ent, const uint64_t *known_hash) 
     return 0;
 }
 
-/* After the last entry: forget the journal, free it and the delete records. */
-static void journal_free(dshm_env *env) {
+/* Forget the journal and free it, with the delete records (after the
+ * last entry was applied) or every record it lists (undoing a staging:
+ * nothing was published). Freed last to first, so a staging at the top
+ * gives the top back. */
+static void journal_free(dshm_env *env, bool every_record) {
     dshm_header *hd = DSHM_HDR(env);
     dshm_journal *jr = journal_at(env, hd->hd_top);
     uint64_t off = hd->hd_batch;
     hd->hd_batch = 0;
     if (!jr)
         return;
-    for (uint64_t i = 0; i < jr->jr_n; i++) {
+    for (uint64_t i = jr->jr_n; i-- > 0;) {
         uint64_t size, r = entry_rec(env, jr->jr_ent[i], hd->hd_top, &size);
-        if (r && (jr->jr_ent[i] & DSHM_JR_DEL))
+        if (r && (every_record || (jr->jr_ent[i] & DSHM_JR_DEL)))
             dshm_free_block(env, r, size);
     }
     dshm_free_block(env, off, journal_size(jr->jr_cap));
@@ -173,7 +176,7 @@ int dshm_batch_recover(dshm_env *env) {
         if (rc)
             return rc;
     }
-    journal_free(env);
+    journal_free(env, false);
     return 0;
 }
 
@@ -259,22 +262,6 @@ static int stage(dshm_env *env, const bop *ops, size_t m, uint64_t total) {
         off += dshm_rec_size(op->klen, vlen);
     }
     return 0;
-}
-
-/* Undo stage(): free the records and the journal (nothing was published). */
-static void unstage(dshm_env *env) {
-    dshm_header *hd = DSHM_HDR(env);
-    dshm_journal *jr = journal_at(env, hd->hd_top);
-    uint64_t off = hd->hd_batch;
-    hd->hd_batch = 0;
-    if (!jr)
-        return;
-    for (uint64_t i = jr->jr_n; i-- > 0;) {
-        uint64_t size, r = entry_rec(env, jr->jr_ent[i], hd->hd_top, &size);
-        if (r)
-            dshm_free_block(env, r, size);
-    }
-    dshm_free_block(env, off, journal_size(jr->jr_cap));
 }
 
 /* Room the index may take while m keys are inserted: split pages,
@@ -367,7 +354,7 @@ static int dshm_write_batch0(dshm_db *db, size_t n, const char *keys, const uint
     if (!rc && (rc = stage(env, ops, m, total)) == 0 && (db->db_flags & DSHM_SYNC))
         rc = dshm_sync_env(env);
     if (rc) {
-        unstage(env);
+        journal_free(env, true);
         rc = dshm_finish_write(db, env, rc);
         free(ops);
         return rc;
@@ -394,7 +381,7 @@ static int dshm_write_batch0(dshm_db *db, size_t n, const char *keys, const uint
             rc = rrc == DSHM_CORRUPT ? DSHM_CORRUPT : DSHM_NEED_RECOVERY;
         }
     } else {
-        journal_free(env);
+        journal_free(env, false);
         atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
         dshm_struct_end(hd, opened);
     }

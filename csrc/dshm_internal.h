@@ -206,6 +206,22 @@ void dshm_guard_fault(dshm_guard *g);
         return r_;                                                 \
     } while (0)
 
+/** GUARDED for a call returning nothing. */
+#define GUARDED_VOID(call) do {                                    \
+        dshm_guard *g_ = &dshm_guard_tls;                          \
+        if (g_->active) {                                          \
+            call;                                                  \
+            return;                                                \
+        }                                                          \
+        if (sigsetjmp(g_->jb, 0)) {                                \
+            dshm_guard_fault(g_);                                  \
+            return;                                                \
+        }                                                          \
+        g_->active = 1;                                            \
+        call;                                                      \
+        g_->active = 0;                                            \
+    } while (0)
+
 
 /* ---- lock (dshm_lock.c) ---- */
 int dshm_mutex_init(dshm_header *hd);

@@ -197,20 +197,7 @@ static int close_wake(dshm_db *db) {
     return 0;
 }
 
-void dshm_close_wake(dshm_db *db) {
-    dshm_guard *g = &dshm_guard_tls;
-    if (g->active) {
-        close_wake(db);
-        return;
-    }
-    if (sigsetjmp(g->jb, 0)) {
-        dshm_guard_fault(g);
-        return;
-    }
-    g->active = 1;
-    close_wake(db);
-    g->active = 0;
-}
+void dshm_close_wake(dshm_db *db) { GUARDED_VOID(close_wake(db)); }
 
 static int dshm_interrupt1(dshm_db *db) {
     dshm_env *env;
@@ -221,17 +208,4 @@ static int dshm_interrupt1(dshm_db *db) {
     return 0;
 }
 
-void dshm_interrupt(dshm_db *db) {
-    dshm_guard *g = &dshm_guard_tls;
-    if (g->active) {
-        dshm_interrupt1(db);
-        return;
-    }
-    if (sigsetjmp(g->jb, 0)) {
-        dshm_guard_fault(g);
-        return;
-    }
-    g->active = 1;
-    dshm_interrupt1(db);
-    g->active = 0;
-}
+void dshm_interrupt(dshm_db *db) { GUARDED_VOID(dshm_interrupt1(db)); }
