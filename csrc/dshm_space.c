@@ -425,9 +425,10 @@ int dshm_space_rebuild(dshm_env *env, bool compact) {
                 uint64_t r = atomic_load_explicit(&pg->bk_slots[s].sl_rec, memory_order_relaxed);
                 if (!r)
                     continue;
-                dshm_rec *rec = DSHM_AT(env, r);
-                if (r % DSHM_ALIGN || !dshm_in(r, DSHM_REC_HDR, limit) ||
-                    !dshm_in(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), limit)) {
+                /* The pointer is formed only once r is known to be inside
+                 * the file (a wild offset would overflow it: UB). */
+                dshm_rec *rec = r % DSHM_ALIGN || !dshm_in(r, DSHM_REC_HDR, limit) ? NULL : DSHM_AT(env, r);
+                if (!rec || !dshm_in(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), limit)) {
                     if (compact) {
                         rc = DSHM_CORRUPT;
                         goto out;

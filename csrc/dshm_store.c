@@ -1523,9 +1523,10 @@ static int copy_all(dshm_env *env, dshm_env *nenv) {
                 uint64_t r = atomic_load_explicit(&pg->bk_slots[s].sl_rec, memory_order_relaxed);
                 if (!r)
                     continue;
-                dshm_rec *rec = DSHM_AT(env, r);
-                if (r % DSHM_ALIGN || !dshm_in(r, DSHM_REC_HDR, top) || rec->rc_vlen > DSHM_MAX_VALUE ||
-                    !dshm_in(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), top))
+                if (r % DSHM_ALIGN || !dshm_in(r, DSHM_REC_HDR, top))
+                    return DSHM_CORRUPT;
+                dshm_rec *rec = DSHM_AT(env, r);   /* formed only once r is inside the file */
+                if (rec->rc_vlen > DSHM_MAX_VALUE || !dshm_in(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), top))
                     return DSHM_CORRUPT;
                 const char *k = (const char *)rec + DSHM_REC_HDR;
                 uint64_t h = atomic_load_explicit(&pg->bk_slots[s].sl_hash, memory_order_relaxed);
