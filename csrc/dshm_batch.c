@@ -337,11 +337,11 @@ static int dshm_write_batch0(dshm_db *db, size_t n, const char *keys, const uint
     }
     /* Reserve, then stage: an error up to the commit point leaves the
      * store as it was. */
-    uint64_t top = hd->hd_top;
-    if (top > UINT64_MAX - room - index_room(env, m))
+    uint64_t top = hd->hd_top, iroom = index_room(env, m);
+    if (top > UINT64_MAX - room - iroom)
         rc = DSHM_FULL;
     else
-        rc = dshm_grow(env, top + room + index_room(env, m));
+        rc = dshm_grow(env, top + room + iroom);
 #ifdef MADV_POPULATE_WRITE
     /* Map the pages the batch will fill in one go rather than a fault
      * per page (Linux 5.14+; elsewhere a no-op). */
@@ -407,6 +407,29 @@ int dshm_write_batch(dshm_db *db, size_t n, const char *keys, const uint64_t *kl
 /* ---------------------------------------------------------------------- */
 /* Reading many keys as of one instant                                     */
 
+/* The check every multi-key read makes (see the top of this file):
+ * hd_commit and hd_struct_seq sampled before the reads and compared after. */
+typedef struct multi_frame {
+    uint64_t commit, ss;
+} multi_frame;
+
+/* Sample the counters; false (retry) while a structural change is under way. */
+static bool multi_begin(const dshm_header *hd, bool locked, multi_frame *f) {
+    f->commit = atomic_load_explicit(&hd->hd_commit, memory_order_acquire);
+    f->ss = atomic_load_explicit(&hd->hd_struct_seq, memory_order_acquire);
+    return locked || !(f->ss & 1);
+}
+
+/* After the reads: true if no write committed since multi_begin (a read
+ * under the lock is always valid). */
+static bool multi_valid(const dshm_header *hd, bool locked, const multi_frame *f) {
+    if (locked)
+        return true;
+    atomic_thread_fence(memory_order_acquire);
+    return atomic_load_explicit(&hd->hd_commit, memory_order_relaxed) == f->commit &&
+           atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed) == f->ss;
+}
+
 typedef struct many_ctx {
     size_t n;
     const char *keys;
@@ -424,9 +447,8 @@ typedef struct many_ctx {
 static int64_t many_once(dshm_env *env, bool locked, void *p) {
     many_ctx *c = p;
     dshm_header *hd = DSHM_HDR(env);
-    uint64_t c1 = atomic_load_explicit(&hd->hd_commit, memory_order_acquire);
-    uint64_t ss1 = atomic_load_explicit(&hd->hd_struct_seq, memory_order_acquire);
-    if ((ss1 & 1) && !locked)
+    multi_frame f;
+    if (!multi_begin(hd, locked, &f))
         return DSHM_RETRY;
     if (c->env != env) {   /* the seed is per file */
         uint64_t off = 0;
@@ -451,13 +473,9 @@ static int64_t many_once(dshm_env *env, bool locked, void *p) {
         c->vlens[i] = r;
         used += (uint64_t)r;
     }
-    if (!locked) {
-        atomic_thread_fence(memory_order_acquire);
-        if (atomic_load_explicit(&hd->hd_commit, memory_order_relaxed) != c1 ||
-            atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed) != ss1)
-            return DSHM_RETRY;
-    }
-    c->commit = c1;
+    if (!multi_valid(hd, locked, &f))
+        return DSHM_RETRY;
+    c->commit = f.commit;
     c->need = used;
     return used > c->cap ? -ERANGE : (int64_t)used;
 }
@@ -486,10 +504,13 @@ static int64_t dshm_get_many0(dshm_db *db, size_t n, const char *keys, const uin
         dshm_leave(db);
         return -ENOMEM;
     }
+    /* As a single get (dshm_get0): damage met lock-free gets the locked
+     * try of read_retry too, which runs a repair that is owed. */
     r = many_once(env, false, &c);
-    if (r == DSHM_RETRY) {
-        atomic_fetch_add_explicit(&db->db_multi_retries, 1, memory_order_relaxed);
-        r = dshm_read_retry(db, &env, many_once, &c);
+    if (r == DSHM_RETRY || r == DSHM_CORRUPT) {
+        if (r == DSHM_RETRY)
+            atomic_fetch_add_explicit(&db->db_multi_retries, 1, memory_order_relaxed);
+        r = dshm_read_retry(db, &env, many_once, &c, DSHM_READ_TRIES);
     }
     if (r >= 0 || r == -ERANGE) {
         if (commit)
@@ -511,64 +532,44 @@ int64_t dshm_get_many(dshm_db *db, size_t n, const char *keys, const uint64_t *k
 /* A copy of the whole store as of one instant                             */
 
 typedef struct whole_ctx {
-    char *out;
-    size_t cap, used;
-    dshm_snap sn;
+    dshm_snap out;     /* the copy: every bucket's records, one after the other */
+    dshm_snap sn;      /* one bucket */
     uint64_t commit;
 } whole_ctx;
-
-static int grow_to(char **buf, size_t *cap, size_t need) {
-    if (need <= *cap)
-        return 0;
-    size_t c = *cap ? *cap : 65536;
-    while (c < need)
-        c *= 2;
-    char *p = realloc(*buf, c);
-    if (!p)
-        return ENOMEM;
-    *buf = p;
-    *cap = c;
-    return 0;
-}
 
 static int64_t whole_once(dshm_env *env, bool locked, void *p) {
     whole_ctx *c = p;
     dshm_header *hd = DSHM_HDR(env);
-    uint64_t c1 = atomic_load_explicit(&hd->hd_commit, memory_order_acquire);
-    uint64_t ss1 = atomic_load_explicit(&hd->hd_struct_seq, memory_order_acquire);
-    if ((ss1 & 1) && !locked)
+    multi_frame f;
+    if (!multi_begin(hd, locked, &f))
         return DSHM_RETRY;
-    c->used = 0;
+    c->out.used = 0;
     uint64_t cursor = 0;
     for (;;) {
         int r = dshm_snap_read(env, cursor, cursor, true, locked, &c->sn);
         if (r == -ERANGE) {
-            if ((r = grow_to(&c->sn.buf, &c->sn.cap, c->sn.used)))
+            if ((r = dshm_snap_reserve(&c->sn, c->sn.used)))
                 return -r;
             continue;
         }
         if (r)
             return r;
-        if ((r = grow_to(&c->out, &c->cap, c->used + c->sn.used)))
+        if ((r = dshm_snap_reserve(&c->out, c->out.used + c->sn.used)))
             return -r;
         if (c->sn.used)
-            memcpy(c->out + c->used, c->sn.buf, c->sn.used);
-        c->used += c->sn.used;
+            memcpy(c->out.buf + c->out.used, c->sn.buf, c->sn.used);
+        c->out.used += c->sn.used;
         if (c->sn.last)
             break;
         cursor = c->sn.next;
         /* Give up early once a write has committed. */
-        if (!locked && atomic_load_explicit(&hd->hd_commit, memory_order_relaxed) != c1)
+        if (!locked && atomic_load_explicit(&hd->hd_commit, memory_order_relaxed) != f.commit)
             return DSHM_RETRY;
     }
-    if (!locked) {
-        atomic_thread_fence(memory_order_acquire);
-        if (atomic_load_explicit(&hd->hd_commit, memory_order_relaxed) != c1 ||
-            atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed) != ss1)
-            return DSHM_RETRY;
-    }
-    c->commit = c1;
-    return (int64_t)c->used;
+    if (!multi_valid(hd, locked, &f))
+        return DSHM_RETRY;
+    c->commit = f.commit;
+    return (int64_t)c->out.used;
 }
 
 static int64_t dshm_snapshot0(dshm_db *db, char **out, uint64_t *commit) {
@@ -581,34 +582,21 @@ static int64_t dshm_snapshot0(dshm_db *db, char **out, uint64_t *commit) {
         return DSHM_INVALID;
     }
     whole_ctx c = {0};
-    int64_t r = DSHM_RETRY;
-    /* A whole copy is long: a few lock-free tries, then the common rule
-     * (read_retry: more tries, then under the writer lock). */
-    for (int i = 0; i < SNAPSHOT_TRIES && r == DSHM_RETRY; i++) {
-        if (i)
+    /* A whole copy is long, and a busy writer would make every try fail:
+     * the common rule (read_retry) with SNAPSHOT_TRIES lock-free tries
+     * instead of DSHM_READ_TRIES, then under the lock (the read-only one
+     * for a handle opened 'r', which writes nothing). */
+    int64_t r = whole_once(env, false, &c);
+    if (r == DSHM_RETRY || r == DSHM_CORRUPT) {
+        if (r == DSHM_RETRY)
             atomic_fetch_add_explicit(&db->db_multi_retries, 1, memory_order_relaxed);
-        r = whole_once(env, false, &c);
-    }
-    if (r == DSHM_RETRY) {
-        /* A handle opened 'r' writes nothing: it goes through read_retry,
-         * whose lock for it (rlock) neither writes nor repairs. */
-        if (env->ev_writable && !(db->db_flags & DSHM_RDONLY)) {
-            atomic_fetch_add_explicit(&db->db_fallbacks, 1, memory_order_relaxed);
-            if ((rc = dshm_wlock(db, &env, 0)) == 0) {
-                r = whole_once(env, true, &c);
-                dshm_unlock0(env);
-            } else {
-                r = rc > 0 ? -rc : rc;
-            }
-        } else {
-            r = dshm_read_retry(db, &env, whole_once, &c);
-        }
+        r = dshm_read_retry(db, &env, whole_once, &c, SNAPSHOT_TRIES - 1);
     }
     free(c.sn.buf);
     if (r < 0) {
-        free(c.out);
+        free(c.out.buf);
     } else {
-        *out = c.out;
+        *out = c.out.buf;
         if (commit)
             *commit = c.commit;
     }

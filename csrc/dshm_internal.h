@@ -267,7 +267,11 @@ int dshm_wlock(dshm_db *db, dshm_env **envp, uint64_t room);
 int dshm_finish_write(dshm_db *db, dshm_env *env, int rc);
 int dshm_sync_env(dshm_env *env);
 typedef int64_t (*dshm_read_fn)(dshm_env *env, bool locked, void *ctx);
-int64_t dshm_read_retry(dshm_db *db, dshm_env **envp, dshm_read_fn fn, void *ctx);
+/** Lock-free tries of a read before its fallback (read_retry). */
+#define DSHM_READ_TRIES 64
+/** read_retry with `tries` lock-free attempts (DSHM_READ_TRIES for a
+ *  single read) before the locked one. */
+int64_t dshm_read_retry(dshm_db *db, dshm_env **envp, dshm_read_fn fn, void *ctx, int tries);
 /** Copy the entries of the bucket covering cursor (see snap_read). */
 typedef struct dshm_snap {
     char    *buf;      /**< records: [u32 klen][(u64 vlen)][u64 hash][key][(value)] */
@@ -276,6 +280,8 @@ typedef struct dshm_snap {
     int      last;     /**< this bucket ends the hash space */
 } dshm_snap;
 int dshm_snap_read(dshm_env *env, uint64_t cursor, uint64_t from, bool values, bool locked, dshm_snap *sn);
+/** Grow sn's buffer to hold `need` bytes (0 or ENOMEM). */
+int dshm_snap_reserve(dshm_snap *sn, size_t need);
 /** Open / close an odd window of hd_struct_seq (nesting: a window already
  *  open is left alone; struct_begin returns whether it opened one). */
 bool dshm_struct_begin(dshm_header *hd);

@@ -29,7 +29,6 @@
 
 #include "dshm_internal.h"
 
-#define DSHM_READ_TRIES   64                    /* lock-free tries before the fallback */
 #define DSHM_INITIAL_SIZE ((uint64_t)64 << 10)  /* a new file */
 #define DSHM_RESV_MIN     ((uint64_t)1 << 34)   /* 16 GiB of address space per mapping */
 #define DSHM_RESV_FLOOR   ((uint64_t)1 << 26)   /* least slack tried under a tight ulimit -v */
@@ -921,9 +920,9 @@ static bool window_abandoned(dshm_env *env) {
  * damage without taking it. A handle on a file it may not write cannot
  * take the lock: it keeps trying, sleeping in between, for up to ~5 s,
  * unless a repair is plainly owed (DSHM_NEED_RECOVERY at once). */
-static int64_t read_retry(dshm_db *db, dshm_env **envp, read_fn fn, void *ctx) {
+static int64_t read_retry_n(dshm_db *db, dshm_env **envp, read_fn fn, void *ctx, int tries) {
     int64_t r = DSHM_RETRY;
-    for (int i = 0; i < DSHM_READ_TRIES && r == DSHM_RETRY; i++) {
+    for (int i = 0; i < tries && r == DSHM_RETRY; i++) {
         if (i) {
             atomic_fetch_add_explicit(&db->db_retries, 1, memory_order_relaxed);
             backoff(i);
@@ -972,6 +971,10 @@ static int64_t read_retry(dshm_db *db, dshm_env **envp, read_fn fn, void *ctx) {
         r = fn(*envp, false, ctx);
     }
     return r == DSHM_RETRY ? DSHM_NEED_RECOVERY : r;
+}
+
+static int64_t read_retry(dshm_db *db, dshm_env **envp, read_fn fn, void *ctx) {
+    return read_retry_n(db, envp, fn, ctx, DSHM_READ_TRIES);
 }
 
 typedef struct get_ctx {
@@ -1985,9 +1988,10 @@ void dshm_leave(dshm_db *db) { leave(db); }
 int dshm_wlock(dshm_db *db, dshm_env **envp, uint64_t room) { return wlock(db, envp, room); }
 int dshm_finish_write(dshm_db *db, dshm_env *env, int rc) { return finish_write(db, env, rc); }
 int dshm_sync_env(dshm_env *env) { return sync_env(env); }
-int64_t dshm_read_retry(dshm_db *db, dshm_env **envp, dshm_read_fn fn, void *ctx) {
-    return read_retry(db, envp, fn, ctx);
+int64_t dshm_read_retry(dshm_db *db, dshm_env **envp, dshm_read_fn fn, void *ctx, int tries) {
+    return read_retry_n(db, envp, fn, ctx, tries);
 }
+int dshm_snap_reserve(dshm_snap *sn, size_t need) { return snap_reserve(sn, need); }
 int dshm_snap_read(dshm_env *env, uint64_t cursor, uint64_t from, bool values, bool locked, dshm_snap *sn) {
     return snap_read(env, cursor, from, values, locked, sn);
 }
