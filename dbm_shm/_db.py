@@ -164,6 +164,25 @@ def _buf() -> Any:
         return b
 
 
+def _records(data: bytes, values: bool) -> Iterator[Tuple[bytes, bytes]]:
+    """The (key, value) pairs of a buffer of scan records (``dshm_scan``,
+    ``dshm_snapshot``): ``[u32 klen][u64 vlen][u64 hash][key][value]``, or
+    without values ``[u32 klen][u64 hash][key]`` (value ``b""``)."""
+    pos, n = 0, len(data)
+    if values:
+        while pos < n:
+            kl, vl = _U32U64.unpack_from(data, pos)
+            pos += 20
+            yield data[pos:pos + kl], data[pos + kl:pos + kl + vl]
+            pos += kl + vl
+    else:
+        while pos < n:
+            kl = _U32.unpack_from(data, pos)[0]
+            pos += 12
+            yield data[pos:pos + kl], b""
+            pos += kl
+
+
 def _as_bytes(obj: Any, what: str) -> bytes:
     if isinstance(obj, str):
         return obj.encode("utf-8")
@@ -297,12 +316,7 @@ class Database:
             p = self._batches.get(_get_ident())
             if p is not None and k in p.ops:
                 return p.ops[k] is not _DELETE
-        n = _get(self._h, k, len(k), ffi.NULL, 0)
-        if n >= 0:
-            return True
-        if n == _NOTFOUND:
-            return False
-        raise_for(n, "contains", self._path)
+        return self._stored(k)
 
     def __len__(self) -> int:
         n = lib.dshm_count(self._h)
@@ -415,20 +429,7 @@ class Database:
                 continue
             if n < 0:
                 raise_for(n, "scan", self._path)
-            data = ffi.buffer(buf, n)[:]
-            pos = 0
-            if values:
-                while pos < n:
-                    kl, vl = _U32U64.unpack_from(data, pos)
-                    pos += 20
-                    yield data[pos:pos + kl], data[pos + kl:pos + kl + vl]
-                    pos += kl + vl
-            else:
-                while pos < n:
-                    kl = _U32.unpack_from(data, pos)[0]
-                    pos += 12
-                    yield data[pos:pos + kl], b""
-                    pos += kl
+            yield from _records(ffi.buffer(buf, n)[:], values)
 
     # -- gdbm extras -------------------------------------------------------
 
@@ -507,29 +508,27 @@ class Database:
         mapping, an iterable of (key, value) pairs, or keyword arguments.
         One batch (see :meth:`batch`); inside an open batch, joins it."""
         p = self._pending()
-        if type(other) is dict and not kwargs and p is None:
+        if (type(other) is dict and not kwargs and p is None
+                and set(map(type, other)) <= {bytes} and set(map(type, other.values())) <= {bytes}):
             # The common case without a Python loop: all bytes, one call.
-            ks, vs = list(other), list(other.values())
-            if set(map(type, ks)) <= {bytes} and set(map(type, vs)) <= {bytes}:
-                if ks:
-                    self._write_lists(ks, vs, False)
-                else:
-                    self._check_open()
-                return
-        pairs: Iterable[Tuple[Any, Any]]
-        if hasattr(other, "keys"):
-            pairs = ((k, other[k]) for k in other.keys()) if not isinstance(other, dict) else other.items()
+            keys, vals = list(other), list(other.values())
         else:
-            pairs = other
-        ops: Dict[bytes, Any] = {}
-        for k, v in pairs:
-            ops[k if type(k) is bytes else _as_bytes(k, "key")] = v if type(v) is bytes else _as_bytes(v, "value")
-        for k, v in kwargs.items():
-            ops[k.encode("utf-8")] = v if type(v) is bytes else _as_bytes(v, "value")
-        if p is not None:
-            p.ops.update(ops)
-        elif ops:
-            self._write_batch(ops, 0)
+            pairs: Iterable[Tuple[Any, Any]]
+            if hasattr(other, "keys"):
+                pairs = ((k, other[k]) for k in other.keys()) if not isinstance(other, dict) else other.items()
+            else:
+                pairs = other
+            ops: Dict[bytes, Any] = {}
+            for k, v in pairs:
+                ops[k if type(k) is bytes else _as_bytes(k, "key")] = v if type(v) is bytes else _as_bytes(v, "value")
+            for k, v in kwargs.items():
+                ops[k.encode("utf-8")] = v if type(v) is bytes else _as_bytes(v, "value")
+            if p is not None:
+                p.ops.update(ops)
+                return
+            keys, vals = list(ops), list(ops.values())
+        if keys:
+            self._write_lists(keys, vals, False)
         else:
             self._check_open()
 
@@ -621,15 +620,7 @@ class Database:
             data = ffi.buffer(out[0], n)[:] if n else b""
         finally:
             lib.dshm_release(out[0])
-        d: Dict[bytes, bytes] = {}
-        pos = 0
-        unpack = _U32U64.unpack_from
-        while pos < n:
-            kl, vl = unpack(data, pos)
-            pos += 20
-            d[data[pos:pos + kl]] = data[pos + kl:pos + kl + vl]
-            pos += kl + vl
-        return Snapshot(d, int(commit[0]))
+        return Snapshot(dict(_records(data, True)), int(commit[0]))
 
     # -- waiting for changes -----------------------------------------------
 
