@@ -786,6 +786,7 @@ def render_page(report: Report, meta: Dict[str, Any], images: Dict[str, str]) ->
         "of `benchmarks/report.py`. This page and its plots are generated: do not "
         "edit them by hand, run the command below again.", "",
         f"- Generated {meta['date']} in {meta['wall']:.0f} s ({st.mode} mode) by:", "",
+        "  <!-- snippet: skip (the whole benchmark report: minutes, and the peers' venv) -->",
         "  ```sh",
         f"  {meta['command']}",
         "  ```", "",
