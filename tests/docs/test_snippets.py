@@ -280,12 +280,12 @@ def _need(s: Snippet) -> None:
     if s.kind == "console":
         for tool in TOOLS:
             if re.search(rf"(^|[\s|;&(]){re.escape(tool)}\b", s.code, re.M) and not shutil.which(tool):
-                pytest.skip(f"needs {tool}, not installed here")
+                pytest.skip(f"{s.id}: needs {tool}, not installed here")
     if NEEDS_GNU.search(s.code):
         try:
             import dbm.gnu  # noqa: F401
         except ImportError:
-            pytest.skip("needs dbm.gnu, which this interpreter lacks")
+            pytest.skip(f"{s.id}: needs dbm.gnu, which this interpreter lacks")
 
 
 def _fail(s: Snippet, what: str, expected: str, actual: str) -> None:
@@ -350,7 +350,7 @@ SNIPPETS = collect()
 @pytest.mark.parametrize("snippet", SNIPPETS, ids=[s.id for s in SNIPPETS])
 def test_snippet(snippet: Snippet, tmp_path: Path) -> None:
     if snippet.skip:
-        pytest.skip(snippet.skip)
+        pytest.skip(f"{snippet.id}: {snippet.skip}")
     _need(snippet)
     tmp = tmp_path / "cwd"
     tmp.mkdir()
