@@ -33,7 +33,7 @@ values (gdbmtool's ``define key/content``) live beside it, in
 ``dbm_shm._valuefmt``; the JSON-lines functions here take any object with
 ``to_json``/``from_json`` methods (:class:`JsonCodec`), such as those.
 
-``fast_records`` reads a gdbm ASCII dump in big chunks, with the base64
+``FastDumpReader`` reads a gdbm ASCII dump in big chunks, with the base64
 decoding and the checks done by C calls over whole chunks, for ``load``.
 
 This module is pure Python and imports nothing from the compiled core, so it
@@ -63,6 +63,7 @@ import json
 import os
 import re
 import time
+from operator import itemgetter
 from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Protocol, Tuple
 
 
@@ -72,7 +73,8 @@ __all__ = [
     "GDBM_LINE_LEN",
     "JsonCodec",
     "detect_format",
-    "fast_records",
+    "FastDumpReader",
+    "NotRegular",
     "read_dump",
     "read_jsonl",
     "write_dump",
@@ -560,6 +562,139 @@ def read_dump(fp: IO, *, strict: bool = True) -> Iterator[Item]:
     ``DumpReader`` for ``strict`` and for the header.
     """
     return iter(DumpReader(fp, strict=strict))
+
+
+class NotRegular(Exception):
+    """The fast reader met something it leaves to :class:`DumpReader`.
+
+    Not an error of the dump: a comment or parameter line between records,
+    CRLF line ends, a binary dump, a mistake. The caller reads the dump
+    again with :class:`DumpReader`, which accepts every valid dump and
+    names the line of every mistake.
+    """
+
+
+#: Bytes the fast reader reads at a time.
+FAST_CHUNK_BYTES = 1 << 22
+
+_B64_AND_NL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n"
+_LEN_TAG = b"#:len="
+_COUNT_TAG = b"#:count="
+# One datum: its '#:len=' line and the base64 lines up to the next '#'.
+_DATUM_RE = re.compile(rb"#:len=([0-9]+)\n([^#]*)")
+
+
+class FastDumpReader:
+    """Reads a gdbm ASCII dump in big chunks, for ``dbm-shm load``.
+
+    Iterate over it for ``(keys, values)`` lists, one pair of lists per chunk
+    of about :data:`FAST_CHUNK_BYTES` of dump. Each chunk is split on its
+    ``#:len=`` lines, every datum decoded by ``binascii.a2b_base64`` and
+    checked in bulk (C calls over the whole chunk, no Python per line):
+    base64 characters only, the number of characters each length needs,
+    decoded lengths equal to the declared ones, a ``#:count=`` trailer that
+    matches. ``header`` holds the header's parameters (as
+    :class:`DumpReader` reads them) once iteration started; ``count`` the
+    records yielded.
+
+    It reads the regular form only: what ``gdbm_dump`` and
+    :func:`write_dump` write. Anything else raises :class:`NotRegular`
+    (possibly after some chunks were yielded): read the dump again with
+    :class:`DumpReader` then, which also gives the messages for mistakes.
+    """
+
+    def __init__(self, fp: IO[bytes], *, chunk_bytes: int = FAST_CHUNK_BYTES):
+        self._fp = fp
+        self._chunk = chunk_bytes
+        self.header: Dict[str, str] = {}
+        self.count = 0
+
+    def _read(self) -> bytes:
+        data = self._fp.read(self._chunk)
+        if not isinstance(data, bytes):
+            raise NotRegular("text file object")
+        return data
+
+    def __iter__(self) -> Iterator[Tuple[List[bytes], List[bytes]]]:
+        buf = self._read()
+        while True:  # the header ends at the first '#:len=' line
+            start = buf.find(b"\n" + _LEN_TAG)
+            if start >= 0:
+                break
+            more = self._read()
+            if not more or len(buf) > (1 << 20):
+                raise NotRegular("no record in the first megabyte")
+            buf += more
+        head = DumpReader(io.BytesIO(buf[:start + 1] + b"#:count=0\n"))
+        try:
+            for _ in head:
+                pass
+        except DumpError:
+            raise NotRegular("header") from None
+        self.header = head.header
+        buf = buf[start + 1:]
+        pending: Optional[bytes] = None
+        at_end = False
+        while not at_end:
+            more = self._read()
+            if more:
+                buf += more
+                cut = buf.rfind(b"\n" + _LEN_TAG)
+                if cut < 0:
+                    continue  # one datum longer than a chunk
+                part, buf = buf[:cut + 1], buf[cut + 1:]
+            else:
+                at_end = True
+                end = buf.rfind(b"\n" + _COUNT_TAG)
+                if end < 0:
+                    raise NotRegular("no trailer")
+                part, trailer = buf[:end + 1], buf[end + 1:]
+            data = self._decode(part)
+            if pending is not None:
+                data.insert(0, pending)
+                pending = None
+            if len(data) % 2:
+                pending = data.pop()
+            self.count += len(data) // 2
+            yield data[0::2], data[1::2]
+        if pending is not None:
+            raise NotRegular("key without a value")
+        self._trailer(trailer)
+
+    def _trailer(self, trailer: bytes) -> None:
+        lines = trailer.split(b"\n")
+        count = lines[0][len(_COUNT_TAG):]
+        if not count.isdigit() or int(count) != self.count:
+            raise NotRegular("trailer")
+        for line in lines[1:]:  # only comments may follow
+            if line and (not line.startswith(b"#") or line.startswith(b"#:")):
+                raise NotRegular("data after the trailer")
+
+    @staticmethod
+    def _decode(part: bytes) -> List[bytes]:
+        """The data of the datums in ``part`` ('#:len=' lines and base64)."""
+        if not part:
+            return []
+        found = _DATUM_RE.findall(part)
+        heads = list(map(itemgetter(0), found))
+        bodies = list(map(itemgetter(1), found))
+        text = b"".join(bodies)
+        if len(part) != len(_LEN_TAG) * len(found) + len(b"".join(heads)) + len(found) + len(text):
+            raise NotRegular("a line the datums do not cover")  # findall skipped it
+        if part.count(b"\n" + _LEN_TAG) != len(found) - 1:
+            raise NotRegular("'#:len=' not at the start of a line")
+        if text.translate(None, _B64_AND_NL):
+            raise NotRegular("a line that is not base64")
+        lens = list(map(int, heads))
+        if len(text) - text.count(b"\n") != sum([(n + 2) // 3 * 4 for n in lens]):
+            raise NotRegular("a length that does not match its data")
+        try:
+            data = list(map(binascii.a2b_base64, bodies))
+        except binascii.Error:
+            raise NotRegular("bad base64") from None
+        if list(map(len, data)) != lens:
+            raise NotRegular("a length that does not match its data")
+        return data
 
 
 def detect_format(head: bytes) -> Optional[str]:
