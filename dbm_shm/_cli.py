@@ -833,6 +833,15 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_shell(args: argparse.Namespace) -> int:
+    """gdbmtool's everyday commands, interactive or from a script on stdin."""
+    from . import _shell
+
+    flag = "r" if args.read_only else ("c" if args.create else "w")
+    with _open(args.db, flag) as db:
+        return _shell.run(db, key_format=args.key_format, value_format=args.value_format)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from . import _demo
 
@@ -973,6 +982,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after SECONDS (default: run until interrupted)")
     p.add_argument("--max-events", type=int, metavar="N",
                    help="stop after N changes")
+
+    p = add("shell", cmd_shell,
+            "an interactive shell like gdbmtool's (fetch, store, delete, list, count, "
+            "first/next, status, reorganize, export/import, help, quit); reads a script "
+            "from standard input when it is not a terminal", (fmt,))
+    p.add_argument("db", metavar="DB_FILE")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-c", "--create", action="store_true",
+                   help="create the database if it does not exist")
+    g.add_argument("-r", "--read-only", action="store_true",
+                   help="open it read-only (store, delete, import, reorganize fail)")
 
     p = add("demo", cmd_demo,
             "run one writer and N reader processes on one store and show their throughput")
