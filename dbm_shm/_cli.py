@@ -25,18 +25,17 @@ import argparse
 import contextlib
 import dbm
 import hashlib
+import itertools
 import json
 import os
-import random
-import struct
 import sys
 import tempfile
 import time
-import zlib
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
 from . import _dumpfmt
-from ._dumpfmt import DumpError, ValueFormat, parse_value_format
+from ._dumpfmt import DumpError
+from ._valuefmt import ValueFormat, parse_value_format
 
 PROG = "dbm-shm"
 
@@ -44,8 +43,6 @@ EXIT_OK = 0
 EXIT_NOT_FOUND = 1
 EXIT_USAGE = 2
 EXIT_DB_ERROR = 3
-
-#: How often ``watch`` looks at the commit counter (seconds).
 
 
 class CLIError(Exception):
@@ -186,33 +183,82 @@ def _show(fmt: ValueFormat, data: bytes) -> str:
 
 
 class _Progress:
-    """A tqdm bar on stderr when enabled and tqdm is installed; else nothing."""
+    """A progress display on stderr while enabled: a tqdm bar when tqdm is
+    installed, else a plain meter (one line redrawn on a terminal, a line
+    a second otherwise). Never silent when asked for."""
+
+    #: Seconds between two redraws of the plain meter (terminal / not).
+    TTY_EVERY = 0.2
+    LOG_EVERY = 1.0
 
     def __init__(self, enabled: bool, total: Optional[int], desc: str):
-        self._bar = None
+        self._bar: Any = None
+        self._plain = False
+        self._n = 0
+        self._total = total
+        self._desc = desc
         if not enabled:
             return
         try:
             from tqdm import tqdm
         except ImportError:
+            self._plain = True
+            self._tty = _isatty(sys.stderr)
+            self._t0 = self._last = time.monotonic()
             return
         self._bar = tqdm(total=total, desc=desc, unit=" rec", unit_scale=True,
                          file=sys.stderr, dynamic_ncols=True)
 
+    def _text(self, now: float) -> str:
+        done = f"{self._n:,}"
+        if self._total:
+            done += f"/{self._total:,} ({100 * self._n / self._total:.0f}%)"
+        took = now - self._t0
+        rate = f", {self._n / took:,.0f}/s" if took > 0 else ""
+        return f"{self._desc}: {done} records, {took:.1f} s{rate}"
+
     def update(self, n: int = 1) -> None:
+        """Count ``n`` more records done."""
         if self._bar is not None:
             self._bar.update(n)
+        elif self._plain:
+            self._n += n
+            now = time.monotonic()
+            if now - self._last >= (self.TTY_EVERY if self._tty else self.LOG_EVERY):
+                self._last = now
+                sys.stderr.write(("\r" if self._tty else "") + self._text(now)
+                                 + ("" if self._tty else "\n"))
+                sys.stderr.flush()
 
     def close(self) -> None:
+        """End the display (the plain meter prints its final line)."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        elif self._plain:
+            self._plain = False
+            sys.stderr.write(("\r" if self._tty else "") + self._text(time.monotonic()) + "\n")
+            sys.stderr.flush()
+
+    def reset(self) -> None:
+        """Start counting from 0 again (the dump is read a second time)."""
+        if self._bar is not None:
+            self._bar.reset()
+        elif self._plain:
+            self._n = 0
 
     def __enter__(self) -> "_Progress":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def _want_progress(args: argparse.Namespace, data_on_stdout: bool = False) -> bool:
@@ -311,7 +357,10 @@ def _read_value_file(path: str) -> bytes:
 
 def cmd_set(args: argparse.Namespace) -> int:
     kf, vf = args.key_format, args.value_format
-    if (args.value is None) == (args.value_file is None):
+    if args.value is None and args.value_file is None:
+        raise UsageError("no value given: pass VALUE after KEY, or --value-file FILE "
+                         "('-': standard input)")
+    if args.value is not None and args.value_file is not None:
         raise UsageError("give the value either as VALUE or with --value-file, not both")
     key = _parse(kf, args.key, "key")
     if args.value_file is not None:
@@ -427,15 +476,158 @@ def _open_dump_source(path: str, stack: contextlib.ExitStack):
         raise CLIError(_os_message(exc)) from None
 
 
-def _dump_reader(fp: Any, fmt: str, args: argparse.Namespace):
+#: Records handed to the store per call (one C call of ``update``).
+_LOAD_CHUNK = 65536
+
+
+def _chunks(fp: Any, fmt: str, args: argparse.Namespace,
+            exact: bool) -> Iterator[Tuple[Any, List[bytes], List[bytes]]]:
+    """The dump's records as (reader, keys, values) chunks.
+
+    A gdbm ASCII dump goes through ``FastDumpReader`` (bulk decoding; may
+    raise ``NotRegular``) unless ``exact``; then, and for JSON lines, the
+    record-by-record readers, grouped. ``reader`` is the object whose
+    ``header`` holds the dump's header, or None."""
+    if fmt == "ascii" and not exact:
+        fast = _dumpfmt.FastDumpReader(fp)
+        for keys, values in fast:
+            yield fast, keys, values
+        return
+    reader: Any = None
     if fmt == "jsonl":
-        return None, _dumpfmt.read_jsonl(fp, key_format=args.key_format,
-                                         value_format=args.value_format)
-    reader = _dumpfmt.DumpReader(fp)
-    return reader, iter(reader)
+        items: Iterator[Tuple[bytes, bytes]] = _dumpfmt.read_jsonl(
+            fp, key_format=args.key_format, value_format=args.value_format)
+    else:
+        reader = _dumpfmt.DumpReader(fp)
+        items = iter(reader)
+    while True:
+        chunk = list(itertools.islice(items, _LOAD_CHUNK))
+        if not chunk:
+            return
+        keys, values = map(list, zip(*chunk))
+        yield reader, keys, values
+
+
+class _NewStoreLoad:
+    """Load into a database that does not exist yet: fill a new store
+    beside it, then link it into place, so a failure leaves no file."""
+
+    def __init__(self, args: argparse.Namespace, mode: Optional[int]):
+        self._args = args
+        self._mode = mode
+        self._tmp: Optional[str] = None
+        self._db: Any = None
+        self.count = 0
+        self.header: Dict[str, str] = {}
+
+    def reset(self) -> None:
+        """Forget what was added (a new, empty store beside the target)."""
+        self.abort()
+        target = os.path.abspath(self._args.db)
+        fd, self._tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".",
+                                         suffix=".load", dir=os.path.dirname(target))
+        os.close(fd)
+        self._db = _core().open(self._tmp, "n", 0o600)
+        self._seen: Set[bytes] = set()
+        self.count = 0
+
+    def add(self, keys: List[bytes], values: List[bytes]) -> None:
+        """Store one chunk (one ``update`` call)."""
+        chunk = dict(zip(keys, values))
+        if not self._args.replace:
+            self._seen.update(keys)
+            if len(self._seen) != self.count + len(keys):
+                raise CLIError(f"{self._args.dump_file}: key(s) appear more than once in "
+                               "the dump (use --replace to keep the last one)")
+        self._db.update(chunk)
+        self.count += len(keys)
+
+    def finish(self) -> None:
+        """Make the file durable and put it in place (never over a file)."""
+        assert self._db is not None and self._tmp is not None
+        self._db.sync()
+        self._db.close()
+        self._db = None
+        mode = self._mode
+        if mode is None:
+            mode = 0o666
+            with contextlib.suppress(ValueError, TypeError):
+                mode = int(self.header.get("mode", "666"), 8) & 0o777
+        os.chmod(self._tmp, mode & ~_umask())
+        try:
+            os.link(self._tmp, self._args.db)
+        except FileExistsError:
+            raise CLIError(f"{self._args.db}: was created by someone else during the "
+                           "load; nothing loaded") from None
+        except OSError:  # a file system without hard links
+            if os.path.lexists(self._args.db):
+                raise CLIError(f"{self._args.db}: was created by someone else during "
+                               "the load; nothing loaded") from None
+            os.rename(self._tmp, self._args.db)
+        self.abort()
+
+    def abort(self) -> None:
+        """Remove the new store (after ``finish``: its temporary name)."""
+        if self._db is not None:
+            with contextlib.suppress(OSError):
+                self._db.close()
+            self._db = None
+        if self._tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp)
+            self._tmp = None
+
+
+class _ExistingStoreLoad:
+    """Load into an existing database: every record in one atomic batch
+    (one ``update`` call), after the whole dump was read and checked."""
+
+    def __init__(self, args: argparse.Namespace):
+        self._args = args
+        self._all: Dict[bytes, bytes] = {}
+        self.count = 0
+        self.header: Dict[str, str] = {}
+
+    def reset(self) -> None:
+        """Forget what was added."""
+        self._all = {}
+        self.count = 0
+
+    def add(self, keys: List[bytes], values: List[bytes]) -> None:
+        """Collect one chunk."""
+        self._all.update(zip(keys, values))
+        self.count += len(keys)
+
+    def finish(self) -> None:
+        """Check for duplicates and clashes, then write everything at once."""
+        args = self._args
+        duplicates = self.count - len(self._all)
+        if duplicates and not args.replace:
+            raise CLIError(f"{args.dump_file}: {duplicates} key(s) appear more than once "
+                           "in the dump (use --replace to keep the last one)")
+        with _open(args.db, "w") as db:
+            if not args.replace and self._all:
+                keys = list(self._all)
+                clash = [k for i in range(0, len(keys), _LOAD_CHUNK)
+                         for k, v in zip(keys[i:i + _LOAD_CHUNK],
+                                         db.get_many(keys[i:i + _LOAD_CHUNK]))
+                         if v is not None]
+                if clash:
+                    shown = ", ".join(_show(args.key_format, k) for k in clash[:3])
+                    more = f" and {len(clash) - 3} more" if len(clash) > 3 else ""
+                    raise CLIError(f"{len(clash)} key(s) of the dump are already in "
+                                   f"{args.db}: {shown}{more} (use --replace to "
+                                   "overwrite them)")
+            db.update(self._all)
+            db.sync()
+
+    def abort(self) -> None:
+        """Nothing was written: drop the records."""
+        self.reset()
 
 
 def cmd_load(args: argparse.Namespace) -> int:
+    """Read the dump once and store it all or nothing (see docs/cli.md)."""
     mode = None
     if args.mode is not None:
         try:
@@ -459,6 +651,9 @@ def cmd_load(args: argparse.Namespace) -> int:
     if kind or (db_exists and os.path.getsize(args.db) > 0 and not ours):
         what = f"a {kind} database" if kind else "not a dbm_shm database"
         raise CLIError(f"{args.db}: {what}; refusing to load into it")
+    if not db_exists and not os.path.isdir(os.path.dirname(os.path.abspath(args.db))):
+        raise CLIError(f"{args.db}: directory {os.path.dirname(os.path.abspath(args.db))} "
+                       "does not exist")
 
     with contextlib.ExitStack() as stack:
         fp = _open_dump_source(args.dump_file, stack)
@@ -472,56 +667,34 @@ def cmd_load(args: argparse.Namespace) -> int:
             if fmt is None:
                 raise CLIError(f"{args.dump_file}: not a dump (neither a gdbm ASCII dump "
                                "nor JSON lines); use --format to say which")
-        progress = _want_progress(args)
-
-        # Pass 1: read the whole dump, so a malformed one changes nothing.
-        digests = set()
-        duplicates = 0
-        count = 0
-        reader, items = _dump_reader(fp, fmt, args)
+        load: Any = _ExistingStoreLoad(args) if db_exists else _NewStoreLoad(args, mode)
+        bar = stack.enter_context(_Progress(_want_progress(args), None, "load"))
         try:
-            with _Progress(progress, None, "check dump") as bar:
-                for key, _value in _counted(items, bar):
-                    count += 1
-                    if not args.replace:
-                        d = hashlib.blake2b(key, digest_size=16).digest()
-                        if d in digests:
-                            duplicates += 1
-                        digests.add(d)
-        except DumpError as exc:
-            raise CLIError(f"{args.dump_file}: {exc}") from None
-        if duplicates:
-            raise CLIError(f"{args.dump_file}: {duplicates} key(s) appear more than once "
-                           "in the dump (use --replace to keep the last one)")
-        if not args.replace and db_exists and digests:
-            with _open(args.db, "r") as db:
-                clash = [k for k in db.keys()
-                         if hashlib.blake2b(k, digest_size=16).digest() in digests]
-            if clash:
-                shown = ", ".join(_show(args.key_format, k) for k in clash[:3])
-                more = f" and {len(clash) - 3} more" if len(clash) > 3 else ""
-                raise CLIError(f"{len(clash)} key(s) of the dump are already in {args.db}: "
-                               f"{shown}{more} (use --replace to overwrite them)")
-        if mode is None:
-            mode = 0o666
-            if reader is not None and not db_exists:
-                with contextlib.suppress(ValueError, TypeError):
-                    mode = int(reader.header.get("mode", "666"), 8) & 0o777
-
-        # Pass 2: store.
-        fp.seek(0)
-        _, items = _dump_reader(fp, fmt, args)
-        with _open(args.db, "c", mode) as db, _Progress(progress, count, "load") as bar:
-            try:
-                for key, value in _counted(items, bar):
-                    db[key] = value
-            except DumpError as exc:  # the file changed between the passes
-                raise CLIError(f"{args.dump_file}: {exc}") from None
-            db.sync()
+            # The fast reader first; a dump it leaves alone is read again,
+            # record by record. Nothing reaches the target before the end.
+            for exact in (False, True):
+                fp.seek(0)
+                load.reset()
+                bar.reset()
+                try:
+                    for reader, keys, values in _chunks(fp, fmt, args, exact):
+                        load.add(keys, values)
+                        bar.update(len(keys))
+                        if reader is not None:
+                            load.header = reader.header
+                except _dumpfmt.NotRegular:
+                    continue
+                except DumpError as exc:
+                    raise CLIError(f"{args.dump_file}: {exc}") from None
+                load.finish()
+                break
+        finally:
+            load.abort()
     return EXIT_OK
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    """Copy another database into a dbm_shm one with ``dbm_shm.convert``."""
     if not os.path.exists(args.src) and not any(
             os.path.exists(args.src + ext) for ext in (".db", ".dat", ".pag", ".dir")):
         raise CLIError(f"{args.src}: No such file or directory")
@@ -531,31 +704,26 @@ def cmd_convert(args: argparse.Namespace) -> int:
         if not args.merge:
             raise UsageError(f"{args.dst} exists; pass --merge to copy into it "
                              "(keys of SRC overwrite those in DST)")
-    core = _core()
-    with contextlib.suppress(Exception):
-        core.register()  # so the stdlib dbm recognises dbm_shm sources too
-    try:
-        src = dbm.open(args.src, "r")
-    except Exception as exc:  # dbm.error, OSError, ImportError of a backend
-        raise CLIError(f"{args.src}: cannot open with the stdlib dbm: {_os_message(exc)}") from None
-    with contextlib.closing(src):
+        if not _is_ours(args.dst):
+            kind = _other_kind(args.dst)
+            raise CLIError(f"{args.dst}: {f'a {kind} database' if kind else 'not a dbm_shm database'}"
+                           "; refusing to copy into it")
+    elif not os.path.isdir(os.path.dirname(os.path.abspath(args.dst))):
+        raise CLIError(f"{args.dst}: directory "
+                       f"{os.path.dirname(os.path.abspath(args.dst))} does not exist")
+    done = 0
+    with _Progress(_want_progress(args), None, "convert") as bar:
+        def progress(n: int) -> None:
+            nonlocal done
+            bar.update(n - done)
+            done = n
+
         try:
-            keys = list(src.keys())
-        except Exception as exc:
-            raise CLIError(f"{args.src}: {_os_message(exc)}") from None
-        with _open(args.dst, "c") as dst, _Progress(_want_progress(args), len(keys),
-                                                     "convert") as bar:
-            for key in _counted(iter(keys), bar):
-                if isinstance(key, str):
-                    key = key.encode("utf-8")
-                try:
-                    value = src[key]
-                except KeyError:
-                    continue  # deleted meanwhile
-                if isinstance(value, str):
-                    value = value.encode("utf-8")
-                dst[key] = value
-            dst.sync()
+            _core().convert(args.src, args.dst, flag="c" if args.merge else "n",
+                            progress=progress)
+        except OSError as exc:
+            msg = _os_message(exc)
+            raise CLIError(msg[len("convert: "):] if msg.startswith("convert: ") else msg) from None
     return EXIT_OK
 
 
@@ -665,183 +833,25 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# -- demo
+def cmd_shell(args: argparse.Namespace) -> int:
+    """gdbmtool's everyday commands, interactive or from a script on stdin."""
+    from . import _shell
 
-_DEMO_TICKERS = ("AAPL", "MSFT", "GOOG", "AMZN", "NVDA", "META", "TSLA", "BRK.B", "JPM", "V",
-                 "UNH", "XOM", "JNJ", "WMT", "MA", "PG", "HD", "CVX", "KO", "PEP")
-_DEMO_VALUE = struct.Struct("<dQI")  # price, sequence number, crc32 of the first 16 bytes
-
-
-def _demo_symbols(n: int) -> List[bytes]:
-    names = list(_DEMO_TICKERS[:n])
-    names += [f"SYM{i:04d}" for i in range(len(names), n)]
-    return [s.encode() for s in names]
-
-
-def _demo_pack(price: float, seq: int) -> bytes:
-    head = struct.pack("<dQ", price, seq)
-    return head + struct.pack("<I", zlib.crc32(head))
-
-
-def _demo_writer(path: str, symbols: List[bytes], seconds: float, go: Any, ready: Any,
-                 results: Any) -> None:
-    core = _core()
-    rnd = random.Random(42)
-    prices = {s: 100.0 + i for i, s in enumerate(symbols)}
-    seq = 0
-    ops = 0
-    with core.open(path, "w") as db:
-        ready.put("writer")
-        go.wait()
-        t0 = time.perf_counter()
-        end = t0 + seconds
-        next_report = t0 + 1.0
-        now = t0
-        while now < end:
-            for sym in symbols:
-                seq += 1
-                price = prices[sym] = max(0.01, prices[sym] * (1 + rnd.gauss(0, 0.0005)))
-                db[sym] = _demo_pack(price, seq)
-            ops += len(symbols)
-            now = time.perf_counter()
-            if now >= next_report:
-                sym = symbols[0]
-                print(f"  writer   : {ops / (now - t0):>12,.0f} writes/s   "
-                      f"{sym.decode()} = {prices[sym]:.2f} (seq {seq})", flush=True)
-                next_report += 1.0
-        elapsed = time.perf_counter() - t0
-    results.put({"name": "writer", "role": "write", "ops": ops, "seconds": elapsed,
-                 "torn": 0, "backwards": 0, "missing": 0})
-
-
-def _demo_reader(name: str, path: str, symbols: List[bytes], seconds: float, go: Any,
-                 ready: Any, results: Any) -> None:
-    core = _core()
-    rnd = random.Random(name)
-    last_seq: Dict[bytes, int] = {}
-    ops = torn = backwards = missing = 0
-    with core.open(path, "r") as db:
-        ready.put(name)
-        go.wait()
-        t0 = time.perf_counter()
-        end = t0 + seconds
-        next_report = t0 + 1.0
-        now = t0
-        n = len(symbols)
-        while now < end:
-            for _ in range(256):
-                sym = symbols[rnd.randrange(n)]
-                value = db.get(sym)
-                ops += 1
-                if value is None:
-                    missing += 1
-                    continue
-                if len(value) != _DEMO_VALUE.size:
-                    torn += 1
-                    continue
-                price, seq, crc = _DEMO_VALUE.unpack(value)
-                if crc != zlib.crc32(value[:16]):
-                    torn += 1
-                    continue
-                if seq < last_seq.get(sym, 0):
-                    backwards += 1
-                last_seq[sym] = seq
-            now = time.perf_counter()
-            if now >= next_report:
-                sym = symbols[0]
-                shown = ""
-                value = db.get(sym)
-                if value is not None and len(value) == _DEMO_VALUE.size:
-                    price, seq, _crc = _DEMO_VALUE.unpack(value)
-                    shown = f"{sym.decode()} = {price:.2f} (seq {seq})"
-                print(f"  {name:<9}: {ops / (now - t0):>12,.0f} reads/s    {shown}", flush=True)
-                next_report += 1.0
-        elapsed = time.perf_counter() - t0
-    results.put({"name": name, "role": "read", "ops": ops, "seconds": elapsed,
-                 "torn": torn, "backwards": backwards, "missing": missing})
+    flag = "r" if args.read_only else ("c" if args.create else "w")
+    with _open(args.db, flag) as db:
+        return _shell.run(db, key_format=args.key_format, value_format=args.value_format)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    import multiprocessing
-    import queue as queue_mod
-    import shutil
+    from . import _demo
 
-    if args.seconds <= 0:
-        raise UsageError("--seconds must be positive")
-    if args.readers < 1:
-        raise UsageError("--readers must be at least 1")
-    if args.symbols < 1:
-        raise UsageError("--symbols must be at least 1")
-    core = _core()
-    tmpdir = None
-    if args.path:
-        path = args.path
-        if os.path.exists(path) and not args.force:
-            raise UsageError(f"{path} exists; the demo starts a new store (pass --force "
-                             "to replace it, or choose another --path)")
-    else:
-        base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-        tmpdir = tempfile.mkdtemp(prefix="dbm-shm-demo-", dir=base)
-        path = os.path.join(tmpdir, "prices.db")
-    symbols = _demo_symbols(args.symbols)
     try:
-        with core.open(path, "n") as db:
-            for i, sym in enumerate(symbols):
-                db[sym] = _demo_pack(100.0 + i, 0)
-        print(f"dbm-shm demo: 1 writer and {args.readers} reader process(es) share {path} "
-              f"for {args.seconds:g} s.\n"
-              f"  The writer updates {len(symbols)} prices in a loop; each reader reads "
-              f"random symbols,\n  checks every value (crc32) and that no price goes back "
-              f"in time.", flush=True)
-        ctx = multiprocessing.get_context("spawn")
-        go = ctx.Event()
-        ready = ctx.Queue()
-        results = ctx.Queue()
-        procs = [ctx.Process(target=_demo_writer, name="writer",
-                             args=(path, symbols, args.seconds, go, ready, results))]
-        for i in range(args.readers):
-            name = f"reader-{i + 1}"
-            procs.append(ctx.Process(target=_demo_reader, name=name,
-                                     args=(name, path, symbols, args.seconds, go, ready,
-                                           results)))
-        for p in procs:
-            p.start()
-        try:
-            for _ in procs:
-                ready.get(timeout=60)
-            go.set()
-            rows = []
-            for _ in procs:
-                rows.append(results.get(timeout=args.seconds + 60))
-        except queue_mod.Empty:
-            for p in procs:
-                if p.is_alive():
-                    p.terminate()
-            raise CLIError("a demo process did not answer (see its error above)") from None
-        finally:
-            for p in procs:
-                p.join(timeout=10)
-        bad = [p for p in procs if p.exitcode not in (0, None)]
-        rows.sort(key=lambda r: (r["role"] != "write", r["name"]))
-        print(f"\n  {'process':<10} {'role':<6} {'ops':>12} {'ops/s':>12}  checks")
-        reads = 0.0
-        problems = 0
-        for r in rows:
-            rate = r["ops"] / r["seconds"] if r["seconds"] > 0 else 0.0
-            checks = "-"
-            if r["role"] == "read":
-                reads += rate
-                problems += r["torn"] + r["backwards"]
-                checks = f"{r['torn']} torn, {r['backwards']} out of order"
-            print(f"  {r['name']:<10} {r['role']:<6} {r['ops']:>12,} {rate:>12,.0f}  {checks}")
-        print(f"  {'readers':<10} {'total':<6} {'':>12} {reads:>12,.0f}")
-        if bad:
-            raise CLIError(f"{len(bad)} demo process(es) failed")
-        if problems:
-            raise CLIError(f"readers saw {problems} inconsistent value(s)")
-    finally:
-        if tmpdir is not None:
-            shutil.rmtree(tmpdir, ignore_errors=True)
+        _demo.run(seconds=args.seconds, readers=args.readers, symbols=args.symbols,
+                  path=args.path, force=args.force)
+    except _demo.DemoUsageError as exc:
+        raise UsageError(str(exc)) from None
+    except _demo.DemoFailed as exc:
+        raise CLIError(str(exc)) from None
     return EXIT_OK
 
 
@@ -873,8 +883,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     prog_opt = argparse.ArgumentParser(add_help=False)
     prog_opt.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                          help="show a progress bar (needs tqdm); default: when stdout "
-                               "is a terminal")
+                          help="show progress on stderr (a tqdm bar if tqdm is installed, "
+                               "else a plain meter); default: when stdout is a terminal")
 
     def add(name: str, func: Any, help: str, parents: tuple = (), **kw: Any):
         p = sub.add_parser(name, help=help, description=help, parents=list(parents), **kw)
@@ -973,6 +983,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-events", type=int, metavar="N",
                    help="stop after N changes")
 
+    p = add("shell", cmd_shell,
+            "an interactive shell like gdbmtool's (fetch, store, delete, list, count, "
+            "first/next, status, reorganize, export/import, help, quit); reads a script "
+            "from standard input when it is not a terminal", (fmt,))
+    p.add_argument("db", metavar="DB_FILE")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-c", "--create", action="store_true",
+                   help="create the database if it does not exist")
+    g.add_argument("-r", "--read-only", action="store_true",
+                   help="open it read-only (store, delete, import, reorganize fail)")
+
     p = add("demo", cmd_demo,
             "run one writer and N reader processes on one store and show their throughput")
     p.add_argument("--seconds", type=float, default=3.0, help="how long (default 3)")
@@ -987,7 +1008,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # 'set DB KEY --value-format hex 6869' and 'set DB KEY -x': argparse
+        # leaves a value after an option, or one that starts with '-', over.
+        if args.command == "set" and args.value is None and len(extra) == 1:
+            args.value = extra[0]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     command = args.command
     try:
         return args.func(args)

@@ -8,8 +8,10 @@ import errno
 import importlib
 import os
 import shelve
+import itertools
 import sys
-from typing import Any, Callable, Optional
+import tempfile
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from ._db import PathArg, open
 from ._errors import error
@@ -53,9 +55,30 @@ def _is_source_file(src: str, dst: str) -> bool:
     return False
 
 
-def _open_source(path: str) -> Any:
+# GNU gdbm file magics (gdbmconst.h): old, 32-bit, 64-bit, and the 1.21+
+# "numsync" ones, each in both byte orders.
+_GDBM_MAGICS = {m.to_bytes(4, order) for m in (0x13579ACE, 0x13579ACD, 0x13579ACF,
+                                              0x13579AD0, 0x13579AD1)
+                for order in ("little", "big")}
+
+#: How many records ``convert`` hands to the store per call.
+_CHUNK = 65536
+
+
+def is_gdbm_file(path: str) -> bool:
+    """Whether ``path`` starts with a GNU gdbm magic number (no dbm.gnu needed)."""
+    try:
+        with builtins.open(path, "rb") as fp:
+            return fp.read(4) in _GDBM_MAGICS
+    except OSError:
+        return False
+
+
+def _open_source(path: str, dst: str = "NEW") -> Any:
     """Open ``path`` read-only with the backend that ``whichdb`` names."""
     kind = whichdb(path)
+    if kind == "" and is_gdbm_file(path):
+        kind = "dbm.gnu"  # a magic the stdlib whichdb does not know (gdbm 1.21+)
     if kind is None:
         try:
             with builtins.open(path, "rb"):
@@ -72,6 +95,12 @@ def _open_source(path: str) -> Any:
         module = importlib.import_module(kind)
     except ImportError as exc:
         version = "%d.%d" % sys.version_info[:2]
+        if kind == "dbm.gnu":
+            raise error(
+                f"convert: {path!r} is a GNU gdbm database, but this Python (Python "
+                f"{version}, {sys.executable}) has no dbm.gnu module; convert it with "
+                f"gdbm's own tool instead: 'gdbm_dump {path} | dbm-shm load - {dst}' "
+                f"(or run the conversion with a Python that has dbm.gnu)") from None
         raise error(
             f"convert: {path!r} is a {kind} database, but the module {kind} is not available "
             f"in this interpreter (Python {version}, {sys.executable}: {exc}); run the "
@@ -95,14 +124,21 @@ def convert(src: PathArg, dst: PathArg, *, flag: str = "n",
     empty, ``'c'`` adds to it (creating it if needed) and ``'w'`` adds to
     an existing one; keys of ``src`` replace those already in ``dst``.
     ``progress``, if given, is called with the number of keys copied so
-    far, every 1024 keys and once at the end. The copy is synced to disk.
-    Returns the number of keys copied.
+    far, every few thousand keys and once at the end. The copy is synced
+    to disk. Returns the number of keys copied.
+
+    All or nothing, and fast: records go to the store thousands per call.
+    A new destination (``'n'``, or ``'c'`` of a missing file) is filled
+    beside ``dst`` and renamed into place when complete; an existing one
+    gets every record in one atomic batch.
 
     Raises :class:`dbm_shm.error` if ``src`` cannot be read, is of unknown
     type, or its backend module is missing from this interpreter (gdbm and
     ndbm files need a Python built with ``_gdbm``/``_dbm``), and if ``dst``
-    is ``src`` or one of its files. If the copy fails, a ``dst`` that it
-    created is removed.
+    is ``src`` or one of its files. If the copy fails, ``dst`` is as it
+    was. A gdbm file met by a Python without ``dbm.gnu`` (found by its
+    magic number) gets an error naming the way that works:
+    ``gdbm_dump SRC | dbm-shm load - DST``.
     """
     if flag not in ("n", "c", "w"):
         raise ValueError("convert() flag must be 'n', 'c' or 'w'")
@@ -112,34 +148,87 @@ def convert(src: PathArg, dst: PathArg, *, flag: str = "n",
         raise error(f"convert: the destination {dst_path!r} is the source "
                     f"{src_path!r} or one of its files")
     n = 0
-    with contextlib.closing(_open_source(src_path)) as source:
-        created = not os.path.lexists(dst_path)
-        target = open(dst_path, flag)
-        done = False
-        try:
-            if hasattr(source, "iteritems"):  # dbm_shm: consistent per bucket
-                pairs: Any = source.iteritems()
-            else:
-                pairs = _pairs(source)
-            for key, value in pairs:
-                target[key] = value
-                n += 1
-                if progress is not None and n % 1024 == 0:
-                    progress(n)
-            target.sync()
-            done = True
-        finally:
-            target.close()
-            if not done and created:
+    with contextlib.closing(_open_source(src_path, dst_path)) as source:
+        if flag == "n" or not os.path.lexists(dst_path):
+            # Fill a new store beside dst, put it in place when complete.
+            fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dst_path) + ".",
+                                       suffix=".convert",
+                                       dir=os.path.dirname(os.path.abspath(dst_path)))
+            os.close(fd)
+            try:
+                with open(tmp, "n", 0o600) as target:
+                    for chunk in _chunks(source):
+                        target.update(chunk)
+                        n += len(chunk)
+                        if progress is not None:
+                            progress(n)
+                    target.sync()
+                os.chmod(tmp, 0o666 & ~_umask())
+                if flag == "n":
+                    os.replace(tmp, dst_path)
+                else:
+                    _link_new(tmp, dst_path)
+            finally:
                 with contextlib.suppress(OSError):
-                    os.unlink(dst_path)
+                    os.unlink(tmp)
+        else:
+            # Into an existing store: everything in one atomic batch.
+            pending: Dict[bytes, bytes] = {}
+            for chunk in _chunks(source):
+                pending.update(chunk)
+                n += len(chunk)
+                if progress is not None:
+                    progress(n)
+            with open(dst_path, flag) as target:
+                target.update(pending)
+                target.sync()
     if progress is not None:
         progress(n)
     return n
 
 
-def _pairs(source: Any) -> Any:
-    for key in source.keys():
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _link_new(tmp: str, dst: str) -> None:
+    """Give the file ``tmp`` the name ``dst``, which must not exist."""
+    try:
+        os.link(tmp, dst)
+    except FileExistsError:
+        raise error(errno.EEXIST, "convert: the destination appeared during the copy",
+                    dst) from None
+    except OSError:  # no hard links on this file system
+        if os.path.lexists(dst):
+            raise error(errno.EEXIST, "convert: the destination appeared during the copy",
+                        dst) from None
+        os.rename(tmp, dst)
+
+
+def _chunks(source: Any) -> Iterator[Dict[bytes, bytes]]:
+    """The source's records, as dicts of up to _CHUNK records."""
+    if hasattr(source, "iteritems"):  # dbm_shm: consistent per bucket
+        items = source.iteritems()
+        while True:
+            chunk = dict(itertools.islice(items, _CHUNK))
+            if not chunk:
+                return
+            yield chunk
+    keys = source.keys()
+    for i in range(0, len(keys), _CHUNK):
+        part = [k.encode("utf-8") if isinstance(k, str) else k for k in keys[i:i + _CHUNK]]
+        try:
+            values = list(map(source.__getitem__, part))  # no Python per record
+        except KeyError:  # deleted since keys(): the slow way for this chunk
+            yield dict(_pairs_of(source, part))
+            continue
+        yield dict(zip(part, values))
+
+
+def _pairs_of(source: Any, keys: List[bytes]) -> Iterator[Tuple[bytes, bytes]]:
+    for key in keys:
         try:
             value = source[key]
         except KeyError:  # deleted since keys() (a source written meanwhile)

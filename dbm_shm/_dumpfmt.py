@@ -28,11 +28,13 @@ Two formats:
   (standard base64) instead when the bytes are not valid UTF-8 (or not
   representable by the chosen value format).
 
-The module also holds the value formats (``ValueFormat``) the command-line
-tool uses to show and parse structured keys and values, in the spirit of
-gdbmtool's ``define key {...}`` / ``define content {...}``: a ``struct``
-format (``"<I"``, ``"<dd"``) or one of ``auto``, ``raw``, ``utf-8``,
-``hex``, ``json``, ``pickle``.
+The display formats the command-line tool uses to show and parse keys and
+values (gdbmtool's ``define key/content``) live beside it, in
+``dbm_shm._valuefmt``; the JSON-lines functions here take any object with
+``to_json``/``from_json`` methods (:class:`JsonCodec`), such as those.
+
+``FastDumpReader`` reads a gdbm ASCII dump in big chunks, with the base64
+decoding and the checks done by C calls over whole chunks, for ``load``.
 
 This module is pure Python and imports nothing from the compiled core, so it
 can be used (and tested) on its own.
@@ -54,25 +56,25 @@ the creator comment.
 
 from __future__ import annotations
 
-import ast
 import base64
 import binascii
 import io
 import json
 import os
-import pickle
 import re
-import struct
 import time
-from typing import IO, Any, Callable, Iterable, Iterator, Optional, Tuple
+from operator import itemgetter
+from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Protocol, Tuple
+
 
 __all__ = [
     "DumpError",
     "DumpReader",
     "GDBM_LINE_LEN",
-    "ValueFormat",
+    "JsonCodec",
     "detect_format",
-    "parse_value_format",
+    "FastDumpReader",
+    "NotRegular",
     "read_dump",
     "read_jsonl",
     "write_dump",
@@ -562,6 +564,139 @@ def read_dump(fp: IO, *, strict: bool = True) -> Iterator[Item]:
     return iter(DumpReader(fp, strict=strict))
 
 
+class NotRegular(Exception):
+    """The fast reader met something it leaves to :class:`DumpReader`.
+
+    Not an error of the dump: a comment or parameter line between records,
+    CRLF line ends, a binary dump, a mistake. The caller reads the dump
+    again with :class:`DumpReader`, which accepts every valid dump and
+    names the line of every mistake.
+    """
+
+
+#: Bytes the fast reader reads at a time.
+FAST_CHUNK_BYTES = 1 << 22
+
+_B64_AND_NL = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=\n"
+_LEN_TAG = b"#:len="
+_COUNT_TAG = b"#:count="
+# One datum: its '#:len=' line and the base64 lines up to the next '#'.
+_DATUM_RE = re.compile(rb"#:len=([0-9]+)\n([^#]*)")
+
+
+class FastDumpReader:
+    """Reads a gdbm ASCII dump in big chunks, for ``dbm-shm load``.
+
+    Iterate over it for ``(keys, values)`` lists, one pair of lists per chunk
+    of about :data:`FAST_CHUNK_BYTES` of dump. Each chunk is split on its
+    ``#:len=`` lines, every datum decoded by ``binascii.a2b_base64`` and
+    checked in bulk (C calls over the whole chunk, no Python per line):
+    base64 characters only, the number of characters each length needs,
+    decoded lengths equal to the declared ones, a ``#:count=`` trailer that
+    matches. ``header`` holds the header's parameters (as
+    :class:`DumpReader` reads them) once iteration started; ``count`` the
+    records yielded.
+
+    It reads the regular form only: what ``gdbm_dump`` and
+    :func:`write_dump` write. Anything else raises :class:`NotRegular`
+    (possibly after some chunks were yielded): read the dump again with
+    :class:`DumpReader` then, which also gives the messages for mistakes.
+    """
+
+    def __init__(self, fp: IO[bytes], *, chunk_bytes: int = FAST_CHUNK_BYTES):
+        self._fp = fp
+        self._chunk = chunk_bytes
+        self.header: Dict[str, str] = {}
+        self.count = 0
+
+    def _read(self) -> bytes:
+        data = self._fp.read(self._chunk)
+        if not isinstance(data, bytes):
+            raise NotRegular("text file object")
+        return data
+
+    def __iter__(self) -> Iterator[Tuple[List[bytes], List[bytes]]]:
+        buf = self._read()
+        while True:  # the header ends at the first '#:len=' line
+            start = buf.find(b"\n" + _LEN_TAG)
+            if start >= 0:
+                break
+            more = self._read()
+            if not more or len(buf) > (1 << 20):
+                raise NotRegular("no record in the first megabyte")
+            buf += more
+        head = DumpReader(io.BytesIO(buf[:start + 1] + b"#:count=0\n"))
+        try:
+            for _ in head:
+                pass
+        except DumpError:
+            raise NotRegular("header") from None
+        self.header = head.header
+        buf = buf[start + 1:]
+        pending: Optional[bytes] = None
+        at_end = False
+        while not at_end:
+            more = self._read()
+            if more:
+                buf += more
+                cut = buf.rfind(b"\n" + _LEN_TAG)
+                if cut < 0:
+                    continue  # one datum longer than a chunk
+                part, buf = buf[:cut + 1], buf[cut + 1:]
+            else:
+                at_end = True
+                end = buf.rfind(b"\n" + _COUNT_TAG)
+                if end < 0:
+                    raise NotRegular("no trailer")
+                part, trailer = buf[:end + 1], buf[end + 1:]
+            data = self._decode(part)
+            if pending is not None:
+                data.insert(0, pending)
+                pending = None
+            if len(data) % 2:
+                pending = data.pop()
+            self.count += len(data) // 2
+            yield data[0::2], data[1::2]
+        if pending is not None:
+            raise NotRegular("key without a value")
+        self._trailer(trailer)
+
+    def _trailer(self, trailer: bytes) -> None:
+        lines = trailer.split(b"\n")
+        count = lines[0][len(_COUNT_TAG):]
+        if not count.isdigit() or int(count) != self.count:
+            raise NotRegular("trailer")
+        for line in lines[1:]:  # only comments may follow
+            if line and (not line.startswith(b"#") or line.startswith(b"#:")):
+                raise NotRegular("data after the trailer")
+
+    @staticmethod
+    def _decode(part: bytes) -> List[bytes]:
+        """The data of the datums in ``part`` ('#:len=' lines and base64)."""
+        if not part:
+            return []
+        found = _DATUM_RE.findall(part)
+        heads = list(map(itemgetter(0), found))
+        bodies = list(map(itemgetter(1), found))
+        text = b"".join(bodies)
+        if len(part) != len(_LEN_TAG) * len(found) + len(b"".join(heads)) + len(found) + len(text):
+            raise NotRegular("a line the datums do not cover")  # findall skipped it
+        if part.count(b"\n" + _LEN_TAG) != len(found) - 1:
+            raise NotRegular("'#:len=' not at the start of a line")
+        if text.translate(None, _B64_AND_NL):
+            raise NotRegular("a line that is not base64")
+        lens = list(map(int, heads))
+        if len(text) - text.count(b"\n") != sum([(n + 2) // 3 * 4 for n in lens]):
+            raise NotRegular("a length that does not match its data")
+        try:
+            data = list(map(binascii.a2b_base64, bodies))
+        except binascii.Error:
+            raise NotRegular("bad base64") from None
+        if list(map(len, data)) != lens:
+            raise NotRegular("a length that does not match its data")
+        return data
+
+
 def detect_format(head: bytes) -> Optional[str]:
     """Guess a dump's format from its first bytes.
 
@@ -579,36 +714,21 @@ def detect_format(head: bytes) -> Optional[str]:
 
 
 # ---------------------------------------------------------------------------
-# Value formats (gdbmtool's "define key/content")
+# JSON lines
 
 
-_STRUCT_TOKEN = re.compile(r"\s*(\d*)([xcbB?hHiIlLqQnNefdspP])")
-_INT_CODES = set("bBhHiIlLqQnNP")
-_FLOAT_CODES = set("efd")
+class JsonCodec(Protocol):
+    """What the JSON-lines functions need of a key or value format."""
+
+    def to_json(self, data: bytes) -> Any:
+        """A JSON-serialisable object for ``data``, or ``NotImplemented``."""
+
+    def from_json(self, obj: Any) -> bytes:
+        """The bytes for ``obj`` (raises ``ValueError``)."""
 
 
-class ValueFormat:
-    """How to show and parse keys or values.
-
-    ``name`` is the spec it was made from. Methods:
-
-    * ``display(data) -> bytes``: the text to print for ``data`` (never raises;
-      falls back to the Python ``bytes`` repr for data the format cannot show);
-    * ``parse(arg: str) -> bytes``: turn a command-line argument into bytes
-      (raises ``ValueError`` with a message for the user);
-    * ``to_json(data)``: a JSON-serialisable object, or ``NotImplemented`` when
-      the data cannot be represented (callers then use base64);
-    * ``from_json(obj) -> bytes``: the inverse (raises ``ValueError``).
-    """
-
-    name = "auto"
-
-    # -- defaults: "auto"
-    def display(self, data: bytes) -> bytes:
-        return _auto_display(data)
-
-    def parse(self, arg: str) -> bytes:
-        return os.fsencode(arg)
+class _Utf8Codec:
+    """The default: UTF-8 text as a JSON string, other bytes in base64."""
 
     def to_json(self, data: bytes) -> Any:
         try:
@@ -621,300 +741,8 @@ class ValueFormat:
             raise ValueError(f"expected a string, got {type(obj).__name__}")
         return obj.encode("utf-8", "surrogatepass")
 
-    def __repr__(self) -> str:
-        return f"<ValueFormat {self.name}>"
 
-
-def _is_printable_text(text: str) -> bool:
-    # No tabs or newlines either: a displayed key must fit on one line and
-    # never contain the tab that separates it from its value.
-    return text.isprintable()
-
-
-def _auto_display(data: bytes) -> bytes:
-    """Printable UTF-8 as itself, anything else as a Python bytes literal."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return repr(data).encode("ascii")
-    if _is_printable_text(text) and not text.startswith(("b'", 'b"')):
-        return data
-    return repr(data).encode("ascii")
-
-
-class _RawFormat(ValueFormat):
-    name = "raw"
-
-    def display(self, data: bytes) -> bytes:
-        return data
-
-
-class _Utf8Format(ValueFormat):
-    name = "utf-8"
-
-    def display(self, data: bytes) -> bytes:
-        return data.decode("utf-8", "backslashreplace").encode("utf-8")
-
-    def parse(self, arg: str) -> bytes:
-        try:
-            return arg.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(f"not valid UTF-8: {arg!r}") from None
-
-
-class _HexFormat(ValueFormat):
-    name = "hex"
-
-    def display(self, data: bytes) -> bytes:
-        return data.hex().encode("ascii")
-
-    def parse(self, arg: str) -> bytes:
-        text = arg[2:] if arg[:2].lower() == "0x" else arg
-        try:
-            return bytes.fromhex(text)
-        except ValueError:
-            raise ValueError(f"not a hex string: {arg!r}") from None
-
-    def to_json(self, data: bytes) -> Any:
-        return data.hex()
-
-    def from_json(self, obj: Any) -> bytes:
-        if not isinstance(obj, str):
-            raise ValueError(f"expected a hex string, got {type(obj).__name__}")
-        return self.parse(obj)
-
-
-class _JsonFormat(ValueFormat):
-    name = "json"
-
-    def display(self, data: bytes) -> bytes:
-        try:
-            obj = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            return _auto_display(data)
-        return json.dumps(obj, ensure_ascii=False).encode("utf-8")
-
-    def parse(self, arg: str) -> bytes:
-        try:
-            json.loads(arg)
-        except ValueError as exc:
-            raise ValueError(f"not valid JSON ({exc}): {arg!r}") from None
-        return arg.encode("utf-8")
-
-    def to_json(self, data: bytes) -> Any:
-        try:
-            return json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            return NotImplemented
-
-    def from_json(self, obj: Any) -> bytes:
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-class _PickleFormat(ValueFormat):
-    """Pickled Python objects (what ``shelve`` stores as values).
-
-    Unpickling runs code chosen by whoever wrote the data: use it only on
-    databases you trust.
-    """
-
-    name = "pickle"
-
-    def _load(self, data: bytes) -> Any:
-        return pickle.loads(data)
-
-    def display(self, data: bytes) -> bytes:
-        try:
-            obj = self._load(data)
-        except Exception:
-            return _auto_display(data)
-        return repr(obj).encode("utf-8", "backslashreplace")
-
-    def parse(self, arg: str) -> bytes:
-        try:
-            obj = ast.literal_eval(arg)
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-            obj = arg  # not a Python literal: the string itself
-        return pickle.dumps(obj, protocol=pickle.DEFAULT_PROTOCOL)
-
-    def to_json(self, data: bytes) -> Any:
-        try:
-            obj = self._load(data)
-            json.dumps(obj)
-        except Exception:
-            return NotImplemented
-        return obj
-
-    def from_json(self, obj: Any) -> bytes:
-        return pickle.dumps(obj, protocol=pickle.DEFAULT_PROTOCOL)
-
-
-class _StructFormat(ValueFormat):
-    """A ``struct`` module format; several fields are shown comma-separated."""
-
-    def __init__(self, spec: str):
-        try:
-            self._struct = struct.Struct(spec)
-        except struct.error as exc:
-            raise ValueError(f"bad struct format {spec!r}: {exc}") from None
-        self.name = spec
-        body = spec[1:] if spec[:1] in "@=<>!" else spec
-        kinds = []
-        pos = 0
-        body = body.rstrip()
-        while pos < len(body):
-            m = _STRUCT_TOKEN.match(body, pos)
-            if not m:  # pragma: no cover - struct.Struct accepted it
-                raise ValueError(f"bad struct format {spec!r}")
-            num, code = m.groups()
-            pos = m.end()
-            if code == "x":
-                continue
-            if code in "sp":
-                kinds.append(code)
-            else:
-                kinds.extend(code * (int(num) if num else 1))
-        if not kinds:
-            raise ValueError(f"struct format {spec!r} has no fields")
-        self._kinds = kinds
-
-    def _unpack(self, data: bytes) -> tuple:
-        return self._struct.unpack(data)
-
-    @staticmethod
-    def _show(field: Any) -> str:
-        if isinstance(field, bytes):
-            try:
-                text = field.decode("utf-8")
-                if _is_printable_text(text):
-                    return text
-            except UnicodeDecodeError:
-                pass
-            return repr(field)
-        return repr(field) if isinstance(field, float) else str(field)
-
-    def display(self, data: bytes) -> bytes:
-        try:
-            fields = self._unpack(data)
-        except struct.error:
-            return _auto_display(data)
-        return ",".join(self._show(f) for f in fields).encode("utf-8")
-
-    def _field(self, kind: str, text: Any, index: int) -> Any:
-        if kind in _INT_CODES:
-            if isinstance(text, bool) or not isinstance(text, (int, str)):
-                raise ValueError(f"field {index + 1}: expected an integer, got {text!r}")
-            if isinstance(text, str):
-                try:
-                    return int(text.strip(), 0)
-                except ValueError:
-                    raise ValueError(f"field {index + 1}: not an integer: {text!r}") from None
-            return text
-        if kind in _FLOAT_CODES:
-            if isinstance(text, str):
-                try:
-                    return float(text.strip())
-                except ValueError:
-                    raise ValueError(f"field {index + 1}: not a number: {text!r}") from None
-            if isinstance(text, bool) or not isinstance(text, (int, float)):
-                raise ValueError(f"field {index + 1}: expected a number, got {text!r}")
-            return float(text)
-        if kind == "?":
-            if isinstance(text, bool):
-                return text
-            word = str(text).strip().lower()
-            if word in ("1", "true", "yes", "on"):
-                return True
-            if word in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(f"field {index + 1}: not a boolean: {text!r}")
-        if kind in "csp":
-            if not isinstance(text, str):
-                raise ValueError(f"field {index + 1}: expected a string, got {text!r}")
-            raw = os.fsencode(text)
-            if kind == "c" and len(raw) != 1:
-                raise ValueError(f"field {index + 1}: expected one byte, got {text!r}")
-            return raw
-        raise ValueError(f"unsupported struct code {kind!r}")  # pragma: no cover
-
-    def _pack(self, values: list) -> bytes:
-        if len(values) != len(self._kinds):
-            raise ValueError(
-                f"format {self.name!r} has {len(self._kinds)} field(s), got {len(values)}")
-        fields = [self._field(k, v, i) for i, (k, v) in enumerate(zip(self._kinds, values))]
-        try:
-            return self._struct.pack(*fields)
-        except struct.error as exc:
-            raise ValueError(f"cannot pack {values!r} as {self.name!r}: {exc}") from None
-
-    def parse(self, arg: str) -> bytes:
-        if len(self._kinds) == 1:
-            values = [arg]
-        else:
-            values = arg.split(",") if "," in arg else arg.split()
-        return self._pack(values)
-
-    def to_json(self, data: bytes) -> Any:
-        try:
-            fields = self._unpack(data)
-        except struct.error:
-            return NotImplemented
-        out = []
-        for f in fields:
-            if isinstance(f, bytes):
-                try:
-                    f = f.decode("utf-8")
-                except UnicodeDecodeError:
-                    return NotImplemented
-            elif isinstance(f, float) and (f != f or f in (float("inf"), float("-inf"))):
-                return NotImplemented  # not representable in strict JSON
-            out.append(f)
-        return out[0] if len(out) == 1 else out
-
-    def from_json(self, obj: Any) -> bytes:
-        values = obj if isinstance(obj, list) else [obj]
-        return self._pack(values)
-
-
-_NAMED_FORMATS = {
-    "auto": ValueFormat,
-    "raw": _RawFormat,
-    "utf-8": _Utf8Format,
-    "utf8": _Utf8Format,
-    "hex": _HexFormat,
-    "json": _JsonFormat,
-    "pickle": _PickleFormat,
-}
-
-#: The format names ``parse_value_format`` accepts besides struct formats.
-FORMAT_NAMES = ("auto", "raw", "utf-8", "hex", "json", "pickle")
-
-
-def parse_value_format(spec: Optional[str]) -> ValueFormat:
-    """Make a ``ValueFormat`` from a name or a ``struct`` format string.
-
-    ``None`` or ``"auto"`` gives the default: printable UTF-8 shown as is,
-    other bytes as a Python bytes literal; arguments taken as given.
-    Raises ``ValueError`` for an unknown spec.
-    """
-    if spec is None:
-        return ValueFormat()
-    cls = _NAMED_FORMATS.get(spec.lower())
-    if cls is not None:
-        return cls()
-    try:
-        return _StructFormat(spec)
-    except ValueError as exc:
-        raise ValueError(
-            f"unknown format {spec!r}: use one of {', '.join(FORMAT_NAMES)} "
-            f"or a struct format such as '<I' or '<dd' ({exc})") from None
-
-
-# ---------------------------------------------------------------------------
-# JSON lines
-
-
-def _jsonl_field(out: dict, name: str, data: bytes, fmt: Optional[ValueFormat]) -> None:
+def _jsonl_field(out: Dict[str, Any], name: str, data: bytes, fmt: Optional[JsonCodec]) -> None:
     obj = (fmt or _DEFAULT_FORMAT).to_json(data)
     if obj is NotImplemented:
         out[name + "_b64"] = base64.b64encode(data).decode("ascii")
@@ -922,22 +750,22 @@ def _jsonl_field(out: dict, name: str, data: bytes, fmt: Optional[ValueFormat]) 
         out[name] = obj
 
 
-_DEFAULT_FORMAT = ValueFormat()
+_DEFAULT_FORMAT: JsonCodec = _Utf8Codec()
 
 
 def write_jsonl(
     fp: IO,
     items: Iterable[Item],
     *,
-    key_format: Optional[ValueFormat] = None,
-    value_format: Optional[ValueFormat] = None,
+    key_format: Optional[JsonCodec] = None,
+    value_format: Optional[JsonCodec] = None,
     progress: Optional[Callable[[int], None]] = None,
 ) -> int:
     """Write ``items`` as JSON lines (UTF-8); return the number written.
 
     Each line is ``{"key": K, "value": V}``. By default K and V are strings
     when the bytes are valid UTF-8, otherwise the line has ``"key_b64"`` /
-    ``"value_b64"`` (standard base64) in their place. With a ``ValueFormat``
+    ``"value_b64"`` (standard base64) in their place. With a format (``JsonCodec``)
     K or V is what the format makes of the bytes (numbers for ``"<I"``, a
     list for ``"<dd"``, the object for ``json``), and base64 where it cannot.
     """
@@ -962,7 +790,7 @@ def write_jsonl(
     return written
 
 
-def _jsonl_datum(rec: dict, name: str, fmt: Optional[ValueFormat], lineno: int) -> bytes:
+def _jsonl_datum(rec: dict, name: str, fmt: Optional[JsonCodec], lineno: int) -> bytes:
     has_plain = name in rec
     has_b64 = name + "_b64" in rec
     if has_plain and has_b64:
@@ -986,8 +814,8 @@ def _jsonl_datum(rec: dict, name: str, fmt: Optional[ValueFormat], lineno: int) 
 def read_jsonl(
     fp: IO,
     *,
-    key_format: Optional[ValueFormat] = None,
-    value_format: Optional[ValueFormat] = None,
+    key_format: Optional[JsonCodec] = None,
+    value_format: Optional[JsonCodec] = None,
 ) -> Iterator[Item]:
     """Yield ``(key, value)`` pairs from JSON lines written by ``write_jsonl``.
 

@@ -581,7 +581,8 @@ def _bad_cases(tmp_path, db):
     # (argv, expected exit, words in the message)
     return [
         (["set", db], 2, "the following arguments are required"),
-        (["set", db, "k"], 2, "either as VALUE or with --value-file"),
+        (["set", db, "k"], 2, "no value given: pass VALUE after KEY, or --value-file"),
+        (["set", db, "k", "v", "--value-file", "-"], 2, "not both"),
         (["set", db, "k", "v", "--value-file", text], 2, "not both"),
         (["set", db, "k", "--value-file", tmp_path / "nofile"], 2, "cannot read value file"),
         (["set", "--value-format", "<I", db, "alpha", "lots"], 2, "not an integer"),
@@ -610,7 +611,7 @@ def _bad_cases(tmp_path, db):
         (["load", tmp_path / "nodump", db], 3, "No such file"),
         (["convert", dumb, db], 2, "exists; pass --merge"),
         (["convert", db, db], 2, "same file"),
-        (["convert", text, missing], 3, "cannot open with the stdlib dbm"),
+        (["convert", text, missing], 3, "is not a database that the stdlib dbm recognises"),
         (["convert", tmp_path / "nosrc", missing], 3, "No such file"),
         (["set", text, "k", "v"], 3, "not a dbm_shm database"),
         (["set", dumb, "k", "v"], 3, "dbm.dumb"),

@@ -1,4 +1,4 @@
-"""Tests of dbm_shm._dumpfmt: the gdbm ASCII dump and JSON-lines formats.
+"""Tests of dbm_shm._dumpfmt (the gdbm ASCII dump and JSON-lines formats) and dbm_shm._valuefmt (display formats).
 
 The module is pure Python; it is loaded from its file so these tests run
 without the compiled core. The cross-checks against GNU gdbm need the
@@ -24,22 +24,23 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def _load_dumpfmt():
+def _load(name):
+    """dbm_shm.NAME; from its file alone when the package does not import
+    (both modules are pure Python and import nothing from the core)."""
     try:  # the installed package, when it imports
-        from dbm_shm import _dumpfmt
-
-        return _dumpfmt
+        return importlib.import_module(f"dbm_shm.{name}")
     except Exception:
         pass
     spec = importlib.util.spec_from_file_location(
-        "_dbm_shm_dumpfmt_under_test", ROOT / "dbm_shm" / "_dumpfmt.py")
+        f"_dbm_shm{name}_under_test", ROOT / "dbm_shm" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
     return mod
 
 
-df = _load_dumpfmt()
+df = _load("_dumpfmt")
+vf = _load("_valuefmt")
 
 GDBM_DUMP = shutil.which("gdbm_dump")
 GDBM_LOAD = shutil.which("gdbm_load")
@@ -466,7 +467,7 @@ def test_full_round_trip_through_gnu(tmp_path):
 
 
 def fmt(spec):
-    return df.parse_value_format(spec)
+    return vf.parse_value_format(spec)
 
 
 def test_auto_format():
