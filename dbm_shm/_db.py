@@ -19,6 +19,8 @@ from typing import (Any, Callable, ContextManager, Dict, Iterable, Iterator, Lis
                     Optional, Tuple, TypeVar, Union)
 
 from ._dshm import ffi, lib
+from ._batch import DELETE as _DELETE
+from ._batch import BatchContext, Pending, apply_to_values, count_delta, overlay, pairs_of, write_lists
 from ._errors import CLOSED_MESSAGE, error, raise_for
 
 __all__ = ["Database", "Snapshot", "open", "open_flags"]
@@ -64,57 +66,8 @@ _STAT_FIELDS = (
     "writes", "batches", "batch_ops", "lock_waits", "lock_wait_ns", "waits", "wakeups",
     "multi_retries",
 )
-_DELETE: Any = object()          # a pending delete in a batch
 _get_ident = threading.get_ident
 _T = TypeVar("_T")
-
-
-class _Pending:
-    """One thread's open batch on one handle: the writes it holds back."""
-
-    __slots__ = ("ops", "deletes", "depth", "saves")
-
-    def __init__(self) -> None:
-        self.ops: Dict[bytes, Any] = {}   # key -> value, or _DELETE
-        self.deletes = 0                  # _DELETE entries ever put in ops
-        self.depth = 0
-        self.saves: List[Tuple[Dict[bytes, Any], int]] = []   # nested batches
-
-
-class _BatchContext:
-    """What ``Database.batch()`` returns: see there."""
-
-    __slots__ = ("_db",)
-
-    def __init__(self, db: "Database") -> None:
-        self._db = db
-
-    def __enter__(self) -> "Database":
-        db = self._db
-        db._check_open()
-        tid = threading.get_ident()
-        p = db._batches.get(tid)
-        if p is None:
-            p = _Pending()
-            db._batches[tid] = p
-        elif p.depth:
-            p.saves.append((dict(p.ops), p.deletes))
-        p.depth += 1
-        return db
-
-    def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
-        db = self._db
-        tid = threading.get_ident()
-        p = db._batches[tid]
-        p.depth -= 1
-        if p.depth:
-            saved = p.saves.pop()
-            if et is not None:   # an inner batch that failed: drop its writes only
-                p.ops, p.deletes = saved
-            return
-        del db._batches[tid]
-        if et is None and p.ops:
-            db._write_batch(p.ops, p.deletes)
 
 
 class Snapshot(Mapping[bytes, bytes]):
@@ -226,7 +179,7 @@ class Database:
     def _open(self, filename: PathArg, flag: str, mode: int) -> None:
         self._closed = True
         self._h: Any = None
-        self._batches: Dict[int, _Pending] = {}   # thread id -> its open batch
+        self._batches: Dict[int, Pending] = {}   # thread id -> its open batch
         path = os.fspath(filename)
         bpath = os.fsencode(path)
         if b"\0" in bpath:
@@ -301,8 +254,7 @@ class Database:
             if p is not None:
                 if k not in self:
                     raise KeyError(key)
-                p.ops[k] = _DELETE
-                p.deletes += 1
+                p.delete(k)
                 return
         rc = lib.dshm_del(self._h, k, len(k))
         if rc == _NOTFOUND:
@@ -323,13 +275,9 @@ class Database:
         if n < 0:
             raise_for(n, "len", self._path)
         p = self._pending()
-        if p is not None:   # what the batch will add and remove
-            for k, v in p.ops.items():
-                stored = self._stored(k)
-                n += (v is not _DELETE and not stored) - (v is _DELETE and stored)
-        return n
+        return n if p is None else n + count_delta(p, self._stored)
 
-    def _pending(self) -> Optional[_Pending]:
+    def _pending(self) -> Optional[Pending]:
         """This thread's open batch on this handle, if any."""
         return self._batches.get(threading.get_ident()) if self._batches else None
 
@@ -398,21 +346,7 @@ class Database:
 
     def _overlay(self, pairs: Iterator[Tuple[bytes, bytes]]) -> Iterator[Tuple[bytes, bytes]]:
         """``pairs`` as this thread's open batch would leave them."""
-        p = self._pending()
-        if p is None:
-            yield from pairs
-            return
-        ops = dict(p.ops)
-        for k, v in pairs:
-            if k in ops:
-                nv = ops.pop(k)
-                if nv is not _DELETE:
-                    yield k, nv
-            else:
-                yield k, v
-        for k, nv in ops.items():
-            if nv is not _DELETE:
-                yield k, nv
+        return overlay(self._pending(), pairs)
 
     def _scan(self, values: bool) -> Iterator[Tuple[bytes, bytes]]:
         cursor = ffi.new("uint64_t *")
@@ -501,7 +435,7 @@ class Database:
         ``firstkey()``/``nextkey()`` inside a batch see the store without it;
         ``clear()`` inside a batch is an error.
         """
-        return _BatchContext(self)
+        return BatchContext(self)
 
     def update(self, other: Any = (), /, **kwargs: Key) -> None:
         """Set many keys at once, atomically, as ``dict.update``: from a
@@ -513,16 +447,9 @@ class Database:
             # The common case without a Python loop: all bytes, one call.
             keys, vals = list(other), list(other.values())
         else:
-            pairs: Iterable[Tuple[Any, Any]]
-            if hasattr(other, "keys"):
-                pairs = ((k, other[k]) for k in other.keys()) if not isinstance(other, dict) else other.items()
-            else:
-                pairs = other
             ops: Dict[bytes, Any] = {}
-            for k, v in pairs:
+            for k, v in pairs_of(other, kwargs):
                 ops[k if type(k) is bytes else _as_bytes(k, "key")] = v if type(v) is bytes else _as_bytes(v, "value")
-            for k, v in kwargs.items():
-                ops[k.encode("utf-8")] = v if type(v) is bytes else _as_bytes(v, "value")
             if p is not None:
                 p.ops.update(ops)
                 return
@@ -533,24 +460,12 @@ class Database:
             self._check_open()
 
     def _write_batch(self, ops: Dict[bytes, Any], deletes: int) -> int:
-        """Apply ops (key -> value or _DELETE) as one batch; its commit id."""
+        """Apply ops (key -> value or a pending delete) as one batch; its commit id."""
         return self._write_lists(list(ops), list(ops.values()), bool(deletes))
 
     def _write_lists(self, keys: List[bytes], vals: List[Any], deletes: bool) -> int:
-        """Apply keys[i] -> vals[i] (bytes, or _DELETE) as one batch."""
-        if deletes:
-            vlens = array("q", [-1 if v is _DELETE else len(v) for v in vals])
-            vbuf = b"".join([v for v in vals if v is not _DELETE])
-        else:
-            vlens = array("q", map(len, vals))
-            vbuf = b"".join(vals)
-        klens = array("Q", map(len, keys))
-        out = ffi.new("uint64_t *")
-        rc = lib.dshm_write_batch(self._h, len(keys), b"".join(keys), ffi.from_buffer("uint64_t[]", klens),
-                                  vbuf, ffi.from_buffer("int64_t[]", vlens), out)
-        if rc:
-            raise_for(rc, "batch", self._path)
-        return int(out[0])
+        """Apply keys[i] -> vals[i] (bytes, or a pending delete) as one batch."""
+        return write_lists(self._h, self._path, keys, vals, deletes)
 
     def _get_many(self, keys: List[bytes]) -> Tuple[List[Optional[bytes]], int]:
         """Values of keys (None: absent) as of one commit, and that commit."""
@@ -593,9 +508,7 @@ class Database:
         values, _ = self._get_many(ks)
         p = self._pending()
         if p is not None:
-            for i, k in enumerate(ks):
-                if k in p.ops:
-                    values[i] = None if p.ops[k] is _DELETE else p.ops[k]
+            apply_to_values(p, ks, values)
         if default is not None:
             values = [default if v is None else v for v in values]
         return values
