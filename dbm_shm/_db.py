@@ -16,11 +16,12 @@ import threading
 import time
 from array import array
 from typing import (Any, Callable, ContextManager, Dict, Iterable, Iterator, List, Mapping,
-                    Optional, Tuple, TypeVar, Union)
+                    MutableMapping, Optional, Tuple, TypeVar, Union, overload)
 
 from ._dshm import ffi, lib
 from ._batch import DELETE as _DELETE
-from ._batch import BatchContext, Pending, apply_to_values, count_delta, overlay, pairs_of, write_lists
+from ._batch import (BatchContext, Pending, apply_to_values, count_delta, open_batches_message, overlay,
+                     pairs_of, write_lists)
 from ._errors import CLOSED_MESSAGE, error, raise_for
 
 __all__ = ["Database", "Snapshot", "open", "open_flags"]
@@ -162,15 +163,31 @@ def _flags(flag: str) -> int:
     return bits
 
 
-class Database:
-    """An open dbm_shm database: the interface of ``dbm.gnu`` objects.
+class _Missing:
+    """The type of ``_MISSING``: no default was given."""
+
+
+_MISSING = _Missing()
+
+
+class Database(MutableMapping[bytes, bytes]):
+    """An open dbm_shm database: the interface of ``dbm.gnu`` objects, and a
+    :class:`collections.abc.MutableMapping` of ``bytes`` to ``bytes``.
 
     Keys and values are ``bytes``; ``str`` is accepted and stored UTF-8
     encoded, and so is any bytes-like object. Obtain one with
     :func:`dbm_shm.open`.
+
+    Where ``dbm.gnu`` and ``MutableMapping`` differ, ``dbm.gnu`` wins:
+    :meth:`keys` (and :meth:`values`, :meth:`items`) return lists, and
+    handles hash by identity (``==`` compares contents, as for mappings).
     """
 
     __slots__ = ("_h", "_path", "_closed", "_batches", "__weakref__")
+
+    # dbm.gnu objects hash by identity; Mapping's __eq__ would make them
+    # unhashable.
+    __hash__ = object.__hash__  # type: ignore[assignment]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # As with dbm.gnu's type, instances come only from open().
@@ -292,15 +309,100 @@ class Database:
         return len(self) > 0
 
     def __iter__(self) -> Iterator[bytes]:
+        """Iterate over the keys a bucket at a time (see :meth:`iteritems`)."""
         for key, _ in self._overlay(self._scan(False)):
             yield key
 
-    def get(self, key: Key, default: Optional[bytes] = None) -> Optional[bytes]:
+    def __eq__(self, other: object) -> bool:
+        """Equal to any mapping with the same keys and values (a ``dict``,
+        a :class:`Snapshot`, another database), as ``Mapping`` compares."""
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return dict(self.items()) == dict(other.items())
+
+    @overload
+    def get(self, key: Key) -> Optional[bytes]: ...
+    @overload
+    def get(self, key: Key, default: Union[bytes, _T]) -> Union[bytes, _T]: ...
+
+    def get(self, key: Key, default: Any = None) -> Any:
         """Return the value for ``key``, or ``default`` if it is absent."""
         try:
             return self[key]
         except KeyError:
             return default
+
+    @overload
+    def pop(self, key: Key) -> bytes: ...
+    @overload
+    def pop(self, key: Key, default: Union[bytes, _T]) -> Union[bytes, _T]: ...
+
+    def pop(self, key: Key, default: Any = _MISSING) -> Any:
+        """Remove ``key`` and return its value; if it is absent, return
+        ``default``, or raise ``KeyError`` if none is given.
+
+        One atomic call under the writer lock (``dshm_pop``): of processes
+        popping the same key at once, exactly one gets its value. Inside a
+        :meth:`batch`, it reads and deletes through the batch (the delete
+        is applied when the batch commits).
+        """
+        k = key if type(key) is bytes else _as_bytes(key, "key")
+        p = self._pending()
+        if p is not None:
+            try:
+                v = self[k]
+            except KeyError:
+                if default is _MISSING:
+                    raise
+                return default
+            p.delete(k)
+            return v
+        buf, cap = _buf(), _BUFCAP
+        while True:
+            n = lib.dshm_pop(self._h, k, len(k), buf, cap)
+            if n > cap:   # too big for the buffer: nothing was removed
+                cap = n
+                buf = _new_uncleared("char[]", n)
+            elif n >= 0:
+                return _unpack(buf, n)
+            elif n == _NOTFOUND:
+                if default is _MISSING:
+                    raise KeyError(key)
+                return default
+            else:
+                raise_for(n, "pop", self._path)
+
+    def popitem(self) -> Tuple[bytes, bytes]:
+        """Remove some (key, value) pair and return it; ``KeyError`` if the
+        database is empty. Which pair is unspecified (not LIFO as for
+        ``dict``): the store's order, from where this thread last took one.
+
+        One atomic call under the writer lock (``dshm_popitem``): of
+        processes calling it at once, each gets a different pair. Inside a
+        :meth:`batch`, it takes a pair as the batch sees the store (the
+        delete is applied when the batch commits).
+        """
+        p = self._pending()
+        if p is not None:
+            for k in self:
+                v = self[k]
+                p.delete(k)
+                return k, v
+            raise KeyError("popitem(): dbm_shm database is empty")
+        buf, cap = _buf(), _BUFCAP
+        klen = ffi.new("uint64_t *")
+        while True:
+            n = lib.dshm_popitem(self._h, buf, cap, klen)
+            if n > cap:   # too big for the buffer: nothing was removed
+                cap = n
+                buf = _new_uncleared("char[]", n)
+            elif n >= 0:
+                data = _unpack(buf, n)
+                return data[:klen[0]], data[klen[0]:]
+            elif n == _NOTFOUND:
+                raise KeyError("popitem(): dbm_shm database is empty")
+            else:
+                raise_for(n, "popitem", self._path)
 
     def setdefault(self, key: Key, default: Key = b"") -> bytes:
         """Return the value for ``key``; if absent, store ``default`` first.
@@ -325,16 +427,18 @@ class Database:
             if rc != lib.DSHM_KEYEXIST:
                 raise_for(rc, "setdefault", self._path)
 
-    def keys(self) -> List[bytes]:
-        """All keys, as a list (the store's order: by hash)."""
+    def keys(self) -> List[bytes]:  # type: ignore[override]
+        """All keys, as a list (the store's order: by hash), as dbm.gnu."""
         return [k for k, _ in self._overlay(self._scan(False))]
 
-    def items(self) -> List[Tuple[bytes, bytes]]:
-        """All (key, value) pairs, as a list. An extra beyond dbm.gnu."""
+    def items(self) -> List[Tuple[bytes, bytes]]:  # type: ignore[override]
+        """All (key, value) pairs, as a list (like :meth:`keys`). An extra
+        beyond dbm.gnu."""
         return list(self._overlay(self._scan(True)))
 
-    def values(self) -> List[bytes]:
-        """All values, as a list. An extra beyond dbm.gnu."""
+    def values(self) -> List[bytes]:  # type: ignore[override]
+        """All values, as a list (like :meth:`keys`). An extra beyond
+        dbm.gnu."""
         return [v for _, v in self._overlay(self._scan(True))]
 
     def iteritems(self) -> Iterator[Tuple[bytes, bytes]]:
@@ -672,8 +776,17 @@ class Database:
             raise error(CLOSED_MESSAGE)
 
     def close(self) -> None:
-        """Close the database. Further use raises ``dbm_shm.error``."""
+        """Close the database. Further use raises ``dbm_shm.error``.
+
+        Closing while a :meth:`batch` is still open on this handle, in any
+        thread, raises ``dbm_shm.error`` (saying which threads) and changes
+        nothing: the handle stays open, and the batch goes on and commits
+        when its block ends. End the batch first, then close.
+        """
         if not self._closed:
+            msg = open_batches_message(self._batches, "close()", self._path)
+            if msg is not None:
+                raise error(msg)
             self._closed = True
             lib.dshm_close(self._h)
 
@@ -686,10 +799,13 @@ class Database:
     def __del__(self) -> None:
         # The handle's memory is freed by ffi.gc; closing is all that is
         # left, and it needs nothing from module globals at shutdown.
-        h = getattr(self, "_h", None)
-        if h is not None:
-            self._closed = True
-            _close(h)
+        try:
+            h = getattr(self, "_h", None)
+            if h is not None:
+                self._closed = True
+                _close(h)
+        except Exception:   # never raise from a finalizer  # pragma: no cover
+            pass
 
     @property
     def filename(self) -> Union[str, bytes]:
