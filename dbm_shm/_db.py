@@ -187,7 +187,7 @@ class Database(MutableMapping[bytes, bytes]):
 
     # dbm.gnu objects hash by identity; Mapping's __eq__ would make them
     # unhashable.
-    __hash__ = object.__hash__  # type: ignore[assignment]
+    __hash__ = object.__hash__
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # As with dbm.gnu's type, instances come only from open().
@@ -217,7 +217,7 @@ class Database(MutableMapping[bytes, bytes]):
         if self._batches:
             p = self._batches.get(_get_ident())
             if p is not None and k in p.ops:
-                v = p.ops[k]
+                v: bytes = p.ops[k]
                 if v is _DELETE:
                     raise KeyError(key)
                 return v
@@ -237,7 +237,7 @@ class Database(MutableMapping[bytes, bytes]):
         between the calls, hence the loop)."""
         while True:
             if _new_bytes is not None:
-                out = _new_bytes(None, n)
+                out: bytes = _new_bytes(None, n)
                 m = _get(self._h, k, len(k), ffi.from_buffer(out), n)
                 if m == n:
                     return out
@@ -482,7 +482,8 @@ class Database(MutableMapping[bytes, bytes]):
             n = m
         return _unpack(buf, n) if n >= 0 else self._key_end(n)
 
-    def _key_end(self, rc: int) -> None:
+    def _key_end(self, rc: int) -> Optional[bytes]:
+        """None at the end of the keys; else raise for ``rc``."""
         if rc != _NOTFOUND:
             raise_for(rc, "iterate", self._path)
         return None
