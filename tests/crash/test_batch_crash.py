@@ -30,15 +30,13 @@ import threading
 import time
 from pathlib import Path
 
-_MP = str(Path(__file__).resolve().parent.parent / "multiprocess")
-if _MP not in sys.path:
-    sys.path.insert(0, _MP)
+import pytest
 
-import pytest  # noqa: E402
+import dbm_shm
+from dbm_shm._dshm import lib
 
-import dbm_shm  # noqa: E402
-from dbm_shm._dshm import lib  # noqa: E402
-from _helpers import BadValue, Procs, check_value, child_main, make_value, robust_list_next  # noqa: E402
+from _support import child_env
+from _support.helpers import BadValue, Procs, check_value, child_main, make_value, robust_list_next
 
 HERE = Path(__file__).resolve()
 BOUND = 10.0
@@ -203,7 +201,7 @@ def _verify_main(path, how, after):
 
 def verify(path, how="check", after="write"):
     r = subprocess.run([sys.executable, str(HERE), "verify", str(path), how, after],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=300, env=child_env())
     if r.returncode != 0:
         raise AssertionError(f"the next writer failed (exit code {r.returncode}):\n{r.stderr[-4000:]}")
     out = json.loads(r.stdout.strip().splitlines()[-1])
@@ -233,9 +231,7 @@ class BatchChild:
     thread; `crash_at` goes into its DSHM_CRASH_AT."""
 
     def __init__(self, args, crash_at=None, errfile=None):
-        env = {k: v for k, v in os.environ.items() if k != "DSHM_CRASH_AT"}
-        if crash_at:
-            env["DSHM_CRASH_AT"] = crash_at
+        env = child_env(crash_at)
         self._err = open(errfile, "wb") if errfile else subprocess.DEVNULL
         self.errfile = errfile
         self.proc = subprocess.Popen([sys.executable, str(HERE)] + [str(a) for a in args],
