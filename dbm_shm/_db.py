@@ -538,7 +538,9 @@ class Database(MutableMapping[bytes, bytes]):
         drops only its own writes). Many writes in one batch are also much
         faster than the same writes one by one: one lock, one commit.
         ``firstkey()``/``nextkey()`` inside a batch see the store without it;
-        ``clear()`` inside a batch is an error.
+        ``clear()`` inside a batch is an error, and so is :meth:`close`
+        while any thread's batch on the handle is open (nothing is lost:
+        the batch goes on and commits at its end).
         """
         return BatchContext(self)
 

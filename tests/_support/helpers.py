@@ -759,21 +759,21 @@ def crash_child_cmd(path: Path, scenario: str, seed: int, run: int, nops: int) -
             str(seed), str(run), str(nops)]
 
 
-class CrashChild:
-    """A crash child (a writer process logging its acknowledged writes to
-    a pipe), started now. `crash_at` goes into its DSHM_CRASH_AT; the pipe
-    is drained by a thread so the child never blocks on it."""
+class ScriptChild:
+    """A script run as a child process (`cmd`), started now, its stdout
+    drained by a thread so it never blocks on the pipe; `ready` is set
+    once it printed a line "R" (or ended). `crash_at` goes into its
+    DSHM_CRASH_AT; its stderr goes to `errfile` if given."""
 
-    def __init__(self, path: str, scenario: str, seed: int, run: int, nops: int,
-                 crash_at: Optional[str] = None, errfile: Optional[Path] = None):
+    what = "child"
+
+    def __init__(self, cmd: List[str], crash_at: Optional[str] = None, errfile: Optional[Path] = None):
         import subprocess
 
         from _support import child_env   # not at the top: this file also runs as a script
-        env = child_env(crash_at)
         self.errfile = errfile
         self._err = open(errfile, "wb") if errfile else subprocess.DEVNULL
-        self.proc = subprocess.Popen(crash_child_cmd(Path(path), scenario, seed, run, nops),
-                                     stdout=subprocess.PIPE, stderr=self._err, env=env)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._err, env=child_env(crash_at))
         self.pid = self.proc.pid
         self._chunks: List[bytes] = []
         self.ready = threading.Event()
@@ -800,22 +800,38 @@ class CrashChild:
         except ProcessLookupError:
             pass
 
-    def finish(self, timeout: float = 120) -> Tuple[int, "Log"]:
+    def finish_text(self, timeout: float = 120) -> Tuple[int, str]:
+        """Wait for the child's end: (exit code, its whole stdout)."""
         import subprocess
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             self.proc.wait(10)
-            raise AssertionError(f"crash child still running after {timeout} s")
+            raise AssertionError(f"{self.what} still running after {timeout} s")
         self._t.join(30)
         self.proc.stdout.close()
         if self.errfile:
             self._err.close()
-        return code, Log(b"".join(self._chunks).decode())
+        return code, b"".join(self._chunks).decode()
 
     def stderr(self) -> str:
-        return self.errfile.read_text(errors="replace") if self.errfile else ""
+        return Path(self.errfile).read_text(errors="replace") if self.errfile else ""
+
+
+class CrashChild(ScriptChild):
+    """A crash child (a writer process logging its acknowledged writes to
+    a pipe), started now: this file run as a script."""
+
+    what = "crash child"
+
+    def __init__(self, path: str, scenario: str, seed: int, run: int, nops: int,
+                 crash_at: Optional[str] = None, errfile: Optional[Path] = None):
+        super().__init__(crash_child_cmd(Path(path), scenario, seed, run, nops), crash_at, errfile)
+
+    def finish(self, timeout: float = 120) -> Tuple[int, "Log"]:
+        code, text = self.finish_text(timeout)
+        return code, Log(text)
 
 
 class Log:
