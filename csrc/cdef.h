@@ -83,3 +83,5 @@ int64_t dshm_get_many(dshm_db *db, size_t n, const char *keys, const uint64_t *k
 int64_t dshm_snapshot(dshm_db *db, char **out, uint64_t *commit);
 void dshm_release(void *p);
 const char *dshm_strerror(int rc);
+int64_t dshm_pop(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap);
+int64_t dshm_popitem(dshm_db *db, char *buf, size_t cap, uint64_t *klen);

@@ -253,6 +253,27 @@ void dshm_release(void *p);
 /** Message for a return code: "DSHM_NOTFOUND: key not found", or strerror. */
 const char *dshm_strerror(int rc);
 
+/** @name Taking: look up and delete in one hold of the writer lock
+ *  (dshm_take.c). The return value is the size of what would be taken;
+ *  if it is <= @p cap it was copied into @p buf and the key deleted, and
+ *  if it is > @p cap NOTHING changed: call again with a buffer of at
+ *  least that size (the store may have changed in between, so loop).
+ *  Crash-safe as dshm_del(). With DSHM_SYNC, a failed sync is returned
+ *  as the error although the key was removed.
+ * @{ */
+/** Remove @p key and hand back its value.
+ * @return the value length, or DSHM_NOTFOUND, DSHM_READONLY, DSHM_CLOSED,
+ *         DSHM_INVALID, DSHM_CORRUPT, or another negative error (-errno). */
+int64_t dshm_pop(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap);
+/** Remove some key (walking the store from where this thread's previous
+ *  popitem took one) and hand back the key then its value, one after the
+ *  other in @p buf, the key's length in @p *klen.
+ * @return the key's plus the value's length, or DSHM_NOTFOUND (the store
+ *         is empty), DSHM_READONLY, DSHM_CLOSED, DSHM_INVALID,
+ *         DSHM_CORRUPT, or another negative error (-errno). */
+int64_t dshm_popitem(dshm_db *db, char *buf, size_t cap, uint64_t *klen);
+/** @} */
+
 #ifdef __cplusplus
 }
 #endif

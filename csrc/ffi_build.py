@@ -18,6 +18,7 @@ SOURCES = [
     "dshm_lock.c",
     "dshm_space.c",
     "dshm_store.c",
+    "dshm_take.c",
     "dshm_wait.c",
 ]
 

@@ -16,9 +16,12 @@ import threading
 import time
 from array import array
 from typing import (Any, Callable, ContextManager, Dict, Iterable, Iterator, List, Mapping,
-                    Optional, Tuple, TypeVar, Union)
+                    MutableMapping, Optional, Tuple, TypeVar, Union, overload)
 
 from ._dshm import ffi, lib
+from ._batch import DELETE as _DELETE
+from ._batch import (BatchContext, Pending, apply_to_values, count_delta, open_batches_message, overlay,
+                     pairs_of, write_lists)
 from ._errors import CLOSED_MESSAGE, error, raise_for
 
 __all__ = ["Database", "Snapshot", "open", "open_flags"]
@@ -64,57 +67,8 @@ _STAT_FIELDS = (
     "writes", "batches", "batch_ops", "lock_waits", "lock_wait_ns", "waits", "wakeups",
     "multi_retries",
 )
-_DELETE: Any = object()          # a pending delete in a batch
 _get_ident = threading.get_ident
 _T = TypeVar("_T")
-
-
-class _Pending:
-    """One thread's open batch on one handle: the writes it holds back."""
-
-    __slots__ = ("ops", "deletes", "depth", "saves")
-
-    def __init__(self) -> None:
-        self.ops: Dict[bytes, Any] = {}   # key -> value, or _DELETE
-        self.deletes = 0                  # _DELETE entries ever put in ops
-        self.depth = 0
-        self.saves: List[Tuple[Dict[bytes, Any], int]] = []   # nested batches
-
-
-class _BatchContext:
-    """What ``Database.batch()`` returns: see there."""
-
-    __slots__ = ("_db",)
-
-    def __init__(self, db: "Database") -> None:
-        self._db = db
-
-    def __enter__(self) -> "Database":
-        db = self._db
-        db._check_open()
-        tid = threading.get_ident()
-        p = db._batches.get(tid)
-        if p is None:
-            p = _Pending()
-            db._batches[tid] = p
-        elif p.depth:
-            p.saves.append((dict(p.ops), p.deletes))
-        p.depth += 1
-        return db
-
-    def __exit__(self, et: Any, ev: Any, tb: Any) -> None:
-        db = self._db
-        tid = threading.get_ident()
-        p = db._batches[tid]
-        p.depth -= 1
-        if p.depth:
-            saved = p.saves.pop()
-            if et is not None:   # an inner batch that failed: drop its writes only
-                p.ops, p.deletes = saved
-            return
-        del db._batches[tid]
-        if et is None and p.ops:
-            db._write_batch(p.ops, p.deletes)
 
 
 class Snapshot(Mapping[bytes, bytes]):
@@ -209,15 +163,31 @@ def _flags(flag: str) -> int:
     return bits
 
 
-class Database:
-    """An open dbm_shm database: the interface of ``dbm.gnu`` objects.
+class _Missing:
+    """The type of ``_MISSING``: no default was given."""
+
+
+_MISSING = _Missing()
+
+
+class Database(MutableMapping[bytes, bytes]):
+    """An open dbm_shm database: the interface of ``dbm.gnu`` objects, and a
+    :class:`collections.abc.MutableMapping` of ``bytes`` to ``bytes``.
 
     Keys and values are ``bytes``; ``str`` is accepted and stored UTF-8
     encoded, and so is any bytes-like object. Obtain one with
     :func:`dbm_shm.open`.
+
+    Where ``dbm.gnu`` and ``MutableMapping`` differ, ``dbm.gnu`` wins:
+    :meth:`keys` (and :meth:`values`, :meth:`items`) return lists, and
+    handles hash by identity (``==`` compares contents, as for mappings).
     """
 
     __slots__ = ("_h", "_path", "_closed", "_batches", "__weakref__")
+
+    # dbm.gnu objects hash by identity; Mapping's __eq__ would make them
+    # unhashable.
+    __hash__ = object.__hash__
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # As with dbm.gnu's type, instances come only from open().
@@ -226,7 +196,7 @@ class Database:
     def _open(self, filename: PathArg, flag: str, mode: int) -> None:
         self._closed = True
         self._h: Any = None
-        self._batches: Dict[int, _Pending] = {}   # thread id -> its open batch
+        self._batches: Dict[int, Pending] = {}   # thread id -> its open batch
         path = os.fspath(filename)
         bpath = os.fsencode(path)
         if b"\0" in bpath:
@@ -247,7 +217,7 @@ class Database:
         if self._batches:
             p = self._batches.get(_get_ident())
             if p is not None and k in p.ops:
-                v = p.ops[k]
+                v: bytes = p.ops[k]
                 if v is _DELETE:
                     raise KeyError(key)
                 return v
@@ -267,7 +237,7 @@ class Database:
         between the calls, hence the loop)."""
         while True:
             if _new_bytes is not None:
-                out = _new_bytes(None, n)
+                out: bytes = _new_bytes(None, n)
                 m = _get(self._h, k, len(k), ffi.from_buffer(out), n)
                 if m == n:
                     return out
@@ -301,8 +271,7 @@ class Database:
             if p is not None:
                 if k not in self:
                     raise KeyError(key)
-                p.ops[k] = _DELETE
-                p.deletes += 1
+                p.delete(k)
                 return
         rc = lib.dshm_del(self._h, k, len(k))
         if rc == _NOTFOUND:
@@ -323,13 +292,9 @@ class Database:
         if n < 0:
             raise_for(n, "len", self._path)
         p = self._pending()
-        if p is not None:   # what the batch will add and remove
-            for k, v in p.ops.items():
-                stored = self._stored(k)
-                n += (v is not _DELETE and not stored) - (v is _DELETE and stored)
-        return n
+        return n if p is None else n + count_delta(p, self._stored)
 
-    def _pending(self) -> Optional[_Pending]:
+    def _pending(self) -> Optional[Pending]:
         """This thread's open batch on this handle, if any."""
         return self._batches.get(threading.get_ident()) if self._batches else None
 
@@ -344,15 +309,100 @@ class Database:
         return len(self) > 0
 
     def __iter__(self) -> Iterator[bytes]:
+        """Iterate over the keys a bucket at a time (see :meth:`iteritems`)."""
         for key, _ in self._overlay(self._scan(False)):
             yield key
 
-    def get(self, key: Key, default: Optional[bytes] = None) -> Optional[bytes]:
+    def __eq__(self, other: object) -> bool:
+        """Equal to any mapping with the same keys and values (a ``dict``,
+        a :class:`Snapshot`, another database), as ``Mapping`` compares."""
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return dict(self.items()) == dict(other.items())
+
+    @overload
+    def get(self, key: Key) -> Optional[bytes]: ...
+    @overload
+    def get(self, key: Key, default: Union[bytes, _T]) -> Union[bytes, _T]: ...
+
+    def get(self, key: Key, default: Any = None) -> Any:
         """Return the value for ``key``, or ``default`` if it is absent."""
         try:
             return self[key]
         except KeyError:
             return default
+
+    @overload
+    def pop(self, key: Key) -> bytes: ...
+    @overload
+    def pop(self, key: Key, default: Union[bytes, _T]) -> Union[bytes, _T]: ...
+
+    def pop(self, key: Key, default: Any = _MISSING) -> Any:
+        """Remove ``key`` and return its value; if it is absent, return
+        ``default``, or raise ``KeyError`` if none is given.
+
+        One atomic call under the writer lock (``dshm_pop``): of processes
+        popping the same key at once, exactly one gets its value. Inside a
+        :meth:`batch`, it reads and deletes through the batch (the delete
+        is applied when the batch commits).
+        """
+        k = key if type(key) is bytes else _as_bytes(key, "key")
+        p = self._pending()
+        if p is not None:
+            try:
+                v = self[k]
+            except KeyError:
+                if default is _MISSING:
+                    raise
+                return default
+            p.delete(k)
+            return v
+        buf, cap = _buf(), _BUFCAP
+        while True:
+            n = lib.dshm_pop(self._h, k, len(k), buf, cap)
+            if n > cap:   # too big for the buffer: nothing was removed
+                cap = n
+                buf = _new_uncleared("char[]", n)
+            elif n >= 0:
+                return _unpack(buf, n)
+            elif n == _NOTFOUND:
+                if default is _MISSING:
+                    raise KeyError(key)
+                return default
+            else:
+                raise_for(n, "pop", self._path)
+
+    def popitem(self) -> Tuple[bytes, bytes]:
+        """Remove some (key, value) pair and return it; ``KeyError`` if the
+        database is empty. Which pair is unspecified (not LIFO as for
+        ``dict``): the store's order, from where this thread last took one.
+
+        One atomic call under the writer lock (``dshm_popitem``): of
+        processes calling it at once, each gets a different pair. Inside a
+        :meth:`batch`, it takes a pair as the batch sees the store (the
+        delete is applied when the batch commits).
+        """
+        p = self._pending()
+        if p is not None:
+            for k in self:
+                v = self[k]
+                p.delete(k)
+                return k, v
+            raise KeyError("popitem(): dbm_shm database is empty")
+        buf, cap = _buf(), _BUFCAP
+        klen = ffi.new("uint64_t *")
+        while True:
+            n = lib.dshm_popitem(self._h, buf, cap, klen)
+            if n > cap:   # too big for the buffer: nothing was removed
+                cap = n
+                buf = _new_uncleared("char[]", n)
+            elif n >= 0:
+                data = _unpack(buf, n)
+                return data[:klen[0]], data[klen[0]:]
+            elif n == _NOTFOUND:
+                raise KeyError("popitem(): dbm_shm database is empty")
+            else:
+                raise_for(n, "popitem", self._path)
 
     def setdefault(self, key: Key, default: Key = b"") -> bytes:
         """Return the value for ``key``; if absent, store ``default`` first.
@@ -377,16 +427,18 @@ class Database:
             if rc != lib.DSHM_KEYEXIST:
                 raise_for(rc, "setdefault", self._path)
 
-    def keys(self) -> List[bytes]:
-        """All keys, as a list (the store's order: by hash)."""
+    def keys(self) -> List[bytes]:  # type: ignore[override]
+        """All keys, as a list (the store's order: by hash), as dbm.gnu."""
         return [k for k, _ in self._overlay(self._scan(False))]
 
-    def items(self) -> List[Tuple[bytes, bytes]]:
-        """All (key, value) pairs, as a list. An extra beyond dbm.gnu."""
+    def items(self) -> List[Tuple[bytes, bytes]]:  # type: ignore[override]
+        """All (key, value) pairs, as a list (like :meth:`keys`). An extra
+        beyond dbm.gnu."""
         return list(self._overlay(self._scan(True)))
 
-    def values(self) -> List[bytes]:
-        """All values, as a list. An extra beyond dbm.gnu."""
+    def values(self) -> List[bytes]:  # type: ignore[override]
+        """All values, as a list (like :meth:`keys`). An extra beyond
+        dbm.gnu."""
         return [v for _, v in self._overlay(self._scan(True))]
 
     def iteritems(self) -> Iterator[Tuple[bytes, bytes]]:
@@ -398,21 +450,7 @@ class Database:
 
     def _overlay(self, pairs: Iterator[Tuple[bytes, bytes]]) -> Iterator[Tuple[bytes, bytes]]:
         """``pairs`` as this thread's open batch would leave them."""
-        p = self._pending()
-        if p is None:
-            yield from pairs
-            return
-        ops = dict(p.ops)
-        for k, v in pairs:
-            if k in ops:
-                nv = ops.pop(k)
-                if nv is not _DELETE:
-                    yield k, nv
-            else:
-                yield k, v
-        for k, nv in ops.items():
-            if nv is not _DELETE:
-                yield k, nv
+        return overlay(self._pending(), pairs)
 
     def _scan(self, values: bool) -> Iterator[Tuple[bytes, bytes]]:
         cursor = ffi.new("uint64_t *")
@@ -444,7 +482,8 @@ class Database:
             n = m
         return _unpack(buf, n) if n >= 0 else self._key_end(n)
 
-    def _key_end(self, rc: int) -> None:
+    def _key_end(self, rc: int) -> Optional[bytes]:
+        """None at the end of the keys; else raise for ``rc``."""
         if rc != _NOTFOUND:
             raise_for(rc, "iterate", self._path)
         return None
@@ -499,9 +538,11 @@ class Database:
         drops only its own writes). Many writes in one batch are also much
         faster than the same writes one by one: one lock, one commit.
         ``firstkey()``/``nextkey()`` inside a batch see the store without it;
-        ``clear()`` inside a batch is an error.
+        ``clear()`` inside a batch is an error, and so is :meth:`close`
+        while any thread's batch on the handle is open (nothing is lost:
+        the batch goes on and commits at its end).
         """
-        return _BatchContext(self)
+        return BatchContext(self)
 
     def update(self, other: Any = (), /, **kwargs: Key) -> None:
         """Set many keys at once, atomically, as ``dict.update``: from a
@@ -513,16 +554,9 @@ class Database:
             # The common case without a Python loop: all bytes, one call.
             keys, vals = list(other), list(other.values())
         else:
-            pairs: Iterable[Tuple[Any, Any]]
-            if hasattr(other, "keys"):
-                pairs = ((k, other[k]) for k in other.keys()) if not isinstance(other, dict) else other.items()
-            else:
-                pairs = other
             ops: Dict[bytes, Any] = {}
-            for k, v in pairs:
+            for k, v in pairs_of(other, kwargs):
                 ops[k if type(k) is bytes else _as_bytes(k, "key")] = v if type(v) is bytes else _as_bytes(v, "value")
-            for k, v in kwargs.items():
-                ops[k.encode("utf-8")] = v if type(v) is bytes else _as_bytes(v, "value")
             if p is not None:
                 p.ops.update(ops)
                 return
@@ -533,24 +567,12 @@ class Database:
             self._check_open()
 
     def _write_batch(self, ops: Dict[bytes, Any], deletes: int) -> int:
-        """Apply ops (key -> value or _DELETE) as one batch; its commit id."""
+        """Apply ops (key -> value or a pending delete) as one batch; its commit id."""
         return self._write_lists(list(ops), list(ops.values()), bool(deletes))
 
     def _write_lists(self, keys: List[bytes], vals: List[Any], deletes: bool) -> int:
-        """Apply keys[i] -> vals[i] (bytes, or _DELETE) as one batch."""
-        if deletes:
-            vlens = array("q", [-1 if v is _DELETE else len(v) for v in vals])
-            vbuf = b"".join([v for v in vals if v is not _DELETE])
-        else:
-            vlens = array("q", map(len, vals))
-            vbuf = b"".join(vals)
-        klens = array("Q", map(len, keys))
-        out = ffi.new("uint64_t *")
-        rc = lib.dshm_write_batch(self._h, len(keys), b"".join(keys), ffi.from_buffer("uint64_t[]", klens),
-                                  vbuf, ffi.from_buffer("int64_t[]", vlens), out)
-        if rc:
-            raise_for(rc, "batch", self._path)
-        return int(out[0])
+        """Apply keys[i] -> vals[i] (bytes, or a pending delete) as one batch."""
+        return write_lists(self._h, self._path, keys, vals, deletes)
 
     def _get_many(self, keys: List[bytes]) -> Tuple[List[Optional[bytes]], int]:
         """Values of keys (None: absent) as of one commit, and that commit."""
@@ -593,9 +615,7 @@ class Database:
         values, _ = self._get_many(ks)
         p = self._pending()
         if p is not None:
-            for i, k in enumerate(ks):
-                if k in p.ops:
-                    values[i] = None if p.ops[k] is _DELETE else p.ops[k]
+            apply_to_values(p, ks, values)
         if default is not None:
             values = [default if v is None else v for v in values]
         return values
@@ -759,8 +779,17 @@ class Database:
             raise error(CLOSED_MESSAGE)
 
     def close(self) -> None:
-        """Close the database. Further use raises ``dbm_shm.error``."""
+        """Close the database. Further use raises ``dbm_shm.error``.
+
+        Closing while a :meth:`batch` is still open on this handle, in any
+        thread, raises ``dbm_shm.error`` (saying which threads) and changes
+        nothing: the handle stays open, and the batch goes on and commits
+        when its block ends. End the batch first, then close.
+        """
         if not self._closed:
+            msg = open_batches_message(self._batches, "close()", self._path)
+            if msg is not None:
+                raise error(msg)
             self._closed = True
             lib.dshm_close(self._h)
 
@@ -773,10 +802,13 @@ class Database:
     def __del__(self) -> None:
         # The handle's memory is freed by ffi.gc; closing is all that is
         # left, and it needs nothing from module globals at shutdown.
-        h = getattr(self, "_h", None)
-        if h is not None:
-            self._closed = True
-            _close(h)
+        try:
+            h = getattr(self, "_h", None)
+            if h is not None:
+                self._closed = True
+                _close(h)
+        except Exception:   # never raise from a finalizer  # pragma: no cover
+            pass
 
     @property
     def filename(self) -> Union[str, bytes]:

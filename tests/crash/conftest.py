@@ -1,11 +1,4 @@
-"""Fixtures for the crash tests: the helpers and fixtures of
-tests/multiprocess (_helpers.py, _fixtures.py), shared."""
+"""Fixtures for the crash tests: those of tests/multiprocess, shared
+through tests/_support (see its __init__ for how it is imported)."""
 
-import sys
-from pathlib import Path
-
-_MP = str(Path(__file__).resolve().parent.parent / "multiprocess")
-if _MP not in sys.path:
-    sys.path.insert(0, _MP)
-
-from _fixtures import _no_robust_mutex_left, procs, store_path  # noqa: E402,F401
+from _support.fixtures import _no_robust_mutex_left, procs, store_path  # noqa: F401

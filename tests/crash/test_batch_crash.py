@@ -30,15 +30,14 @@ import threading
 import time
 from pathlib import Path
 
-_MP = str(Path(__file__).resolve().parent.parent / "multiprocess")
-if _MP not in sys.path:
-    sys.path.insert(0, _MP)
+import pytest
 
-import pytest  # noqa: E402
+import dbm_shm
+from dbm_shm._dshm import lib
 
-import dbm_shm  # noqa: E402
-from dbm_shm._dshm import lib  # noqa: E402
-from _helpers import BadValue, Procs, check_value, child_main, make_value, robust_list_next  # noqa: E402
+from _support import child_env
+from _support.helpers import (BadValue, Procs, ScriptChild, check_value, child_main, make_value,
+                              robust_list_next)
 
 HERE = Path(__file__).resolve()
 BOUND = 10.0
@@ -203,7 +202,7 @@ def _verify_main(path, how, after):
 
 def verify(path, how="check", after="write"):
     r = subprocess.run([sys.executable, str(HERE), "verify", str(path), how, after],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=300, env=child_env())
     if r.returncode != 0:
         raise AssertionError(f"the next writer failed (exit code {r.returncode}):\n{r.stderr[-4000:]}")
     out = json.loads(r.stdout.strip().splitlines()[-1])
@@ -228,56 +227,17 @@ def _diff(got, want):
 # ---------------------------------------------------------------------------
 # The batch writer child
 
-class BatchChild:
+class BatchChild(ScriptChild):
     """This file run as a script (a batch writer), its stdout drained by a
     thread; `crash_at` goes into its DSHM_CRASH_AT."""
 
+    what = "batch child"
+
     def __init__(self, args, crash_at=None, errfile=None):
-        env = {k: v for k, v in os.environ.items() if k != "DSHM_CRASH_AT"}
-        if crash_at:
-            env["DSHM_CRASH_AT"] = crash_at
-        self._err = open(errfile, "wb") if errfile else subprocess.DEVNULL
-        self.errfile = errfile
-        self.proc = subprocess.Popen([sys.executable, str(HERE)] + [str(a) for a in args],
-                                     stdout=subprocess.PIPE, stderr=self._err, env=env)
-        self.pid = self.proc.pid
-        self.ready = threading.Event()
-        self._chunks = []
-        self._t = threading.Thread(target=self._drain, daemon=True)
-        self._t.start()
-
-    def _drain(self):
-        fd = self.proc.stdout.fileno()
-        while True:
-            b = os.read(fd, 1 << 16)
-            if not b:
-                break
-            self._chunks.append(b)
-            if not self.ready.is_set() and b"".join(self._chunks).startswith(b"R\n"):
-                self.ready.set()
-        self.ready.set()
-
-    def kill(self):
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        super().__init__([sys.executable, str(HERE)] + [str(a) for a in args], crash_at, errfile)
 
     def finish(self, timeout=120):
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            self.proc.wait(10)
-            raise AssertionError(f"batch child still running after {timeout} s")
-        self._t.join(30)
-        self.proc.stdout.close()
-        if self.errfile:
-            self._err.close()
-        return code, b"".join(self._chunks).decode()
-
-    def stderr(self):
-        return Path(self.errfile).read_text(errors="replace") if self.errfile else ""
+        return self.finish_text(timeout)
 
 
 def parse_loop_log(text):

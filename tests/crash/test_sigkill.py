@@ -3,7 +3,7 @@ property 3): every acknowledged write is there, the interrupted one is
 wholly applied or not at all, the next writer gets the lock at once and
 its recovery leaves check() == [].
 
-The writer is a child process (tests/multiprocess/_helpers.py run as a
+The writer is a child process (tests/_support/helpers.py run as a
 script) that logs each operation to a pipe before the call (intent) and
 after it returned (acknowledgement). It dies either at a named point inside
 the C core (DSHM_CRASH_AT="point:n") or when the test sends SIGKILL after a
@@ -29,8 +29,10 @@ from pathlib import Path
 import pytest
 
 import dbm_shm
-from _helpers import (CrashChild, Holder, keys_reader, leftovers, make_value,
-                      next_writer_process, verify_after_crash, verify_reader)
+
+from _support import child_env
+from _support.helpers import (CrashChild, Holder, keys_reader, leftovers, make_value,
+                              next_writer_process, verify_after_crash, verify_reader)
 
 LOCK_BOUND = 1.0          # seconds: the next writer gets the lock at once
 
@@ -261,8 +263,7 @@ def test_repair_at_open_then_other_stores(tmp_path):
                        env=env, cwd=tmp_path)
     assert r.returncode == -signal.SIGKILL
     code = (f"import sys, dbm_shm\n"
-            f"sys.path.insert(0, {str(Path(__file__).resolve().parent.parent / 'multiprocess')!r})\n"
-            f"from _helpers import robust_list_next\n"
+            f"from _support.helpers import robust_list_next\n"
             f"a = dbm_shm.open({a!r}, 'w')\n"
             f"assert a.stats()['recoveries'] == 1 and a.check() == []\n"
             f"r = robust_list_next()\n"
@@ -271,7 +272,8 @@ def test_repair_at_open_then_other_stores(tmp_path):
             f"a.close()\n"
             f"b[b'x'] = b'y'\n"
             f"assert b[b'x'] == b'y'\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                       env=child_env())
     assert r.returncode == 0, (f"exit code {r.returncode}"
                                + (f" ({signal.Signals(-r.returncode).name})" if r.returncode < 0 else "")
                                + "\n" + r.stderr)

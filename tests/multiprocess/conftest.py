@@ -1,4 +1,4 @@
-"""Fixtures for the multi-process tests (helpers live in _helpers.py,
-fixtures in _fixtures.py, shared with tests/crash)."""
+"""Fixtures for the multi-process tests (helpers live in tests/_support/:
+helpers.py and fixtures.py, shared with tests/crash)."""
 
-from _fixtures import _no_robust_mutex_left, procs, store_path  # noqa: F401
+from _support.fixtures import _no_robust_mutex_left, procs, store_path  # noqa: F401

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import dbm_shm
-from _helpers import check_value, key_of, range_expected, range_writer
+from _support.helpers import check_value, key_of, range_expected, range_writer
 
 SPAWN = multiprocessing.get_context("spawn")
 

@@ -12,7 +12,7 @@ import signal
 import pytest
 
 import dbm_shm
-from _helpers import check_value, make_value, mp_child_write, pool_task
+from _support.helpers import check_value, make_value, mp_child_write, pool_task
 
 METHODS = [m for m in ("fork", "spawn", "forkserver") if m in multiprocessing.get_all_start_methods()]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import dbm_shm
-from _helpers import (check_value, growth_writer, hot_reader, hot_writer, key_of,
+from _support.helpers import (check_value, growth_writer, hot_reader, hot_writer, key_of,
                       leftovers, long_writer, make_value, timed_reader, verify_reader)
 
 SPAWN = multiprocessing.get_context("spawn")

@@ -7,7 +7,7 @@ import threading
 import time
 
 import dbm_shm
-from _helpers import BadValue, check_value, key_of, make_value, pick_size
+from _support.helpers import BadValue, check_value, key_of, make_value, pick_size
 
 
 class Shared:

@@ -23,7 +23,7 @@ import time
 import pytest
 
 import dbm_shm
-from _helpers import Procs, check_value, child_main, make_value, pick_size
+from _support.helpers import Procs, check_value, child_main, make_value, pick_size
 
 BOUND = 10.0            # seconds: "promptly"
 LONG = 30.0             # a timeout that must not be why a wait ended
@@ -60,7 +60,7 @@ def _until(pred, timeout=BOUND):
 
 
 def worker(fn):
-    """_helpers.child_main, named after this module (for pickling by spawn)."""
+    """_support.helpers.child_main, named after this module (for pickling by spawn)."""
     w = child_main(fn)
     w.__module__ = fn.__module__
     return w

@@ -1,9 +1,9 @@
-"""Shared helpers for tests/multiprocess and tests/crash.
+"""Shared helpers for tests/multiprocess and tests/crash (``_support.helpers``).
 
 Everything here runs in REAL processes: the worker functions are targets for
 ``multiprocessing`` (spawn, fork or forkserver; they are module-level so a
 spawned child can import them by name), and the crash child is this file run
-as a script (``python _helpers.py crash-child ...``) so its environment
+as a script (``python helpers.py crash-child ...``) so its environment
 (``DSHM_CRASH_AT``) is its own.
 
 Values carry their own proof (``make_value`` / ``check_value``): a header
@@ -755,25 +755,25 @@ def _crash_child(path: str, scenario: str, seed: int, run: int, nops: int) -> No
 
 
 def crash_child_cmd(path: Path, scenario: str, seed: int, run: int, nops: int) -> List[str]:
-    return [sys.executable, str(HERE / "_helpers.py"), "crash-child", str(path), scenario,
+    return [sys.executable, str(Path(__file__).resolve()), "crash-child", str(path), scenario,
             str(seed), str(run), str(nops)]
 
 
-class CrashChild:
-    """A crash child (a writer process logging its acknowledged writes to
-    a pipe), started now. `crash_at` goes into its DSHM_CRASH_AT; the pipe
-    is drained by a thread so the child never blocks on it."""
+class ScriptChild:
+    """A script run as a child process (`cmd`), started now, its stdout
+    drained by a thread so it never blocks on the pipe; `ready` is set
+    once it printed a line "R" (or ended). `crash_at` goes into its
+    DSHM_CRASH_AT; its stderr goes to `errfile` if given."""
 
-    def __init__(self, path: str, scenario: str, seed: int, run: int, nops: int,
-                 crash_at: Optional[str] = None, errfile: Optional[Path] = None):
+    what = "child"
+
+    def __init__(self, cmd: List[str], crash_at: Optional[str] = None, errfile: Optional[Path] = None):
         import subprocess
-        env = {k: v for k, v in os.environ.items() if k != "DSHM_CRASH_AT"}
-        if crash_at:
-            env["DSHM_CRASH_AT"] = crash_at
+
+        from _support import child_env   # not at the top: this file also runs as a script
         self.errfile = errfile
         self._err = open(errfile, "wb") if errfile else subprocess.DEVNULL
-        self.proc = subprocess.Popen(crash_child_cmd(Path(path), scenario, seed, run, nops),
-                                     stdout=subprocess.PIPE, stderr=self._err, env=env)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._err, env=child_env(crash_at))
         self.pid = self.proc.pid
         self._chunks: List[bytes] = []
         self.ready = threading.Event()
@@ -800,22 +800,38 @@ class CrashChild:
         except ProcessLookupError:
             pass
 
-    def finish(self, timeout: float = 120) -> Tuple[int, "Log"]:
+    def finish_text(self, timeout: float = 120) -> Tuple[int, str]:
+        """Wait for the child's end: (exit code, its whole stdout)."""
         import subprocess
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             self.proc.wait(10)
-            raise AssertionError(f"crash child still running after {timeout} s")
+            raise AssertionError(f"{self.what} still running after {timeout} s")
         self._t.join(30)
         self.proc.stdout.close()
         if self.errfile:
             self._err.close()
-        return code, Log(b"".join(self._chunks).decode())
+        return code, b"".join(self._chunks).decode()
 
     def stderr(self) -> str:
-        return self.errfile.read_text(errors="replace") if self.errfile else ""
+        return Path(self.errfile).read_text(errors="replace") if self.errfile else ""
+
+
+class CrashChild(ScriptChild):
+    """A crash child (a writer process logging its acknowledged writes to
+    a pipe), started now: this file run as a script."""
+
+    what = "crash child"
+
+    def __init__(self, path: str, scenario: str, seed: int, run: int, nops: int,
+                 crash_at: Optional[str] = None, errfile: Optional[Path] = None):
+        super().__init__(crash_child_cmd(Path(path), scenario, seed, run, nops), crash_at, errfile)
+
+    def finish(self, timeout: float = 120) -> Tuple[int, "Log"]:
+        code, text = self.finish_text(timeout)
+        return code, Log(text)
 
 
 class Log:
@@ -986,7 +1002,7 @@ def _load_input(infile: str) -> Tuple[Model, Log]:
 
 
 def _next_writer_main(path: str, infile: str) -> None:
-    """`python _helpers.py next-writer PATH JSON`: next_writer() in a fresh
+    """`python helpers.py next-writer PATH JSON`: next_writer() in a fresh
     process that has never had the file open (so it repairs at open)."""
     before, log = _load_input(infile)
     res = next_writer(path, before, log)
@@ -996,7 +1012,7 @@ def _next_writer_main(path: str, infile: str) -> None:
 
 
 def _holder_main(path: str) -> None:
-    """`python _helpers.py holder PATH`: open the store and say so ("H
+    """`python helpers.py holder PATH`: open the store and say so ("H
     <recoveries>"); when a line naming the input JSON arrives on stdin, be
     the next writer through the handle held all along (it meets the dead
     writer's lock with EOWNERDEAD, or follows a reorganize first)."""
@@ -1034,7 +1050,7 @@ def next_writer_process(path: str, before: Model, log_text: str, workdir: Path) 
     stderr if it fails or dies by a signal."""
     import subprocess
     infile = _write_input(workdir, before, log_text)
-    r = subprocess.run([sys.executable, str(HERE / "_helpers.py"), "next-writer", path, str(infile)],
+    r = subprocess.run([sys.executable, str(Path(__file__).resolve()), "next-writer", path, str(infile)],
                        capture_output=True, text=True, timeout=300)
     return _json_result(r, "the next writer (a new process that opens the path)")
 
@@ -1044,7 +1060,7 @@ class Holder:
 
     def __init__(self, path: str):
         import subprocess
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "_helpers.py"), "holder", path],
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "holder", path],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline().split()

@@ -1,11 +1,11 @@
 """Fixtures shared by tests/multiprocess and tests/crash (each conftest
-imports them, which is how pytest finds them)."""
+imports them, which is how pytest finds them): ``_support.fixtures``."""
 
 import multiprocessing
 
 import pytest
 
-from _helpers import Procs, robust_list_next, store_dir
+from .helpers import Procs, robust_list_next, store_dir
 
 
 @pytest.fixture
