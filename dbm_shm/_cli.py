@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import dbm
 import hashlib
+import heapq
 import itertools
 import json
 import os
@@ -613,7 +614,7 @@ class _ExistingStoreLoad:
                                          db.get_many(keys[i:i + _LOAD_CHUNK]))
                          if v is not None]
                 if clash:
-                    shown = ", ".join(_show(args.key_format, k) for k in clash[:3])
+                    shown = ", ".join(_show(args.key_format, k) for k in heapq.nsmallest(3, clash))
                     more = f" and {len(clash) - 3} more" if len(clash) > 3 else ""
                     raise CLIError(f"{len(clash)} key(s) of the dump are already in "
                                    f"{args.db}: {shown}{more} (use --replace to "
