@@ -66,6 +66,8 @@ import time
 from operator import itemgetter
 from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Protocol, Tuple
 
+from ._valuefmt import ValueFormat
+
 
 __all__ = [
     "DumpError",
@@ -729,21 +731,6 @@ class JsonCodec(Protocol):
         """The bytes for ``obj`` (raises ``ValueError``)."""
 
 
-class _Utf8Codec:
-    """The default: UTF-8 text as a JSON string, other bytes in base64."""
-
-    def to_json(self, data: bytes) -> Any:
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            return NotImplemented
-
-    def from_json(self, obj: Any) -> bytes:
-        if not isinstance(obj, str):
-            raise ValueError(f"expected a string, got {type(obj).__name__}")
-        return obj.encode("utf-8", "surrogatepass")
-
-
 def _jsonl_field(out: Dict[str, Any], name: str, data: bytes, fmt: Optional[JsonCodec]) -> None:
     obj = (fmt or _DEFAULT_FORMAT).to_json(data)
     if obj is NotImplemented:
@@ -752,7 +739,8 @@ def _jsonl_field(out: Dict[str, Any], name: str, data: bytes, fmt: Optional[Json
         out[name] = obj
 
 
-_DEFAULT_FORMAT: JsonCodec = _Utf8Codec()
+# The default (ValueFormat's 'auto'): UTF-8 text as a JSON string, other bytes in base64.
+_DEFAULT_FORMAT: JsonCodec = ValueFormat()
 
 
 def write_jsonl(
