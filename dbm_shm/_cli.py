@@ -25,17 +25,25 @@ import argparse
 import contextlib
 import dbm
 import hashlib
+import heapq
+import importlib
 import itertools
 import json
 import os
 import sys
 import tempfile
 import time
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple, TypeVar
 
 from . import _dumpfmt
+from ._compat import convert
+from ._db import Database
+from ._db import open as open_db
 from ._dumpfmt import DumpError
+from ._registry import whichdb
 from ._valuefmt import ValueFormat, parse_value_format
+
+T = TypeVar("T")
 
 PROG = "dbm-shm"
 
@@ -63,18 +71,10 @@ class NotFound(CLIError):
 # Helpers
 
 
-def _core():
-    """The dbm_shm package (imported late so ``--help`` never needs the core)."""
-    import dbm_shm
-
-    return dbm_shm
-
-
 def _version() -> str:
-    try:
-        return str(getattr(_core(), "__version__", "unknown"))
-    except Exception:  # the compiled core may be missing: still show something
-        return "unknown"
+    from . import __version__  # the package's, set after its imports
+
+    return __version__
 
 
 def _out(data: bytes) -> None:
@@ -129,14 +129,13 @@ def _other_kind(path: str) -> Optional[str]:
 
 def _is_ours(path: str) -> bool:
     try:
-        return _core().whichdb(path) == "dbm.shm"
+        return whichdb(path) == "dbm.shm"
     except Exception:
         return False
 
 
-def _open(path: str, flag: str = "r", mode: int = 0o666):
+def _open(path: str, flag: str = "r", mode: int = 0o666) -> Database:
     """Open a database; every failure becomes a CLIError with a hint."""
-    core = _core()
     writing = flag[:1] in ("w", "c", "n")
     # A write open of an existing file that is not a dbm_shm store is
     # refused here, before the core sees it: never touch a foreign file.
@@ -153,7 +152,7 @@ def _open(path: str, flag: str = "r", mode: int = 0o666):
             hint = "; 'dbm-shm convert' copies it into a new dbm_shm file" if kind else ""
             raise CLIError(f"{path}: {what}{hint}")
     try:
-        return core.open(path, flag, mode)
+        return open_db(path, flag, mode)
     except OSError as exc:
         msg = _os_message(exc)
         if path not in msg:
@@ -199,8 +198,8 @@ class _Progress:
         self._desc = desc
         if not enabled:
             return
-        try:
-            from tqdm import tqdm
+        try:  # optional, and untyped: an Any through importlib
+            tqdm = importlib.import_module("tqdm").tqdm
         except ImportError:
             self._plain = True
             self._tty = _isatty(sys.stderr)
@@ -263,7 +262,7 @@ def _isatty(stream: Any) -> bool:
 
 def _want_progress(args: argparse.Namespace, data_on_stdout: bool = False) -> bool:
     if args.progress is not None:
-        return args.progress
+        return bool(args.progress)
     if data_on_stdout:
         return False
     try:
@@ -272,7 +271,7 @@ def _want_progress(args: argparse.Namespace, data_on_stdout: bool = False) -> bo
         return False
 
 
-def _counted(items: Iterator, progress: _Progress, every: int = 1000) -> Iterator:
+def _counted(items: Iterable[T], progress: _Progress, every: int = 1000) -> Iterator[T]:
     n = 0
     for item in items:
         yield item
@@ -297,8 +296,8 @@ def _same_file(a: str, b: str) -> bool:
 
 def cmd_info(args: argparse.Namespace) -> int:
     with _open(args.db, "r") as db:
-        stats = dict(db.stats())
-    stats = {"path": os.path.abspath(args.db), "type": "dbm.shm", **stats}
+        stats: Dict[str, object] = {"path": os.path.abspath(args.db), "type": "dbm.shm",
+                                    **db.stats()}
     if args.json:
         _line(json.dumps(stats, indent=2, sort_keys=False, default=str))
         return EXIT_OK
@@ -318,7 +317,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     kf, vf = args.key_format, args.value_format
     with _open(args.db, "r") as db:
         if args.values:
-            items = db.iteritems()
+            items: Iterable[Tuple[bytes, bytes]] = db.iteritems()
             if args.sort:
                 items = sorted(items)
             for key, value in items:
@@ -459,7 +458,7 @@ def _umask() -> int:
 _DB_KINDS_NOT_DUMPS = ("dbm.shm", "dbm.gnu", "dbm.ndbm", "dbm.dumb", "dbm.sqlite3", "dbm.bsd")
 
 
-def _open_dump_source(path: str, stack: contextlib.ExitStack):
+def _open_dump_source(path: str, stack: contextlib.ExitStack[Optional[bool]]) -> IO[bytes]:
     """A re-readable binary file object for the dump (stdin is spooled)."""
     if path == "-":
         spool = stack.enter_context(tempfile.TemporaryFile())
@@ -527,7 +526,7 @@ class _NewStoreLoad:
         fd, self._tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".",
                                          suffix=".load", dir=os.path.dirname(target))
         os.close(fd)
-        self._db = _core().open(self._tmp, "n", 0o600)
+        self._db = open_db(self._tmp, "n", 0o600)
         self._seen: Set[bytes] = set()
         self.count = 0
 
@@ -613,7 +612,7 @@ class _ExistingStoreLoad:
                                          db.get_many(keys[i:i + _LOAD_CHUNK]))
                          if v is not None]
                 if clash:
-                    shown = ", ".join(_show(args.key_format, k) for k in clash[:3])
+                    shown = ", ".join(_show(args.key_format, k) for k in heapq.nsmallest(3, clash))
                     more = f" and {len(clash) - 3} more" if len(clash) > 3 else ""
                     raise CLIError(f"{len(clash)} key(s) of the dump are already in "
                                    f"{args.db}: {shown}{more} (use --replace to "
@@ -719,8 +718,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
             done = n
 
         try:
-            _core().convert(args.src, args.dst, flag="c" if args.merge else "n",
-                            progress=progress)
+            convert(args.src, args.dst, flag="c" if args.merge else "n",
+                    progress=progress)
         except OSError as exc:
             msg = _os_message(exc)
             raise CLIError(msg[len("convert: "):] if msg.startswith("convert: ") else msg) from None
@@ -886,7 +885,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="show progress on stderr (a tqdm bar if tqdm is installed, "
                                "else a plain meter); default: when stdout is a terminal")
 
-    def add(name: str, func: Any, help: str, parents: tuple = (), **kw: Any):
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str,
+            parents: Tuple[argparse.ArgumentParser, ...] = (), **kw: Any) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help, parents=list(parents), **kw)
         p.set_defaults(func=func)
         return p
@@ -1018,7 +1018,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     command = args.command
     try:
-        return args.func(args)
+        func: Callable[[argparse.Namespace], int] = args.func
+        return func(args)
     except CLIError as exc:
         sys.stdout.flush()
         sys.stderr.write(f"{PROG}: {command}: {exc}\n")

@@ -25,7 +25,7 @@ _SIDE_SUFFIXES = ("", ".dat", ".dir", ".bak", ".pag", ".db")
 
 
 def open_shelf(filename: PathArg, flag: str = "c", protocol: Optional[int] = None,
-               writeback: bool = False) -> shelve.Shelf:
+               writeback: bool = False) -> "shelve.Shelf[Any]":
     """Open a :class:`shelve.Shelf` (pickled values) over a dbm_shm file.
 
     As ``shelve.open(filename, flag, protocol, writeback)``, but always a

@@ -66,6 +66,8 @@ import time
 from operator import itemgetter
 from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Protocol, Tuple
 
+from ._valuefmt import ValueFormat
+
 
 __all__ = [
     "DumpError",
@@ -94,6 +96,8 @@ _B64_LINE_RE = re.compile(rb"[A-Za-z0-9+/]*={0,2}\Z")
 _LEN_RE = re.compile(r"[0-9]+\Z")
 
 Item = Tuple[bytes, bytes]
+#: A binary or a text file object: the readers and writers take either.
+AnyFile = IO[Any]
 
 
 class DumpError(ValueError):
@@ -116,10 +120,10 @@ class DumpError(ValueError):
 class _Sink:
     """Buffered writer over a binary or text file object (ASCII only)."""
 
-    def __init__(self, fp: IO):
+    def __init__(self, fp: AnyFile):
         self._text = isinstance(fp, io.TextIOBase)
         self._fp = fp
-        self._parts: list = []
+        self._parts: List[bytes] = []
         self._size = 0
 
     def write(self, data: bytes) -> None:
@@ -177,7 +181,7 @@ def _write_datum(sink: _Sink, data: bytes, compat: bool) -> None:
 
 
 def write_dump(
-    fp: IO,
+    fp: AnyFile,
     items: Iterable[Item],
     *,
     filename: str,
@@ -250,7 +254,7 @@ def write_dump(
 
     written = 0
     pending = 0  # records written since the last progress call
-    held: list = []  # records held back until a full record is out (compat)
+    held: List[Item] = []  # records held back until a full record is out (compat)
     seen_full = not gdbm_compat
 
     def emit(key: bytes, value: bytes) -> None:
@@ -309,13 +313,13 @@ def _group_name(gid: int) -> Optional[str]:
 # Reading the ASCII dump
 
 
-def _parse_params(text: str, lineno: int) -> list:
+def _parse_params(text: str, lineno: int) -> List[Tuple[str, str]]:
     """Parse the part of a ``#:`` line after the colon as gdbm does.
 
     ``name=value`` pairs separated by commas, blanks before a name skipped,
     a value may be double-quoted (and then may hold commas).
     """
-    params = []
+    params: List[Tuple[str, str]] = []
     i, n = 0, len(text)
     while i < n:
         while i < n and text[i] in " \t":
@@ -367,10 +371,10 @@ class DumpReader:
     ``gdbm_load`` would.
     """
 
-    def __init__(self, fp: IO, *, strict: bool = True):
+    def __init__(self, fp: AnyFile, *, strict: bool = True):
         self._fp = fp
         self.strict = strict
-        self.header: dict = {}
+        self.header: Dict[str, str] = {}
         self.count = 0
         self.trailer_count: Optional[int] = None
         self.lineno = 0
@@ -449,7 +453,7 @@ class DumpReader:
 
         # -- records
         key: Optional[bytes] = None
-        chunks: list = []
+        chunks: List[bytes] = []
         chunk_len = 0
         while datum_len is not None:
             # read the datum's base64 lines up to the next '#' line or EOF
@@ -480,15 +484,15 @@ class DumpReader:
                 line = next_line
                 next_line = None
                 if line.startswith(b"#:"):
-                    params = dict(self._params(line))
-                    if "count" in params:
+                    fields = dict(self._params(line))
+                    if "count" in fields:
                         if key is not None:
                             raise DumpError("key without a value before '#:count='",
                                             self.lineno)
-                        self._trailer(params["count"])
+                        self._trailer(fields["count"])
                         break
-                    if "len" in params:
-                        datum_len = self._len(params["len"])
+                    if "len" in fields:
+                        datum_len = self._len(fields["len"])
                         datum_line = self.lineno
                         break
                 for line in lines:
@@ -518,7 +522,7 @@ class DumpReader:
                 f"no '#:count=' trailer after {self.count} records: the dump is "
                 "truncated (use strict=False to accept it)", self.lineno)
 
-    def _params(self, line: bytes) -> list:
+    def _params(self, line: bytes) -> List[Tuple[str, str]]:
         text = line[2:].decode("utf-8", "surrogateescape")
         return _parse_params(text, self.lineno)
 
@@ -533,7 +537,7 @@ class DumpReader:
         self.trailer_count = int(value)
 
     @staticmethod
-    def _decode(chunks: list, chunk_len: int, datum_len: int, lineno: int) -> bytes:
+    def _decode(chunks: List[bytes], chunk_len: int, datum_len: int, lineno: int) -> bytes:
         expected = (datum_len + 2) // 3 * 4
         if chunk_len != expected:
             raise DumpError(
@@ -552,7 +556,7 @@ class DumpReader:
         return data
 
 
-def read_dump(fp: IO, *, strict: bool = True) -> Iterator[Item]:
+def read_dump(fp: AnyFile, *, strict: bool = True) -> Iterator[Item]:
     """Yield the ``(key, value)`` pairs of a gdbm ASCII dump, streaming.
 
     ``fp`` is a binary or text file object. Raises ``DumpError`` (a
@@ -727,21 +731,6 @@ class JsonCodec(Protocol):
         """The bytes for ``obj`` (raises ``ValueError``)."""
 
 
-class _Utf8Codec:
-    """The default: UTF-8 text as a JSON string, other bytes in base64."""
-
-    def to_json(self, data: bytes) -> Any:
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            return NotImplemented
-
-    def from_json(self, obj: Any) -> bytes:
-        if not isinstance(obj, str):
-            raise ValueError(f"expected a string, got {type(obj).__name__}")
-        return obj.encode("utf-8", "surrogatepass")
-
-
 def _jsonl_field(out: Dict[str, Any], name: str, data: bytes, fmt: Optional[JsonCodec]) -> None:
     obj = (fmt or _DEFAULT_FORMAT).to_json(data)
     if obj is NotImplemented:
@@ -750,11 +739,12 @@ def _jsonl_field(out: Dict[str, Any], name: str, data: bytes, fmt: Optional[Json
         out[name] = obj
 
 
-_DEFAULT_FORMAT: JsonCodec = _Utf8Codec()
+# The default (ValueFormat's 'auto'): UTF-8 text as a JSON string, other bytes in base64.
+_DEFAULT_FORMAT: JsonCodec = ValueFormat()
 
 
 def write_jsonl(
-    fp: IO,
+    fp: AnyFile,
     items: Iterable[Item],
     *,
     key_format: Optional[JsonCodec] = None,
@@ -775,7 +765,7 @@ def write_jsonl(
     for key, value in items:
         key = _as_bytes(key, "key")
         value = _as_bytes(value, "value")
-        rec: dict = {}
+        rec: Dict[str, Any] = {}
         _jsonl_field(rec, "key", key, key_format)
         _jsonl_field(rec, "value", value, value_format)
         sink.write(json.dumps(rec, ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n")
@@ -790,7 +780,7 @@ def write_jsonl(
     return written
 
 
-def _jsonl_datum(rec: dict, name: str, fmt: Optional[JsonCodec], lineno: int) -> bytes:
+def _jsonl_datum(rec: Dict[str, Any], name: str, fmt: Optional[JsonCodec], lineno: int) -> bytes:
     has_plain = name in rec
     has_b64 = name + "_b64" in rec
     if has_plain and has_b64:
@@ -812,7 +802,7 @@ def _jsonl_datum(rec: dict, name: str, fmt: Optional[JsonCodec], lineno: int) ->
 
 
 def read_jsonl(
-    fp: IO,
+    fp: AnyFile,
     *,
     key_format: Optional[JsonCodec] = None,
     value_format: Optional[JsonCodec] = None,

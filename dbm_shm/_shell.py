@@ -48,6 +48,24 @@ class ShellError(Exception):
     """A command failed; the message is shown and the shell goes on."""
 
 
+#: (name, arguments, what it does) of every command, in the order of 'help'.
+COMMANDS = (
+    ("fetch", "KEY", "print KEY's value"),
+    ("store", "KEY VALUE", "set KEY to VALUE"),
+    ("delete", "KEY", "delete KEY"),
+    ("list", "", "print every KEY<TAB>VALUE"),
+    ("count", "", "print the number of keys"),
+    ("first", "", "print the first key and its value"),
+    ("next", "[KEY]", "print the key after the last shown (or KEY)"),
+    ("status", "", "print the store's statistics"),
+    ("reorganize", "", "compact the file"),
+    ("export", "FILE [truncate]", "write a gdbm ASCII dump"),
+    ("import", "FILE [replace]", "load a gdbm ASCII dump, all or nothing"),
+    ("help", "", "list the commands"),
+    ("quit", "", "leave the shell"),
+)
+
+
 class Shell:
     """The commands over one open database ``db``; output goes to ``out``."""
 
@@ -58,21 +76,10 @@ class Shell:
         self.kf = key_format or ValueFormat()
         self.vf = value_format or ValueFormat()
         self._last: Optional[bytes] = None  # the key 'first'/'next' showed last
-        self.commands: Dict[str, Tuple[Callable[[List[str]], None], str]] = {
-            "fetch": (self.do_fetch, "KEY             print KEY's value"),
-            "store": (self.do_store, "KEY VALUE       set KEY to VALUE"),
-            "delete": (self.do_delete, "KEY            delete KEY"),
-            "list": (self.do_list, "                 print every KEY<TAB>VALUE"),
-            "count": (self.do_count, "                print the number of keys"),
-            "first": (self.do_first, "                print the first key and its value"),
-            "next": (self.do_next, "[KEY]            print the key after the last shown (or KEY)"),
-            "status": (self.do_status, "               print the store's statistics"),
-            "reorganize": (self.do_reorganize, "           compact the file"),
-            "export": (self.do_export, "FILE [truncate] write a gdbm ASCII dump"),
-            "import": (self.do_import, "FILE [replace]  load a gdbm ASCII dump, all or nothing"),
-            "help": (self.do_help, "                 list the commands"),
-            "quit": (self.do_quit, "                 leave the shell"),
-        }
+        #: name -> (method, arguments, what it does), in the order of 'help'
+        self.commands: Dict[str, Tuple[Callable[[List[str]], None], str, str]] = {
+            name: (getattr(self, "do_" + name), synopsis, text)
+            for name, synopsis, text in COMMANDS}
 
     # -- helpers
     def _print(self, text: str) -> None:
@@ -87,15 +94,17 @@ class Shell:
         except ValueError as exc:
             raise ShellError(f"bad key {arg!r}: {exc}") from None
 
-    @staticmethod
-    def _nargs(args: List[str], low: int, high: int, usage: str) -> None:
+    def _usage(self, name: str) -> ShellError:
+        return ShellError(f"usage: {name} {self.commands[name][1]}".rstrip())
+
+    def _nargs(self, args: List[str], low: int, high: int, name: str) -> None:
         if not low <= len(args) <= high:
-            raise ShellError(f"usage: {usage}")
+            raise self._usage(name)
 
     # -- commands
     def do_fetch(self, args: List[str]) -> None:
         """fetch KEY"""
-        self._nargs(args, 1, 1, "fetch KEY")
+        self._nargs(args, 1, 1, "fetch")
         value = self.db.get(self._key(args[0]))
         if value is None:
             raise ShellError(f"no such key: {args[0]}")
@@ -103,7 +112,7 @@ class Shell:
 
     def do_store(self, args: List[str]) -> None:
         """store KEY VALUE"""
-        self._nargs(args, 2, 2, "store KEY VALUE")
+        self._nargs(args, 2, 2, "store")
         try:
             value = self.vf.parse(args[1])
         except ValueError as exc:
@@ -112,7 +121,7 @@ class Shell:
 
     def do_delete(self, args: List[str]) -> None:
         """delete KEY"""
-        self._nargs(args, 1, 1, "delete KEY")
+        self._nargs(args, 1, 1, "delete")
         try:
             del self.db[self._key(args[0])]
         except KeyError:
@@ -145,7 +154,7 @@ class Shell:
 
     def do_next(self, args: List[str]) -> None:
         """next [KEY]"""
-        self._nargs(args, 0, 1, "next [KEY]")
+        self._nargs(args, 0, 1, "next")
         after = self._key(args[0]) if args else self._last
         if after is None:
             raise ShellError("no current key: use 'first' (or 'next KEY')")
@@ -166,7 +175,7 @@ class Shell:
     def do_export(self, args: List[str]) -> None:
         """export FILE [truncate]"""
         if not args or args[1:] not in ([], ["truncate"]):
-            raise ShellError("usage: export FILE [truncate]")
+            raise self._usage("export")
         path = args[0]
         if os.path.exists(path) and args[1:] != ["truncate"]:
             raise ShellError(f"{path} exists (use 'export {path} truncate' to replace it)")
@@ -181,7 +190,7 @@ class Shell:
     def do_import(self, args: List[str]) -> None:
         """import FILE [replace]"""
         if not args or args[1:] not in ([], ["replace"]):
-            raise ShellError("usage: import FILE [replace]")
+            raise self._usage("import")
         path = args[0]
         try:
             with open(path, "rb") as fp:
@@ -202,8 +211,8 @@ class Shell:
 
     def do_help(self, args: List[str]) -> None:
         """help"""
-        for name, (_fn, text) in self.commands.items():
-            self._print(f"{name} {text}")
+        for name, (_fn, synopsis, text) in self.commands.items():
+            self._print(f"{name + ' ' + synopsis:<23}{text}")
 
     def do_quit(self, args: List[str]) -> None:
         """quit"""

@@ -218,7 +218,7 @@ class _StructFormat(ValueFormat):
             raise ValueError(f"struct format {spec!r} has no fields")
         self._kinds = kinds
 
-    def _unpack(self, data: bytes) -> tuple:
+    def _unpack(self, data: bytes) -> Tuple[Any, ...]:
         return self._struct.unpack(data)
 
     @staticmethod
@@ -277,7 +277,7 @@ class _StructFormat(ValueFormat):
             return raw
         raise ValueError(f"unsupported struct code {kind!r}")  # pragma: no cover
 
-    def _pack(self, values: list) -> bytes:
+    def _pack(self, values: List[Any]) -> bytes:
         if len(values) != len(self._kinds):
             raise ValueError(
                 f"format {self.name!r} has {len(self._kinds)} field(s), got {len(values)}")
