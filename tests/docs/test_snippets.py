@@ -187,6 +187,20 @@ def collect_rst(rel: str, text: str) -> List[Snippet]:
                 lang = "pycon"
             if lang in RUNNABLE:
                 s = Snippet(rel, i + 1, RUNNABLE[lang], body_text + "\n")
+                if s.kind == "python":
+                    # The output: a ``.. code-block:: text`` right after it.
+                    n = j
+                    while n < len(lines) and not lines[n].strip():
+                        n += 1
+                    tm = re.match(r"^(\s*)\.\.\s+(?:code-block|code)::\s*text\s*$", lines[n]) \
+                        if n < len(lines) else None
+                    if tm and len(tm.group(1)) == indent:
+                        e = n + 1
+                        while e < len(lines) and (not lines[e].strip() or
+                                                  len(lines[e]) - len(lines[e].lstrip()) > indent):
+                            e += 1
+                        s.expected = textwrap.dedent("\n".join(lines[n + 1:e])).strip("\n")
+                        j = e
                 k = i - 1
                 while k >= 0 and not lines[k].strip():
                     k -= 1
@@ -413,3 +427,22 @@ def test_rst_blocks():
     a, b = collect_rst("x.rst", rst)
     assert (a.kind, a.skip, a.code) == ("python", "needs a db", 'db[b"k"] = b"v"\n')
     assert (b.kind, b.line) == ("pycon", 9)
+
+
+def test_rst_output_block():
+    rst = textwrap.dedent("""\
+        .. code-block:: python
+
+           print("hi")
+
+        .. code-block:: text
+
+           hi
+
+        .. code-block:: python
+
+           pass
+        """)
+    a, b = collect_rst("x.rst", rst)
+    assert (a.kind, a.expected, a.line) == ("python", "hi", 1)
+    assert (b.kind, b.expected, b.line) == ("python", None, 9)
