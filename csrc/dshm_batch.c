@@ -61,12 +61,12 @@ static int dedup(bop *ops, size_t n, size_t *kept) {
         cap *= 2;
     size_t *tab = malloc(cap * sizeof *tab);   /* index + 1; 0 = empty */
     if (!tab)
-        return ENOMEM;
+        return -ENOMEM;
     memset(tab, 0, cap * sizeof *tab);
     bool *dead = calloc(n, sizeof *dead);
     if (!dead) {
         free(tab);
-        return ENOMEM;
+        return -ENOMEM;
     }
     for (size_t i = 0; i < n; i++) {
         size_t s = (size_t)(ops[i].h ^ (ops[i].h >> 29)) & (cap - 1);
@@ -133,7 +133,7 @@ static int write_batch_unguarded(dshm_db *db, size_t n, const char *keys, const 
     if (n && (!klens || !vlens))
         rc = DSHM_INVALID;
     else if (n > SIZE_MAX / sizeof *ops || !(ops = malloc((n ? n : 1) * sizeof *ops)))
-        rc = ENOMEM;
+        rc = -ENOMEM;
     for (size_t i = 0; i < n && !rc; i++) {
         uint64_t kl = klens[i];
         int64_t vl = vlens[i];
@@ -289,22 +289,19 @@ static int64_t many_once(dshm_env *env, bool locked, void *p) {
 static int64_t get_many_unguarded(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
                               char *buf, size_t cap, int64_t *vlens, uint64_t *commit, uint64_t *need) {
     dshm_env *env;
-    int rc = dshm_enter(db, &env);
-    if (rc)
-        return rc > 0 ? -rc : rc;
     int64_t r;
+    int arg = 0;
     uint64_t total = 0;
-    for (size_t i = 0; i < n && klens; i++) {
-        if (klens[i] > DSHM_MAX_KEY) {
-            dshm_leave(db);
-            return DSHM_TOOBIG;
-        }
+    for (size_t i = 0; i < n && klens && !arg; i++) {
+        if (klens[i] > DSHM_MAX_KEY)
+            arg = DSHM_TOOBIG;
         total += klens[i];
     }
-    if (n && (!klens || !vlens || (total && !keys) || (!buf && cap))) {
-        dshm_leave(db);
-        return DSHM_INVALID;
-    }
+    if (!arg && n && (!klens || !vlens || (total && !keys) || (!buf && cap)))
+        arg = DSHM_INVALID;
+    int rc = dshm_enter_checked(db, &env, arg);
+    if (rc)
+        return rc;
     many_ctx c = { n, keys, klens, buf, cap, vlens, NULL, NULL, 0, 0 };
     if (n && !(c.h = malloc(n * sizeof *c.h))) {
         dshm_leave(db);
@@ -355,13 +352,13 @@ static int64_t whole_once(dshm_env *env, bool locked, void *p) {
         int r = dshm_snap_read(env, cursor, cursor, true, locked, &c->sn);
         if (r == -ERANGE) {
             if ((r = dshm_snap_reserve(&c->sn, c->sn.used)))
-                return -r;
+                return r;
             continue;
         }
         if (r)
             return r;
         if ((r = dshm_snap_reserve(&c->out, c->out.used + c->sn.used)))
-            return -r;
+            return r;
         if (c->sn.used)
             memcpy(c->out.buf + c->out.used, c->sn.buf, c->sn.used);
         c->out.used += c->sn.used;
@@ -380,13 +377,9 @@ static int64_t whole_once(dshm_env *env, bool locked, void *p) {
 
 static int64_t snapshot_unguarded(dshm_db *db, char **out, uint64_t *commit) {
     dshm_env *env;
-    int rc = dshm_enter(db, &env);
+    int rc = dshm_enter_checked(db, &env, out ? 0 : DSHM_INVALID);
     if (rc)
-        return rc > 0 ? -rc : rc;
-    if (!out) {
-        dshm_leave(db);
-        return DSHM_INVALID;
-    }
+        return rc;
     whole_ctx c = {0};
     /* A whole copy is long, and a busy writer would make every try fail:
      * the common rule (read_retry) with SNAPSHOT_TRIES lock-free tries

@@ -18,13 +18,9 @@
 
 static int stat_unguarded(dshm_db *db, dshm_stat_t *st) {
     dshm_env *env;
-    int rc = dshm_enter(db, &env);
+    int rc = dshm_enter_checked(db, &env, st ? 0 : DSHM_INVALID);
     if (rc)
         return rc;
-    if (!st) {
-        dshm_leave(db);
-        return DSHM_INVALID;
-    }
     dshm_header *hd = DSHM_HDR(env);
     memset(st, 0, sizeof *st);
     st->st_count = atomic_load_explicit(&hd->hd_count, memory_order_acquire);
@@ -274,7 +270,7 @@ static int64_t check_unguarded(dshm_db *db, char *buf, size_t cap) {
     dshm_env *env;
     int rc = dshm_enter(db, &env);
     if (rc)
-        return rc > 0 ? -rc : rc;
+        return rc;
     report rp = { .buf = buf, .cap = cap };
     if (buf && cap)
         buf[0] = 0;
@@ -283,7 +279,7 @@ static int64_t check_unguarded(dshm_db *db, char *buf, size_t cap) {
         /* A writable handle: its lock first runs a repair that is owed. */
         if ((rc = dshm_wlock(db, &env, 0))) {
             dshm_leave(db);
-            return rc > 0 ? -rc : rc;
+            return rc;
         }
         r = check_locked(env, &rp);
         dshm_unlock_rw(env);
@@ -303,7 +299,7 @@ static int64_t check_unguarded(dshm_db *db, char *buf, size_t cap) {
                 owed_problems(env, &rp, lrc == DSHM_NEED_RECOVERY);
         } else {
             dshm_leave(db);
-            return lrc > 0 ? -lrc : lrc;
+            return lrc;
         }
         if (r >= 0)
             r = rp.problems;

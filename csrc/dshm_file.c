@@ -69,7 +69,7 @@ int dshm_env_map(dshm_env *env, uint64_t size, uint64_t want) {
             return 0;
         }
         if (errno != ENOMEM || resv <= size)
-            return errno == ENOMEM ? DSHM_FULL : errno;
+            return errno == ENOMEM ? DSHM_FULL : -errno;
         resv = resv / 2 > floor ? resv / 2 : resv > floor ? floor : size;
     }
 }
@@ -90,7 +90,7 @@ static int fill_seed(uint64_t seed[2]) {
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            return errno;
+            return -errno;
         }
         got += (size_t)n;
     }
@@ -105,11 +105,11 @@ int dshm_init_file(int fd, const uint64_t *seed) {
     if (rc == EOPNOTSUPP || rc == ENOSYS)
         rc = ftruncate(fd, (off_t)DSHM_INITIAL_SIZE) ? errno : 0;
     if (rc)
-        return rc;
+        return -rc;
     dshm_env env = { .ev_fd = fd, .ev_writable = 1, .ev_resv = DSHM_INITIAL_SIZE };
     env.ev_base = mmap(NULL, DSHM_INITIAL_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (env.ev_base == MAP_FAILED)
-        return errno;
+        return -errno;
     dshm_header *hd = DSHM_HDR(&env);
     memset(hd, 0, DSHM_HEADER_SIZE);
     hd->hd_format = DSHM_FORMAT;
@@ -181,7 +181,7 @@ static bool half_made(const dshm_header *hd, ssize_t got, uint64_t size) {
 static int flock_retry(int fd, int op) {
     while (flock(fd, op) != 0) {
         if (errno != EINTR)
-            return errno;
+            return -errno;
     }
     return 0;
 }
@@ -196,7 +196,7 @@ int dshm_env_open(const char *path, int flags, int mode, uint64_t want, dshm_env
     dshm_env *env = calloc(1, sizeof *env);
     int rc = 0;
     if (!env)
-        return ENOMEM;
+        return -ENOMEM;
     if (repaired)
         *repaired = false;
     env->ev_fd = -1;
@@ -208,7 +208,7 @@ int dshm_env_open(const char *path, int flags, int mode, uint64_t want, dshm_env
     if (env->ev_fd < 0 && rdonly && (errno == EACCES || errno == EROFS || errno == EPERM))
         env->ev_fd = open(path, O_RDONLY | O_CLOEXEC);
     if (env->ev_fd < 0) {
-        rc = errno;
+        rc = -errno;
         goto fail;
     }
     struct timespec start, now;
@@ -219,7 +219,7 @@ int dshm_env_open(const char *path, int flags, int mode, uint64_t want, dshm_env
             goto fail;
         struct stat st;
         if (fstat(env->ev_fd, &st) != 0) {
-            rc = errno;
+            rc = -errno;
             goto fail;
         }
         if (!S_ISREG(st.st_mode)) {
@@ -230,7 +230,7 @@ int dshm_env_open(const char *path, int flags, int mode, uint64_t want, dshm_env
         memset(&hdr, 0, sizeof hdr);
         ssize_t got = pread(env->ev_fd, &hdr, sizeof hdr, 0);
         if (got < 0) {
-            rc = errno;
+            rc = -errno;
             goto fail;
         }
         bool blank = st.st_size == 0 || half_made(&hdr, got, (uint64_t)st.st_size);
@@ -249,7 +249,7 @@ int dshm_env_open(const char *path, int flags, int mode, uint64_t want, dshm_env
         }
         if (blank && exclusive && create && env->ev_writable) {
             if (st.st_size && ftruncate(env->ev_fd, 0) != 0) {
-                rc = errno;
+                rc = -errno;
                 goto fail;
             }
             if ((rc = dshm_init_file(env->ev_fd, NULL)))
@@ -339,19 +339,19 @@ static int create_renamed(const char *path, int mode, uint64_t commit) {
     size_t n = strlen(path) + 48;
     char *tmp = malloc(n);
     if (!tmp)
-        return ENOMEM;
+        return -ENOMEM;
     snprintf(tmp, n, "%s.dshm-new-%d", path, (int)getpid());
     int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-    int rc = fd < 0 ? errno : fchmod(fd, (mode_t)mode) ? errno : dshm_init_file(fd, NULL);
+    int rc = fd < 0 ? -errno : fchmod(fd, (mode_t)mode) ? -errno : dshm_init_file(fd, NULL);
     /* The commit numbers go on from the store it replaces: a waiter's
      * next wait(since=...) on the new file is not behind it. */
     if (!rc && commit &&
         pwrite(fd, &commit, sizeof commit, (off_t)offsetof(dshm_header, hd_commit)) != (ssize_t)sizeof commit)
-        rc = errno ? errno : EIO;
+        rc = errno ? -errno : -EIO;
     if (fd >= 0)
         close(fd);
     if (!rc && rename(tmp, path) != 0)
-        rc = errno;
+        rc = -errno;
     if (rc && fd >= 0)
         unlink(tmp);
     free(tmp);
@@ -391,7 +391,7 @@ static void mark_moved(int fd) {
 
 int dshm_replace_file(const char *path, int fd) {
     struct stat st;
-    int rc = fstat(fd, &st) ? errno : create_renamed(path, (int)(st.st_mode & 07777), old_commit(fd));
+    int rc = fstat(fd, &st) ? -errno : create_renamed(path, (int)(st.st_mode & 07777), old_commit(fd));
     if (rc == 0)
         mark_moved(fd);
     return rc;

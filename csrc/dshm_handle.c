@@ -68,12 +68,12 @@ int dshm_refresh(dshm_db *db, dshm_env **envp, uint64_t want) {
         if (size > cur->ev_resv || want > cur->ev_resv) {
             nenv = calloc(1, sizeof *nenv);
             if (!nenv) {
-                rc = ENOMEM;
+                rc = -ENOMEM;
             } else {
                 nenv->ev_writable = cur->ev_writable;
                 nenv->ev_fd = fcntl(cur->ev_fd, F_DUPFD_CLOEXEC, 0);
                 if (nenv->ev_fd < 0)
-                    rc = errno;
+                    rc = -errno;
                 else
                     rc = dshm_env_map(nenv, size, (size > want ? size : want) * 2);
                 if (rc) {
@@ -261,13 +261,13 @@ int dshm_open(const char *path, int flags, int mode, dshm_db **out) {
         return DSHM_INVALID;
     dshm_db *db = calloc(1, sizeof *db);
     if (!db)
-        return ENOMEM;
+        return -ENOMEM;
     db->db_path = strdup(path);
     db->db_flags = flags & (DSHM_RDONLY | DSHM_SYNC);
     db->db_pid = (int)getpid();
     if (!db->db_path) {
         free(db);
-        return ENOMEM;
+        return -ENOMEM;
     }
     pthread_mutex_init(&db->db_lock, NULL);
     dshm_env *env = NULL;
@@ -278,11 +278,11 @@ int dshm_open(const char *path, int flags, int mode, dshm_db **out) {
          * old one marked moved, so its users follow. */
         int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, mode);
         if (fd < 0) {
-            rc = errno;
+            rc = -errno;
             goto fail;
         }
         if (flock(fd, LOCK_EX | LOCK_NB) == 0)
-            rc = ftruncate(fd, 0) ? errno : dshm_init_file(fd, NULL);
+            rc = ftruncate(fd, 0) ? -errno : dshm_init_file(fd, NULL);
         else
             rc = dshm_replace_file(path, fd);
         close(fd);
@@ -375,17 +375,22 @@ void dshm_guard_fault(dshm_guard *g) {
         dshm_leave(g->entered);
 }
 
-int dshm_write_enter(dshm_db *db, dshm_env **envp, int argrc, uint64_t bytes, uint64_t keys) {
+int dshm_enter_checked(dshm_db *db, dshm_env **envp, int argrc) {
     int rc = dshm_enter(db, envp);
-    if (rc)
-        return rc;
+    if (rc == 0 && argrc) {
+        dshm_leave(db);
+        rc = argrc;
+    }
+    return rc;
+}
+
+int dshm_write_enter(dshm_db *db, dshm_env **envp, int argrc, uint64_t bytes, uint64_t keys) {
     /* A bad argument first, then a read-only handle, then what the
      * arguments ask for that cannot be had (too big, too many). */
-    if (argrc != DSHM_INVALID && (db->db_flags & DSHM_RDONLY))
+    if (argrc != DSHM_INVALID && (db && (db->db_flags & DSHM_RDONLY)))
         argrc = DSHM_READONLY;
-    if (argrc || (rc = dshm_wlock(db, envp, bytes + dshm_index_room(*envp, keys)))) {
+    int rc = dshm_enter_checked(db, envp, argrc);
+    if (rc == 0 && (rc = dshm_wlock(db, envp, bytes + dshm_index_room(*envp, keys))))
         dshm_leave(db);
-        return argrc ? argrc : rc;
-    }
-    return 0;
+    return rc;
 }

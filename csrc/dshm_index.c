@@ -541,7 +541,7 @@ int dshm_index_rebuild_page(dshm_env *env, uint64_t b) {
                 cap = cap ? cap * 2 : DSHM_SLOTS;
                 uint64_t *v = realloc(recs, cap * sizeof *v);
                 if (!v) {
-                    rc = ENOMEM;
+                    rc = -ENOMEM;
                     goto out;
                 }
                 recs = v;

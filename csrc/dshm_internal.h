@@ -600,6 +600,9 @@ int dshm_wlock(dshm_db *db, dshm_env **envp, uint64_t room);
 /** The read-only take of the writer lock (dshm_lock_ro) for a handle,
  *  following a reorganize or a growth as dshm_wlock does. */
 int dshm_rlock(dshm_db *db, dshm_env **envp, bool *owed);
+/** dshm_enter, then report argrc (the caller's argument check, 0 if none)
+ *  after the handle was found open; on error the call has left. */
+int dshm_enter_checked(dshm_db *db, dshm_env **envp, int argrc);
 /** The start of every write: enter, report argrc (the caller's argument
  *  check: DSHM_INVALID before a read-only handle's DSHM_READONLY, any other
  *  code after it), take the writer lock with room for `bytes` of records

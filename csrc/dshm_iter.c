@@ -108,7 +108,7 @@ int dshm_snap_reserve(snap *sn, size_t need) {
         cap *= 2;
     char *p = realloc(sn->buf, cap);
     if (!p)
-        return ENOMEM;
+        return -ENOMEM;
     sn->buf = p;
     sn->cap = cap;
     return 0;
@@ -148,7 +148,7 @@ static int64_t key_from(dshm_db *db, dshm_env **envp, uint64_t cursor, snap *sn,
     for (;;) {
         int r = snap_full(db, envp, cursor, cursor, sn);
         if (r)
-            return r > 0 ? -r : r;
+            return r;
         size_t pos = 0;
         const char *k;
         uint32_t kl;
@@ -165,7 +165,7 @@ static int64_t firstkey_unguarded(dshm_db *db, char *buf, size_t cap) {
     dshm_env *env;
     int rc = dshm_enter(db, &env);
     if (rc)
-        return rc > 0 ? -rc : rc;
+        return rc;
     snap sn = {0};
     int64_t r = key_from(db, &env, 0, &sn, buf, cap);
     free(sn.buf);
@@ -175,23 +175,17 @@ static int64_t firstkey_unguarded(dshm_db *db, char *buf, size_t cap) {
 
 static int64_t nextkey_unguarded(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap) {
     dshm_env *env;
-    int rc = dshm_enter(db, &env);
+    int rc = dshm_enter_checked(db, &env, !key && klen ? DSHM_INVALID : 0);
     if (rc)
-        return rc > 0 ? -rc : rc;
-    if (!key && klen) {
-        dshm_leave(db);
-        return DSHM_INVALID;
-    }
+        return rc;
     /* The order is bucket by bucket in hash order, and slot order inside
      * a bucket: the successor is the entry after key in its bucket's
      * snapshot, or the first entry of a following bucket. */
     uint64_t h = dshm_key_hash(DSHM_HDR(env), key, klen);
     snap sn = {0};
     int64_t r = snap_full(db, &env, h, 0, &sn);
-    if (r) {
-        r = r > 0 ? -r : r;
+    if (r)
         goto out;
-    }
     size_t pos = 0;
     const char *k;
     uint32_t kl;
@@ -216,13 +210,9 @@ out:
 static int64_t scan_unguarded(dshm_db *db, uint64_t *cursor, int *done, char *buf, size_t cap,
                   int flags, uint64_t *need) {
     dshm_env *env;
-    int rc = dshm_enter(db, &env);
+    int rc = dshm_enter_checked(db, &env, !cursor || !done || (!buf && cap) ? DSHM_INVALID : 0);
     if (rc)
-        return rc > 0 ? -rc : rc;
-    if (!cursor || !done || (!buf && cap)) {
-        dshm_leave(db);
-        return DSHM_INVALID;
-    }
+        return rc;
     bool values = flags & DSHM_SCAN_VALUES;
     size_t used = 0;
     int64_t r = 0;
@@ -239,7 +229,7 @@ static int64_t scan_unguarded(dshm_db *db, uint64_t *cursor, int *done, char *bu
             break;
         }
         if (sr) {
-            r = sr > 0 ? -sr : sr;
+            r = sr;
             break;
         }
         used += sn.used;

@@ -37,19 +37,19 @@ int dshm_mutex_init(dshm_header *hd) {
     /* Zero first: a stale robust mutex must not keep its old owner bits. */
     memset(&hd->hd_mutex, 0, sizeof hd->hd_mutex);
     if ((rc = pthread_mutexattr_init(&attr)) != 0)
-        return rc;
+        return -rc;
     if ((rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)) != 0 ||
         (rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST)) != 0 ||
         (rc = pthread_mutex_init(&hd->hd_mutex.m, &attr)) != 0) {
         pthread_mutexattr_destroy(&attr);
-        return rc;
+        return -rc;
     }
     pthread_mutexattr_destroy(&attr);
     /* Once locked and unlocked by its sole user, the mutex is in the state
      * every later unlock leaves it in (glibc: use count 1), which is what a
      * read-only handle checks before it takes the lock. */
     if ((rc = pthread_mutex_lock(&hd->hd_mutex.m)) != 0)
-        return rc;
+        return -rc;
     pthread_mutex_unlock(&hd->hd_mutex.m);
     atomic_store_explicit(&hd->hd_lock_pid, 0, memory_order_relaxed);
     return 0;
@@ -185,7 +185,7 @@ int dshm_lock_ro(dshm_env *env, bool *owed) {
     if (rc == ENOTRECOVERABLE || rc == EINVAL)
         return DSHM_NEED_RECOVERY;   /* unusable: a writable opener alone with the file resets it */
     if (rc)
-        return rc;
+        return -rc;
     dshm_guard_tls.locked = env;
     dshm_guard_tls.locked_ro = 1;
     *owed = hd->hd_repair != 0;
@@ -226,7 +226,7 @@ int dshm_mutex_probe(dshm_header *hd, bool *repair, bool *reinit) {
         *repair = *reinit = true;
         return 0;
     }
-    return rc;
+    return -rc;
 }
 
 /** Take the writer lock of env's file to write. On EOWNERDEAD the mutex
@@ -251,7 +251,7 @@ int dshm_lock_rw(dshm_env *env, bool *owed) {
     } else if (rc == ENOTRECOVERABLE) {
         return DSHM_NEED_RECOVERY;
     } else if (rc) {
-        return rc;
+        return -rc;
     }
     atomic_store_explicit(&hd->hd_lock_pid, (uint64_t)getpid(), memory_order_relaxed);
     atomic_store_explicit(&hd->hd_lock_since, dshm_now_ns(), memory_order_relaxed);

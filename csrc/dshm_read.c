@@ -60,7 +60,7 @@ int64_t dshm_read_retry(dshm_db *db, dshm_env **envp, dshm_read_fn fn, void *ctx
             if (atomic_load_explicit(&DSHM_HDR(env)->hd_file_size, memory_order_acquire) > env->ev_resv) {
                 int rc = dshm_refresh(db, envp, 0);   /* the file grew past this mapping */
                 if (rc)
-                    return rc > 0 ? -rc : rc;
+                    return rc;
             }
         }
         dshm_read_odd.at = NULL;
@@ -76,7 +76,7 @@ int64_t dshm_read_retry(dshm_db *db, dshm_env **envp, dshm_read_fn fn, void *ctx
         /* A writable handle: its lock first runs a repair that is owed. */
         int rc = dshm_wlock(db, envp, 0);
         if (rc)
-            return rc > 0 ? -rc : rc;
+            return rc;
         r = fn(*envp, true, ctx);
         dshm_unlock_rw(*envp);
         return r;
@@ -85,7 +85,7 @@ int64_t dshm_read_retry(dshm_db *db, dshm_env **envp, dshm_read_fn fn, void *ctx
         bool owed;
         int rc = dshm_rlock(db, envp, &owed);
         if (rc)
-            return rc > 0 ? -rc : rc;
+            return rc;
         /* A repair is owed (hd_repair): the store may hold a half-made
          * change that only the repair undoes. Say so rather than guess. */
         r = owed ? DSHM_NEED_RECOVERY : fn(*envp, true, ctx);
@@ -125,13 +125,9 @@ static int64_t get_once(dshm_env *env, bool locked, void *p) {
 
 static int64_t get_unguarded(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap) {
     dshm_env *env;
-    int rc = dshm_enter(db, &env);
+    int rc = dshm_enter_checked(db, &env, !key && klen ? DSHM_INVALID : 0);
     if (rc)
-        return rc > 0 ? -rc : rc;
-    if (!key && klen) {
-        dshm_leave(db);
-        return DSHM_INVALID;
-    }
+        return rc;
     get_ctx c = { key, klen, buf, cap, NULL, 0 };
     int64_t r = get_once(env, false, &c);
     if (r == DSHM_RETRY || r == DSHM_CORRUPT)
@@ -144,19 +140,20 @@ static int64_t count_unguarded(dshm_db *db) {
     dshm_env *env;
     int rc = dshm_enter(db, &env);
     if (rc)
-        return rc > 0 ? -rc : rc;
+        return rc;
     uint64_t n = atomic_load_explicit(&DSHM_HDR(env)->hd_count, memory_order_acquire);
     dshm_leave(db);
     return n > (uint64_t)INT64_MAX ? DSHM_CORRUPT : (int64_t)n;
 }
 
-static uint64_t commit_id_unguarded(dshm_db *db) {
+static int commit_id_unguarded(dshm_db *db, uint64_t *out) {
     dshm_env *env;
-    if (dshm_enter(db, &env))
-        return 0;
-    uint64_t c = atomic_load_explicit(&DSHM_HDR(env)->hd_commit, memory_order_acquire);
+    int rc = dshm_enter_checked(db, &env, out ? 0 : DSHM_INVALID);
+    if (rc)
+        return rc;
+    *out = atomic_load_explicit(&DSHM_HDR(env)->hd_commit, memory_order_acquire);
     dshm_leave(db);
-    return c;
+    return 0;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -168,16 +165,4 @@ int64_t dshm_get(dshm_db *db, const char *key, size_t klen, char *buf, size_t ca
 
 int64_t dshm_count(dshm_db *db) { GUARDED(int64_t, count_unguarded(db)); }
 
-uint64_t dshm_commit_id(dshm_db *db) {
-    dshm_guard *g = &dshm_guard_tls;
-    if (g->active)
-        return commit_id_unguarded(db);
-    if (sigsetjmp(g->jb, 0)) {
-        dshm_guard_fault(g);
-        return 0;
-    }
-    g->active = 1;
-    uint64_t r = commit_id_unguarded(db);
-    g->active = 0;
-    return r;
-}
+int dshm_commit_id(dshm_db *db, uint64_t *out) { GUARDED(int, commit_id_unguarded(db, out)); }

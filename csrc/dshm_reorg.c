@@ -64,13 +64,13 @@ static int reorganize_unguarded(dshm_db *db) {
     dshm_env *nenv = NULL;
     int nfd = -1;
     if (!tmp || fstat(env->ev_fd, &st) != 0) {
-        rc = tmp ? errno : ENOMEM;
+        rc = tmp ? -errno : -ENOMEM;
         goto out;
     }
     sprintf(tmp, "%s.dshm-reorg-%d", db->db_path, (int)getpid());
     nfd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, st.st_mode & 07777);
     if (nfd < 0) {
-        rc = errno;
+        rc = -errno;
         goto out;
     }
     if (fchmod(nfd, st.st_mode & 07777) != 0) { /* umask may have narrowed it; best effort */ }
@@ -79,7 +79,7 @@ static int reorganize_unguarded(dshm_db *db) {
         goto out;
     nenv = calloc(1, sizeof *nenv);
     if (!nenv) {
-        rc = ENOMEM;
+        rc = -ENOMEM;
         goto out;
     }
     nenv->ev_fd = nfd;
@@ -112,11 +112,11 @@ static int reorganize_unguarded(dshm_db *db) {
     struct stat named;
     if (stat(db->db_path, &named) == 0 &&
         (named.st_ino != st.st_ino || named.st_dev != st.st_dev)) {
-        rc = ESTALE;
+        rc = -ESTALE;
         goto out;
     }
     if (rename(tmp, db->db_path) != 0) {
-        rc = errno;
+        rc = -errno;
         goto out;
     }
     free(tmp);

@@ -161,7 +161,7 @@ int dshm_grow(dshm_env *env, uint64_t need) {
     if (rc != 0) {
         /* Leave the file as it was: a partial fallocate may have grown it. */
         if (ftruncate(env->ev_fd, (off_t)size) != 0) { /* best effort */ }
-        return rc;
+        return -rc;
     }
     atomic_store_explicit(&hd->hd_file_size, target, memory_order_release);
     return 0;
@@ -332,7 +332,7 @@ static int ext_add(extents *e, uint64_t off, uint64_t size) {
         size_t cap = e->cap ? e->cap * 2 : 4096;
         extent *v = realloc(e->v, cap * sizeof *v);
         if (!v)
-            return ENOMEM;
+            return -ENOMEM;
         e->v = v;
         e->cap = cap;
     }
@@ -359,7 +359,7 @@ _Static_assert(offsetof(dshm_header, hd_freed) - offsetof(dshm_header, hd_top) =
 
 /* The batch being written (or finished by a recovery): its journal and
  * the records it lists are live though no slot may point to them yet.
- * Returns 0, -ENOMEM/ENOMEM, or DSHM_CORRUPT for a damaged journal. */
+ * Returns 0, -ENOMEM, or DSHM_CORRUPT for a damaged journal. */
 static int journal_extents(dshm_env *env, extents *e) {
     dshm_header *hd = DSHM_HDR(env);
     uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);

@@ -84,12 +84,12 @@ static int wait_unguarded(dshm_db *db, uint64_t since, int64_t timeout_ns, uint6
             break;
         }
         if (atomic_load_explicit(&db->db_interrupt, memory_order_seq_cst) != gen) {
-            rc = EINTR;
+            rc = -EINTR;
             break;
         }
         clock_gettime(CLOCK_MONOTONIC, &now);
         if (timeout_ns >= 0 && !before(&now, &deadline)) {
-            rc = ETIMEDOUT;
+            rc = -ETIMEDOUT;
             break;
         }
         _Atomic uint32_t *w = dshm_waiters_word(db, env);
@@ -119,10 +119,10 @@ static int wait_unguarded(dshm_db *db, uint64_t since, int64_t timeout_ns, uint6
         if (r == 0) {
             atomic_fetch_add_explicit(&db->db_wakeups, 1, memory_order_relaxed);
         } else if (errno == EINTR) {
-            rc = EINTR;   /* a signal: the caller runs its handlers, then calls again */
+            rc = -EINTR;   /* a signal: the caller runs its handlers, then calls again */
             break;
         } else if (errno != ETIMEDOUT && errno != EAGAIN) {
-            rc = errno;
+            rc = -errno;
             break;
         }
     }

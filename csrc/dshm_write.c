@@ -20,9 +20,9 @@
 int dshm_sync_env(dshm_env *env) {
     uint64_t size = atomic_load_explicit(&DSHM_HDR(env)->hd_file_size, memory_order_acquire);
     if (env->ev_writable && msync(env->ev_base, size, MS_SYNC) != 0)
-        return errno;
+        return -errno;
     if (fsync(env->ev_fd) != 0 && errno != EINVAL)
-        return errno;
+        return -errno;
     return 0;
 }
 
