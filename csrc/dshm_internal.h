@@ -34,6 +34,10 @@
  * into recovery. The helpers below marked inline (the chain walk, the
  * reader-validation frame, the seqlock windows, the journal views) are
  * written once here and belong to no layer.
+ *
+ * Error convention: every function returns 0 (or a length) on success and
+ * a negative code on failure: a DSHM_* code, an internal code below, or
+ * -errno. Never a positive errno.
  */
 #ifndef DSHM_INTERNAL_H
 #define DSHM_INTERNAL_H
