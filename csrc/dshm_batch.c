@@ -26,6 +26,10 @@
  * seqlock, and checks both again: unchanged means no write committed in
  * between, so the values were all current at one instant. Otherwise it
  * retries, and after too many losses reads under the writer lock.
+ *
+ * Layer 9: calls the journal, recovery (a batch that cannot be applied),
+ * writes (finish_write, sync), iteration (bucket snapshots), the read-retry
+ * protocol and handles.
  */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -15,6 +15,7 @@
  *
  * Readers (dshm_index_read) run without the lock: see dshm_layout.h for the
  * seqlock protocol. Every function not named *_read runs under the lock.
+ * Layer 2: calls the allocator (pages, the directory) and the guard.
  */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -22,6 +22,9 @@
  * whose holder died (the mutex would then have to be marked consistent),
  * nor one whose holder no longer exists: it reports DSHM_NEED_RECOVERY,
  * and a writable handle repairs.
+ *
+ * Layer 2: calls the guard (which lock this thread holds) and the
+ * allocator's checksum.
  */
 #define _GNU_SOURCE
 #include <errno.h>

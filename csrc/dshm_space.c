@@ -5,6 +5,7 @@
  *
  * Everything here runs under the writer lock: only the lock holder reads
  * or writes the allocator fields of the header and the free blocks.
+ * Layer 1: calls only the directory walker.
  *
  * - Records and the directory come from the general space: 128 exact
  *   small classes (16..2048 bytes, a bitmap of the non-empty ones) and 52
@@ -446,9 +447,8 @@ int dshm_space_rebuild(dshm_env *env, bool compact) {
     }
     if ((rc = more))
         goto out;
-    /* The batch being written (or finished by a recovery): its journal and
-     * the records it lists are live though no slot may point to them yet.
-     * A damaged journal is dropped (the batch is lost with the damage). */
+    /* The batch's journal and records are live (journal_extents); a
+     * damaged journal is dropped (the batch is lost with the damage). */
     if (hd->hd_batch) {
         int jrc = journal_extents(env, &e);
         if (jrc == DSHM_CORRUPT)

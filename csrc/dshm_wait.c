@@ -27,6 +27,7 @@
  * /proc/self/fd: the same file, with the permission check of a fresh
  * open). Where that is refused too, the waiter sleeps in slices of
  * DSHM_POLL_NS and looks again: its wake-ups then take up to that long.
+ * Layer 7: calls handles and the waker.
  * (Bit 0 is the one word a handle opened 'r' ever writes.)
  */
 #define _GNU_SOURCE
