@@ -22,13 +22,6 @@
 
 #include "dshm_internal.h"
 
-/* A read-only handle found hd_moved stale (the path still names this
- * file) at this commit, and nothing was committed since. */
-static bool moved_stale(dshm_env *env, uint64_t commit) {
-    uint64_t m = atomic_load_explicit(&env->ev_stale_moved, memory_order_relaxed);
-    return m != 0 && m == commit + 1;
-}
-
 /* Replace the handle's mapping: after a reorganize (the path now names a
  * new file), or when the file outgrew this mapping's reservation. The old
  * mapping is retired, and unmapped by reclaim() once no call that may have
@@ -40,7 +33,7 @@ int dshm_refresh(dshm_db *db, dshm_env **envp, uint64_t want) {
     dshm_header *hd = DSHM_HDR(cur);
     dshm_env *nenv = NULL;
     uint64_t commit = atomic_load_explicit(&hd->hd_commit, memory_order_acquire);
-    if (atomic_load_explicit(&hd->hd_moved, memory_order_acquire) && !moved_stale(cur, commit)) {
+    if (atomic_load_explicit(&hd->hd_moved, memory_order_acquire) && !dshm_moved_stale(cur, commit)) {
         rc = dshm_env_open(db->db_path, db->db_flags & DSHM_RDONLY, 0, want, &nenv, NULL);
         struct stat a, b;
         if (!rc && fstat(nenv->ev_fd, &a) == 0 && fstat(cur->ev_fd, &b) == 0 &&
@@ -95,39 +88,9 @@ int dshm_refresh(dshm_db *db, dshm_env **envp, uint64_t want) {
     return rc;
 }
 
-/* Enter a call: count it in flight, refuse a closed handle, follow a
- * reorganize or a growth past this mapping. Two loads of the header on the
- * fast path, no system call. */
-int dshm_enter(dshm_db *db, dshm_env **envp) {
-    if (!db)
-        return DSHM_INVALID;
-    atomic_fetch_add_explicit(&db->db_inflight, 1, memory_order_seq_cst);
-    dshm_guard_tls.entered = db;   /* from here a SIGBUS ends the call with leave() */
-    if (atomic_load_explicit(&db->db_closed, memory_order_seq_cst)) {
-        dshm_leave(db);
-        return DSHM_CLOSED;
-    }
-    /* seq_cst, paired with the swap in refresh() and the check in
-     * reclaim(): a call that loaded a mapping is counted in flight. */
-    dshm_env *env = atomic_load_explicit(&db->db_env, memory_order_seq_cst);
-    dshm_header *hd = DSHM_HDR(env);
-    if (__builtin_expect(atomic_load_explicit(&hd->hd_moved, memory_order_relaxed) ||
-                         atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed) > env->ev_resv, 0) &&
-        !(atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed) <= env->ev_resv &&
-          moved_stale(env, atomic_load_explicit(&hd->hd_commit, memory_order_acquire)))) {
-        int rc = dshm_refresh(db, &env, 0);
-        if (rc) {
-            dshm_leave(db);
-            return rc;
-        }
-    }
-    *envp = env;
-    return 0;
-}
-
 /* Unmap superseded mappings once no call is in flight: a call that
  * entered later loads the current mapping, never a retired one. */
-static void reclaim(dshm_db *db) {
+void dshm_reclaim(dshm_db *db) {
     dshm_env *old = NULL;
     pthread_mutex_lock(&db->db_lock);
     if (atomic_load_explicit(&db->db_inflight, memory_order_seq_cst) == 0) {
@@ -137,13 +100,6 @@ static void reclaim(dshm_db *db) {
     }
     pthread_mutex_unlock(&db->db_lock);
     dshm_env_free(old);
-}
-
-void dshm_leave(dshm_db *db) {
-    dshm_guard_tls.entered = NULL;
-    if (atomic_fetch_sub_explicit(&db->db_inflight, 1, memory_order_seq_cst) == 1 &&
-        __builtin_expect(atomic_load_explicit(&db->db_has_retired, memory_order_relaxed), 0))
-        reclaim(db);
 }
 
 /* Remove "<path>.dshm-reorg-<pid>" and "<path>.dshm-new-<pid>" copies whose
@@ -243,7 +199,7 @@ int dshm_rlock(dshm_db *db, dshm_env **envp, bool *owed) {
         dshm_header *hd = DSHM_HDR(env);
         uint64_t size = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
         bool moved = atomic_load_explicit(&hd->hd_moved, memory_order_relaxed) &&
-                     !moved_stale(env, atomic_load_explicit(&hd->hd_commit, memory_order_relaxed));
+                     !dshm_moved_stale(env, atomic_load_explicit(&hd->hd_commit, memory_order_relaxed));
         if (!moved && size <= env->ev_resv)
             return 0;
         dshm_unlock_ro(env);
@@ -373,15 +329,6 @@ void dshm_guard_fault(dshm_guard *g) {
     }
     if (g->entered)
         dshm_leave(g->entered);
-}
-
-int dshm_enter_checked(dshm_db *db, dshm_env **envp, int argrc) {
-    int rc = dshm_enter(db, envp);
-    if (rc == 0 && argrc) {
-        dshm_leave(db);
-        rc = argrc;
-    }
-    return rc;
 }
 
 int dshm_write_enter(dshm_db *db, dshm_env **envp, int argrc, uint64_t bytes, uint64_t keys) {

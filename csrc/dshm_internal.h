@@ -592,21 +592,74 @@ void dshm_sync_parent(const char *path);
 /* ====================================================================== */
 /* Layer 6: handles (dshm_handle.c)                                        */
 
-/** Enter/leave a call on a handle (count it in flight, refuse a closed
- *  handle, follow a reorganize or a growth past the mapping). */
-int dshm_enter(dshm_db *db, dshm_env **envp);
-void dshm_leave(dshm_db *db);
 /** Replace the handle's mapping (reorganize, or growth past it). */
 int dshm_refresh(dshm_db *db, dshm_env **envp, uint64_t want);
+/** Unmap superseded mappings once no call is in flight: a call that
+ *  entered later loads the current mapping, never a retired one. */
+void dshm_reclaim(dshm_db *db);
+
+/** A read-only handle found hd_moved stale (the path still names this
+ *  file) at this commit, and nothing was committed since. */
+static inline bool dshm_moved_stale(dshm_env *env, uint64_t commit) {
+    uint64_t m = atomic_load_explicit(&env->ev_stale_moved, memory_order_relaxed);
+    return m != 0 && m == commit + 1;
+}
+
+/** Leave a call: the last call out unmaps superseded mappings. */
+static inline void dshm_leave(dshm_db *db) {
+    dshm_guard_tls.entered = NULL;
+    if (atomic_fetch_sub_explicit(&db->db_inflight, 1, memory_order_seq_cst) == 1 &&
+        __builtin_expect(atomic_load_explicit(&db->db_has_retired, memory_order_relaxed), 0))
+        dshm_reclaim(db);
+}
+
+/* Enter a call: count it in flight, refuse a closed handle, follow a
+ * reorganize or a growth past this mapping. Two loads of the header on the
+ * fast path, no system call (inline: every call runs it). */
+static inline int dshm_enter(dshm_db *db, dshm_env **envp) {
+    if (!db)
+        return DSHM_INVALID;
+    atomic_fetch_add_explicit(&db->db_inflight, 1, memory_order_seq_cst);
+    dshm_guard_tls.entered = db;   /* from here a SIGBUS ends the call with leave() */
+    if (atomic_load_explicit(&db->db_closed, memory_order_seq_cst)) {
+        dshm_leave(db);
+        return DSHM_CLOSED;
+    }
+    /* seq_cst, paired with the swap in refresh() and the check in
+     * reclaim(): a call that loaded a mapping is counted in flight. */
+    dshm_env *env = atomic_load_explicit(&db->db_env, memory_order_seq_cst);
+    dshm_header *hd = DSHM_HDR(env);
+    if (__builtin_expect(atomic_load_explicit(&hd->hd_moved, memory_order_relaxed) ||
+                         atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed) > env->ev_resv, 0) &&
+        !(atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed) <= env->ev_resv &&
+          dshm_moved_stale(env, atomic_load_explicit(&hd->hd_commit, memory_order_acquire)))) {
+        int rc = dshm_refresh(db, &env, 0);
+        if (rc) {
+            dshm_leave(db);
+            return rc;
+        }
+    }
+    *envp = env;
+    return 0;
+}
+
+/** dshm_enter, then report argrc (the caller's argument check, 0 if none)
+ *  after the handle was found open; on error the call has left. */
+static inline int dshm_enter_checked(dshm_db *db, dshm_env **envp, int argrc) {
+    int rc = dshm_enter(db, envp);
+    if (rc == 0 && argrc) {
+        dshm_leave(db);
+        rc = argrc;
+    }
+    return rc;
+}
+
 /** Take the writer lock with room in the mapping for `room` more bytes
  *  (running a repair that is owed); follows a reorganize. */
 int dshm_wlock(dshm_db *db, dshm_env **envp, uint64_t room);
 /** The read-only take of the writer lock (dshm_lock_ro) for a handle,
  *  following a reorganize or a growth as dshm_wlock does. */
 int dshm_rlock(dshm_db *db, dshm_env **envp, bool *owed);
-/** dshm_enter, then report argrc (the caller's argument check, 0 if none)
- *  after the handle was found open; on error the call has left. */
-int dshm_enter_checked(dshm_db *db, dshm_env **envp, int argrc);
 /** The start of every write: enter, report argrc (the caller's argument
  *  check: DSHM_INVALID before a read-only handle's DSHM_READONLY, any other
  *  code after it), take the writer lock with room for `bytes` of records
