@@ -168,7 +168,7 @@ int dshm_grow(dshm_env *env, uint64_t need) {
     return 0;
 }
 
-static int alloc0(dshm_env *env, uint64_t size, uint64_t *out, bool may_compact) {
+static int alloc_block(dshm_env *env, uint64_t size, uint64_t *out, bool may_compact) {
     dshm_header *hd = DSHM_HDR(env);
     bool bad = false;
     size = (size + DSHM_ALIGN - 1) & ~(uint64_t)(DSHM_ALIGN - 1);
@@ -234,14 +234,14 @@ static int alloc0(dshm_env *env, uint64_t size, uint64_t *out, bool may_compact)
 }
 
 int dshm_alloc(dshm_env *env, uint64_t size, uint64_t *out) {
-    return alloc0(env, size, out, false);
+    return alloc_block(env, size, out, false);
 }
 
 /* A compaction treats every block it cannot see from the directory as
  * free, so it may only run when the writer holds no unpublished block:
  * at the first allocation of a put. */
 int dshm_alloc_record(dshm_env *env, uint64_t size, uint64_t *out) {
-    return alloc0(env, size, out, true);
+    return alloc_block(env, size, out, true);
 }
 
 int dshm_alloc_aligned(dshm_env *env, uint64_t size, uint64_t align, uint64_t *out) {
