@@ -73,7 +73,7 @@ int dshm_clear(dshm_db *db);
 int dshm_reorganize(dshm_db *db);
 int dshm_stat(dshm_db *db, dshm_stat_t *st);
 int64_t dshm_check(dshm_db *db, char *report, size_t cap);
-uint64_t dshm_commit_id(dshm_db *db);
+int dshm_commit_id(dshm_db *db, uint64_t *out);
 int dshm_wait(dshm_db *db, uint64_t since, int64_t timeout_ns, uint64_t *commit);
 void dshm_interrupt(dshm_db *db);
 int dshm_write_batch(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
@@ -83,5 +83,6 @@ int64_t dshm_get_many(dshm_db *db, size_t n, const char *keys, const uint64_t *k
 int64_t dshm_snapshot(dshm_db *db, char **out, uint64_t *commit);
 void dshm_release(void *p);
 const char *dshm_strerror(int rc);
+const char *dshm_errhint(int rc);
 int64_t dshm_pop(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap);
 int64_t dshm_popitem(dshm_db *db, char *buf, size_t cap, uint64_t *klen);

@@ -23,10 +23,9 @@
  *   leaves the library.
  *
  * @section errors Return values
- * Functions return 0 on success, a negative DSHM_* code for a library
- * condition, or a positive errno value for a system error. Functions that
- * return a length return it as a non-negative int64_t and report errors as
- * a negative DSHM_* code or as -errno.
+ * Functions return 0 (or a length, as a non-negative int64_t) on success,
+ * and a negative code on failure: a DSHM_* code for a library condition,
+ * or -errno for a system error. Never a positive errno.
  */
 #ifndef DBM_SHM_H
 #define DBM_SHM_H
@@ -120,7 +119,7 @@ typedef struct dshm_stat_t {
  * @param[in] mode   permission bits for a created file (umask applies)
  * @param[out] out   the handle
  * @return 0, DSHM_BAD_MAGIC, DSHM_VERSION_MISMATCH, DSHM_CORRUPT,
- *         DSHM_TRUNCATED, DSHM_BUSY, DSHM_FULL or an errno (ENOENT, EACCES...). */
+ *         DSHM_TRUNCATED, DSHM_BUSY, DSHM_FULL or -errno (-ENOENT, -EACCES...). */
 int dshm_open(const char *path, int flags, int mode, dshm_db **out);
 
 /** Close a handle: unmap and close the file, after the calls other threads
@@ -140,7 +139,7 @@ int64_t dshm_get(dshm_db *db, const char *key, size_t klen, char *buf, size_t ca
 
 /** Store @p key -> @p val.
  * @return 0, DSHM_KEYEXIST (with DSHM_NOOVERWRITE), DSHM_READONLY,
- *         DSHM_TOOBIG, DSHM_FULL, or an errno (ENOSPC, EFBIG...). */
+ *         DSHM_TOOBIG, DSHM_FULL, or -errno (-ENOSPC, -EFBIG...). */
 int dshm_put(dshm_db *db, const char *key, size_t klen,
              const char *val, size_t vlen, int flags);
 
@@ -197,8 +196,10 @@ int dshm_stat(dshm_db *db, dshm_stat_t *st);
  * @return the number of problems found (0 = sound), or a negative error. */
 int64_t dshm_check(dshm_db *db, char *report, size_t cap);
 
-/** The commit counter: bumped by every committed write. */
-uint64_t dshm_commit_id(dshm_db *db);
+/** The commit counter: bumped by every committed write.
+ * @param[out] out  the counter
+ * @return 0, DSHM_CLOSED, DSHM_INVALID (@p out NULL) or another error. */
+int dshm_commit_id(dshm_db *db, uint64_t *out);
 
 /** @defgroup wait Waiting for changes
  * @{ */
@@ -207,12 +208,12 @@ uint64_t dshm_commit_id(dshm_db *db);
  *  mapping and every committing writer, in any process, wakes it.
  * @param[in] timeout_ns  how long to wait at most; negative: no limit
  * @param[out] commit     the commit number seen (may be NULL)
- * @return 0 (a commit after @p since, or the file was replaced), ETIMEDOUT,
- *         EINTR (a signal arrived, or dshm_interrupt() was called: call
+ * @return 0 (a commit after @p since, or the file was replaced), -ETIMEDOUT,
+ *         -EINTR (a signal arrived, or dshm_interrupt() was called: call
  *         again to go on waiting), DSHM_CLOSED (closed meanwhile) or another
  *         error. */
 int dshm_wait(dshm_db *db, uint64_t since, int64_t timeout_ns, uint64_t *commit);
-/** Make every dshm_wait() call in flight on this handle return EINTR. */
+/** Make every dshm_wait() call in flight on this handle return -EINTR. */
 void dshm_interrupt(dshm_db *db);
 /** @} */
 
@@ -227,7 +228,7 @@ void dshm_interrupt(dshm_db *db);
  *  A key given twice: the last operation wins.
  * @param[out] commit  the commit number of the batch (may be NULL)
  * @return 0, DSHM_READONLY, DSHM_TOOBIG, DSHM_INVALID, DSHM_FULL or an
- *         errno; on error nothing of the batch was applied. */
+ *         -errno; on error nothing of the batch was applied. */
 int dshm_write_batch(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
                      const char *vals, const int64_t *vlens, uint64_t *commit);
 /** Read @p n keys (given as for dshm_write_batch) as of one instant: no
@@ -250,8 +251,14 @@ int64_t dshm_snapshot(dshm_db *db, char **out, uint64_t *commit);
 void dshm_release(void *p);
 /** @} */
 
-/** Message for a return code: "DSHM_NOTFOUND: key not found", or strerror. */
+/** Message for a return code: "DSHM_NOTFOUND: key not found", or the
+ *  strerror text of -rc (or rc) for an errno. */
 const char *dshm_strerror(int rc);
+/** The user-facing text of a DSHM_* code (the part of its dshm_strerror
+ *  message after the name), or NULL for a code that has none (an
+ *  ordinary result: DSHM_NOTFOUND, DSHM_KEYEXIST, DSHM_CLOSED) or an
+ *  errno. The one source of these texts; Python's errors read it. */
+const char *dshm_errhint(int rc);
 
 /** @name Taking: look up and delete in one hold of the writer lock
  *  (dshm_take.c). The return value is the size of what would be taken;

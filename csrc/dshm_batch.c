@@ -26,6 +26,10 @@
  * seqlock, and checks both again: unchanged means no write committed in
  * between, so the values were all current at one instant. Otherwise it
  * retries, and after too many losses reads under the writer lock.
+ *
+ * Layer 9: calls the journal, recovery (a batch that cannot be applied),
+ * writes (finish_write, sync), iteration (bucket snapshots), the read-retry
+ * protocol and handles.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -37,148 +41,6 @@
 #include "dshm_internal.h"
 
 #define SNAPSHOT_TRIES 4   /* whole-store copies tried lock-free before the lock */
-
-/* ---------------------------------------------------------------------- */
-/* The journal                                                             */
-
-/* The journal at hd_batch if it is well formed inside [.., limit), else NULL. */
-static dshm_journal *journal_at(dshm_env *env, uint64_t limit) {
-    dshm_header *hd = DSHM_HDR(env);
-    uint64_t off = hd->hd_batch;
-    if (off % DSHM_ALIGN || !dshm_in(off, DSHM_JR_HDR, limit))
-        return NULL;
-    dshm_journal *jr = DSHM_AT(env, off);
-    if (jr->jr_magic != DSHM_JR_MAGIC || jr->jr_n > jr->jr_cap ||
-        jr->jr_cap > (limit - off - DSHM_JR_HDR) / 8)
-        return NULL;
-    return jr;
-}
-
-static uint64_t journal_size(uint64_t cap) {
-    return (DSHM_JR_HDR + 8 * cap + DSHM_ALIGN - 1) & ~(uint64_t)(DSHM_ALIGN - 1);
-}
-
-/* The record an entry names, checked against limit; 0 if damaged. */
-static uint64_t entry_rec(dshm_env *env, uint64_t ent, uint64_t limit, uint64_t *size) {
-    uint64_t r = ent & ~DSHM_JR_DEL;
-    if (r % DSHM_ALIGN || !dshm_in(r, DSHM_REC_HDR, limit))
-        return 0;
-    const dshm_rec *rec = DSHM_AT(env, r);
-    if (rec->rc_klen > DSHM_MAX_KEY || rec->rc_vlen > DSHM_MAX_VALUE ||
-        ((ent & DSHM_JR_DEL) && rec->rc_vlen) ||
-        !dshm_in(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), limit))
-        return 0;
-    *size = dshm_rec_size(rec->rc_klen, rec->rc_vlen);
-    return r;
-}
-
-int dshm_batch_extents(dshm_env *env, int (*add)(void *ctx, uint64_t off, uint64_t size), void *ctx) {
-    dshm_header *hd = DSHM_HDR(env);
-    uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
-    dshm_journal *jr = journal_at(env, limit);
-    if (!jr)
-        return DSHM_CORRUPT;
-    int rc = add(ctx, hd->hd_batch, journal_size(jr->jr_cap));
-    for (uint64_t i = 0; i < jr->jr_n && !rc; i++) {
-        uint64_t size, r = entry_rec(env, jr->jr_ent[i], limit, &size);
-        rc = r ? add(ctx, r, size) : DSHM_CORRUPT;
-    }
-    return rc;
-}
-
-void dshm_batch_drop_staged(dshm_env *env) {
-    dshm_header *hd = DSHM_HDR(env);
-    if (!hd->hd_batch)
-        return;
-    dshm_journal *jr = journal_at(env, atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed));
-    if (!jr || atomic_load_explicit(&jr->jr_state, memory_order_relaxed) != DSHM_JR_COMMITTED)
-        hd->hd_batch = 0;
-}
-
-/* Apply one journal entry (under the lock, inside the batch's window).
- * Idempotent: a put whose record is already in its key's slot, or a
- * delete of an absent key, changes nothing. */
-static int apply_entry(dshm_env *env, uint64_t ent, const uint64_t *known_hash) {
-    dshm_header *hd = DSHM_HDR(env);
-    uint64_t rs, r = entry_rec(env, ent, hd->hd_top, &rs);
-    if (!r)
-        return DSHM_CORRUPT;
-    const dshm_rec *rec = DSHM_AT(env, r);
-    const char *key = (const char *)rec + DSHM_REC_HDR;
-    uint64_t h = known_hash ? *known_hash : dshm_key_hash(hd, key, rec->rc_klen);
-    if ((uint32_t)h != rec->rc_check)
-        return DSHM_CORRUPT;
-    bool del = ent & DSHM_JR_DEL;
-    dshm_pos pos;
-    int rc = dshm_index_find(env, h, key, rec->rc_klen, &pos);
-    if (rc == DSHM_NOTFOUND) {
-        if (del)
-            return 0;
-        if ((rc = dshm_index_insert(env, h, r)))
-            return rc;
-        hd->hd_live_bytes += rs;
-        atomic_fetch_add_explicit(&hd->hd_count, 1, memory_order_release);
-        return 0;
-    }
-    if (rc)
-        return rc;
-    dshm_bucket *pg = DSHM_AT(env, pos.ps_page);
-    uint64_t old = atomic_load_explicit(&pg->bk_slots[pos.ps_slot].sl_rec, memory_order_relaxed);
-    if (old == r)
-        return 0;
-    const dshm_rec *orec = DSHM_AT(env, old);
-    uint64_t osize = dshm_rec_size(orec->rc_klen, orec->rc_vlen);
-    if (orec->rc_vlen > DSHM_MAX_VALUE || !dshm_in(old, osize, hd->hd_top))
-        return DSHM_CORRUPT;
-    if (del) {
-        if ((rc = dshm_index_remove(env, &pos)))
-            return rc;
-        atomic_fetch_sub_explicit(&hd->hd_count, 1, memory_order_release);
-        hd->hd_live_bytes -= osize;
-    } else {
-        dshm_index_replace(env, &pos, r);
-        hd->hd_live_bytes += rs - osize;
-    }
-    dshm_free_block(env, old, osize);
-    return 0;
-}
-
-/* Forget the journal and free it, with the delete records (after the
- * last entry was applied) or every record it lists (undoing a staging:
- * nothing was published). Freed last to first, so a staging at the top
- * gives the top back. */
-static void journal_free(dshm_env *env, bool every_record) {
-    dshm_header *hd = DSHM_HDR(env);
-    dshm_journal *jr = journal_at(env, hd->hd_top);
-    uint64_t off = hd->hd_batch;
-    hd->hd_batch = 0;
-    if (!jr)
-        return;
-    for (uint64_t i = jr->jr_n; i-- > 0;) {
-        uint64_t size, r = entry_rec(env, jr->jr_ent[i], hd->hd_top, &size);
-        if (r && (every_record || (jr->jr_ent[i] & DSHM_JR_DEL)))
-            dshm_free_block(env, r, size);
-    }
-    dshm_free_block(env, off, journal_size(jr->jr_cap));
-}
-
-int dshm_batch_recover(dshm_env *env) {
-    dshm_header *hd = DSHM_HDR(env);
-    if (!hd->hd_batch)
-        return 0;
-    dshm_journal *jr = journal_at(env, hd->hd_top);
-    if (!jr) {
-        hd->hd_batch = 0;
-        return 0;
-    }
-    for (uint64_t i = 0; i < jr->jr_n; i++) {
-        int rc = apply_entry(env, jr->jr_ent[i], NULL);
-        if (rc)
-            return rc;
-    }
-    journal_free(env, false);
-    return 0;
-}
 
 /* ---------------------------------------------------------------------- */
 /* Writing a batch                                                         */
@@ -203,12 +65,12 @@ static int dedup(bop *ops, size_t n, size_t *kept) {
         cap *= 2;
     size_t *tab = malloc(cap * sizeof *tab);   /* index + 1; 0 = empty */
     if (!tab)
-        return ENOMEM;
+        return -ENOMEM;
     memset(tab, 0, cap * sizeof *tab);
     bool *dead = calloc(n, sizeof *dead);
     if (!dead) {
         free(tab);
-        return ENOMEM;
+        return -ENOMEM;
     }
     for (size_t i = 0; i < n; i++) {
         size_t s = (size_t)(ops[i].h ^ (ops[i].h >> 29)) & (cap - 1);
@@ -236,7 +98,7 @@ static int dedup(bop *ops, size_t n, size_t *kept) {
 static int stage(dshm_env *env, const bop *ops, size_t m, uint64_t total) {
     dshm_header *hd = DSHM_HDR(env);
     uint64_t joff, off;
-    int rc = dshm_alloc(env, journal_size(m), &joff);
+    int rc = dshm_alloc(env, dshm_journal_size(m), &joff);
     if (rc)
         return rc;
     dshm_journal *jr = DSHM_AT(env, joff);
@@ -264,68 +126,50 @@ static int stage(dshm_env *env, const bop *ops, size_t m, uint64_t total) {
     return 0;
 }
 
-/* Room the index may take while m keys are inserted: split pages,
- * overflow pages and a directory that doubles (generous; only a bound for
- * reserving space before the commit point). */
-static uint64_t index_room(dshm_env *env, size_t m) {
-    dshm_header *hd = DSHM_HDR(env);
-    unsigned gd = DSHM_DIR_DEPTH(atomic_load_explicit(&hd->hd_dir, memory_order_relaxed));
-    uint64_t pages = (uint64_t)m / (DSHM_MAX_FILL / 4) + 16;
-    unsigned grow = 0;
-    while (grow < 8 && ((uint64_t)1 << grow) < pages)
-        grow++;
-    unsigned nd = gd + grow > DSHM_MAX_DEPTH ? DSHM_MAX_DEPTH : gd + grow;
-    return pages * DSHM_BUCKET_SIZE + 2 * dshm_dir_bytes(nd) + 4096;
-}
-
-static int dshm_write_batch0(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
-                             const char *vals, const int64_t *vlens, uint64_t *commit) {
+static int write_batch_unguarded(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
+                                 const char *vals, const int64_t *vlens, uint64_t *commit) {
     dshm_env *env;
-    int rc = dshm_enter(db, &env);
-    if (rc)
-        return rc;
+    int rc = 0;
     bop *ops = NULL;
-    if (n && (!klens || !vlens)) {
+    /* The arguments are checked before the call enters (a closed handle
+     * still answers DSHM_CLOSED first: dshm_write_enter reports rc after). */
+    uint64_t koff = 0, voff = 0, room = dshm_journal_size(n);
+    if (n && (!klens || !vlens))
         rc = DSHM_INVALID;
-        goto out;
-    }
-    if (db->db_flags & DSHM_RDONLY) {
-        rc = DSHM_READONLY;
-        goto out;
-    }
-    if (n > SIZE_MAX / sizeof *ops || !(ops = malloc((n ? n : 1) * sizeof *ops))) {
-        rc = ENOMEM;
-        goto out;
-    }
-    uint64_t koff = 0, voff = 0, room = journal_size(n);
-    for (size_t i = 0; i < n; i++) {
+    else if (n > SIZE_MAX / sizeof *ops || !(ops = malloc((n ? n : 1) * sizeof *ops)))
+        rc = -ENOMEM;
+    for (size_t i = 0; i < n && !rc; i++) {
         uint64_t kl = klens[i];
         int64_t vl = vlens[i];
-        if (kl > DSHM_MAX_KEY || (vl >= 0 && (uint64_t)vl > DSHM_MAX_VALUE)) {
+        if (kl > DSHM_MAX_KEY || (vl >= 0 && (uint64_t)vl > DSHM_MAX_VALUE))
             rc = DSHM_TOOBIG;
-            goto out;
-        }
-        if ((kl && !keys) || (vl > 0 && !vals)) {
+        else if ((kl && !keys) || (vl > 0 && !vals))
             rc = DSHM_INVALID;
-            goto out;
-        }
+        if (rc)
+            break;
         ops[i] = (bop){ 0, keys ? keys + koff : NULL, vl >= 0 && vals ? vals + voff : NULL, kl, vl };
         koff += kl;
         voff += vl > 0 ? (uint64_t)vl : 0;
         uint64_t rs = dshm_rec_size(kl, vl > 0 ? (uint64_t)vl : 0);
-        if (room > UINT64_MAX / 2 - rs) {
+        if (room > UINT64_MAX / 2 - rs)
             rc = DSHM_FULL;
-            goto out;
-        }
         room += rs;
     }
-    if (n == 0) {   /* nothing to do: no commit */
-        if (commit)
-            *commit = atomic_load_explicit(&DSHM_HDR(env)->hd_commit, memory_order_acquire);
-        goto out;
+    if (n == 0 && !rc) {   /* nothing to do: no commit, no lock */
+        if ((rc = dshm_enter(db, &env)) == 0) {
+            if (db->db_flags & DSHM_RDONLY)
+                rc = DSHM_READONLY;
+            else if (commit)
+                *commit = atomic_load_explicit(&DSHM_HDR(env)->hd_commit, memory_order_acquire);
+            dshm_leave(db);
+        }
+        free(ops);
+        return rc;
     }
-    if ((rc = dshm_wlock(db, &env, room + index_room(env, n))))
-        goto out;
+    if ((rc = dshm_write_enter(db, &env, rc, room, n))) {
+        free(ops);
+        return rc;
+    }
     dshm_header *hd = DSHM_HDR(env);
     /* Keep the last operation of each key (a journal's keys are distinct). */
     for (size_t i = 0; i < n; i++)
@@ -337,7 +181,7 @@ static int dshm_write_batch0(dshm_db *db, size_t n, const char *keys, const uint
     }
     /* Reserve, then stage: an error up to the commit point leaves the
      * store as it was. */
-    uint64_t top = hd->hd_top, iroom = index_room(env, m);
+    uint64_t top = hd->hd_top, iroom = dshm_index_room(env, m);
     if (top > UINT64_MAX - room - iroom)
         rc = DSHM_FULL;
     else
@@ -354,7 +198,7 @@ static int dshm_write_batch0(dshm_db *db, size_t n, const char *keys, const uint
     if (!rc && (rc = stage(env, ops, m, total)) == 0 && (db->db_flags & DSHM_SYNC))
         rc = dshm_sync_env(env);
     if (rc) {
-        journal_free(env, true);
+        dshm_journal_free(env, true);
         rc = dshm_finish_write(db, env, rc);
         free(ops);
         return rc;
@@ -365,23 +209,16 @@ static int dshm_write_batch0(dshm_db *db, size_t n, const char *keys, const uint
     DSHM_CRASH_POINT("batch-committed");
     bool opened = dshm_struct_begin(hd);
     for (uint64_t i = 0; i < jr->jr_n && !rc; i++) {
-        rc = apply_entry(env, jr->jr_ent[i], &ops[i].h);   /* the journal is ops[0..m) in order */
+        rc = dshm_journal_apply(env, jr->jr_ent[i], &ops[i].h);   /* the journal is ops[0..m) in order */
         DSHM_CRASH_POINT("batch-apply");
     }
     if (rc) {
         /* Committed but not applied (damage met on the way): the window
          * stays odd, so no reader sees part of it, and the repair, now or
          * by the next lock holder, applies the rest. */
-        hd->hd_repair = 1;
-        int rrc = dshm_recover(env);
-        if (rrc == 0) {
-            hd->hd_repair = 0;
-            rc = 0;
-        } else {
-            rc = rrc == DSHM_CORRUPT ? DSHM_CORRUPT : DSHM_NEED_RECOVERY;
-        }
+        rc = dshm_repair(env);
     } else {
-        journal_free(env, false);
+        dshm_journal_free(env, false);
         atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
         dshm_struct_end(hd, opened);
     }
@@ -393,42 +230,15 @@ static int dshm_write_batch0(dshm_db *db, size_t n, const char *keys, const uint
         *commit = atomic_load_explicit(&hd->hd_commit, memory_order_relaxed);
     free(ops);
     return dshm_finish_write(db, env, rc);
-out:
-    free(ops);
-    dshm_leave(db);
-    return rc;
 }
 
 int dshm_write_batch(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
                      const char *vals, const int64_t *vlens, uint64_t *commit) {
-    GUARDED(int, dshm_write_batch0(db, n, keys, klens, vals, vlens, commit));
+    GUARDED(int, write_batch_unguarded(db, n, keys, klens, vals, vlens, commit));
 }
 
 /* ---------------------------------------------------------------------- */
 /* Reading many keys as of one instant                                     */
-
-/* The check every multi-key read makes (see the top of this file):
- * hd_commit and hd_struct_seq sampled before the reads and compared after. */
-typedef struct multi_frame {
-    uint64_t commit, ss;
-} multi_frame;
-
-/* Sample the counters; false (retry) while a structural change is under way. */
-static bool multi_begin(const dshm_header *hd, bool locked, multi_frame *f) {
-    f->commit = atomic_load_explicit(&hd->hd_commit, memory_order_acquire);
-    f->ss = atomic_load_explicit(&hd->hd_struct_seq, memory_order_acquire);
-    return locked || !(f->ss & 1);
-}
-
-/* After the reads: true if no write committed since multi_begin (a read
- * under the lock is always valid). */
-static bool multi_valid(const dshm_header *hd, bool locked, const multi_frame *f) {
-    if (locked)
-        return true;
-    atomic_thread_fence(memory_order_acquire);
-    return atomic_load_explicit(&hd->hd_commit, memory_order_relaxed) == f->commit &&
-           atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed) == f->ss;
-}
 
 typedef struct many_ctx {
     size_t n;
@@ -447,8 +257,8 @@ typedef struct many_ctx {
 static int64_t many_once(dshm_env *env, bool locked, void *p) {
     many_ctx *c = p;
     dshm_header *hd = DSHM_HDR(env);
-    multi_frame f;
-    if (!multi_begin(hd, locked, &f))
+    dshm_frame f;
+    if (!dshm_frame_begin(hd, locked, &f))
         return DSHM_RETRY;
     if (c->env != env) {   /* the seed is per file */
         uint64_t off = 0;
@@ -473,38 +283,35 @@ static int64_t many_once(dshm_env *env, bool locked, void *p) {
         c->vlens[i] = r;
         used += (uint64_t)r;
     }
-    if (!multi_valid(hd, locked, &f))
+    if (!dshm_frame_valid(hd, locked, &f))
         return DSHM_RETRY;
-    c->commit = f.commit;
+    c->commit = f.fr_commit;
     c->need = used;
     return used > c->cap ? -ERANGE : (int64_t)used;
 }
 
-static int64_t dshm_get_many0(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
+static int64_t get_many_unguarded(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
                               char *buf, size_t cap, int64_t *vlens, uint64_t *commit, uint64_t *need) {
     dshm_env *env;
-    int rc = dshm_enter(db, &env);
-    if (rc)
-        return rc > 0 ? -rc : rc;
     int64_t r;
+    int arg = 0;
     uint64_t total = 0;
-    for (size_t i = 0; i < n && klens; i++) {
-        if (klens[i] > DSHM_MAX_KEY) {
-            dshm_leave(db);
-            return DSHM_TOOBIG;
-        }
+    for (size_t i = 0; i < n && klens && !arg; i++) {
+        if (klens[i] > DSHM_MAX_KEY)
+            arg = DSHM_TOOBIG;
         total += klens[i];
     }
-    if (n && (!klens || !vlens || (total && !keys) || (!buf && cap))) {
-        dshm_leave(db);
-        return DSHM_INVALID;
-    }
+    if (!arg && n && (!klens || !vlens || (total && !keys) || (!buf && cap)))
+        arg = DSHM_INVALID;
+    int rc = dshm_enter_checked(db, &env, arg);
+    if (rc)
+        return rc;
     many_ctx c = { n, keys, klens, buf, cap, vlens, NULL, NULL, 0, 0 };
     if (n && !(c.h = malloc(n * sizeof *c.h))) {
         dshm_leave(db);
         return -ENOMEM;
     }
-    /* As a single get (dshm_get0): damage met lock-free gets the locked
+    /* As a single get (dshm_get): damage met lock-free gets the locked
      * try of read_retry too, which runs a repair that is owed. */
     r = many_once(env, false, &c);
     if (r == DSHM_RETRY || r == DSHM_CORRUPT) {
@@ -525,7 +332,7 @@ static int64_t dshm_get_many0(dshm_db *db, size_t n, const char *keys, const uin
 
 int64_t dshm_get_many(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
                       char *buf, size_t cap, int64_t *vlens, uint64_t *commit, uint64_t *need) {
-    GUARDED(int64_t, dshm_get_many0(db, n, keys, klens, buf, cap, vlens, commit, need));
+    GUARDED(int64_t, get_many_unguarded(db, n, keys, klens, buf, cap, vlens, commit, need));
 }
 
 /* ---------------------------------------------------------------------- */
@@ -540,8 +347,8 @@ typedef struct whole_ctx {
 static int64_t whole_once(dshm_env *env, bool locked, void *p) {
     whole_ctx *c = p;
     dshm_header *hd = DSHM_HDR(env);
-    multi_frame f;
-    if (!multi_begin(hd, locked, &f))
+    dshm_frame f;
+    if (!dshm_frame_begin(hd, locked, &f))
         return DSHM_RETRY;
     c->out.used = 0;
     uint64_t cursor = 0;
@@ -549,13 +356,13 @@ static int64_t whole_once(dshm_env *env, bool locked, void *p) {
         int r = dshm_snap_read(env, cursor, cursor, true, locked, &c->sn);
         if (r == -ERANGE) {
             if ((r = dshm_snap_reserve(&c->sn, c->sn.used)))
-                return -r;
+                return r;
             continue;
         }
         if (r)
             return r;
         if ((r = dshm_snap_reserve(&c->out, c->out.used + c->sn.used)))
-            return -r;
+            return r;
         if (c->sn.used)
             memcpy(c->out.buf + c->out.used, c->sn.buf, c->sn.used);
         c->out.used += c->sn.used;
@@ -563,24 +370,20 @@ static int64_t whole_once(dshm_env *env, bool locked, void *p) {
             break;
         cursor = c->sn.next;
         /* Give up early once a write has committed. */
-        if (!locked && atomic_load_explicit(&hd->hd_commit, memory_order_relaxed) != f.commit)
+        if (!locked && atomic_load_explicit(&hd->hd_commit, memory_order_relaxed) != f.fr_commit)
             return DSHM_RETRY;
     }
-    if (!multi_valid(hd, locked, &f))
+    if (!dshm_frame_valid(hd, locked, &f))
         return DSHM_RETRY;
-    c->commit = f.commit;
+    c->commit = f.fr_commit;
     return (int64_t)c->out.used;
 }
 
-static int64_t dshm_snapshot0(dshm_db *db, char **out, uint64_t *commit) {
+static int64_t snapshot_unguarded(dshm_db *db, char **out, uint64_t *commit) {
     dshm_env *env;
-    int rc = dshm_enter(db, &env);
+    int rc = dshm_enter_checked(db, &env, out ? 0 : DSHM_INVALID);
     if (rc)
-        return rc > 0 ? -rc : rc;
-    if (!out) {
-        dshm_leave(db);
-        return DSHM_INVALID;
-    }
+        return rc;
     whole_ctx c = {0};
     /* A whole copy is long, and a busy writer would make every try fail:
      * the common rule (read_retry) with SNAPSHOT_TRIES lock-free tries
@@ -605,7 +408,7 @@ static int64_t dshm_snapshot0(dshm_db *db, char **out, uint64_t *commit) {
 }
 
 int64_t dshm_snapshot(dshm_db *db, char **out, uint64_t *commit) {
-    GUARDED(int64_t, dshm_snapshot0(db, out, commit));
+    GUARDED(int64_t, snapshot_unguarded(db, out, commit));
 }
 
 void dshm_release(void *p) { free(p); }

@@ -15,6 +15,7 @@
  *
  * Readers (dshm_index_read) run without the lock: see dshm_layout.h for the
  * seqlock protocol. Every function not named *_read runs under the lock.
+ * Layer 2: calls the allocator (pages, the directory) and the guard.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -61,8 +62,6 @@ uint64_t dshm_hash(const uint64_t seed[2], const void *data, size_t len) {
     return v0 ^ v1 ^ v2 ^ v3;
 }
 
-int dshm_test_collide;
-
 uint64_t dshm_key_hash(const dshm_header *hd, const void *key, size_t klen) {
     uint64_t h = dshm_hash(hd->hd_seed, key, klen);
     if (__builtin_expect(dshm_test_collide > 0, 0))
@@ -85,9 +84,8 @@ static inline uint64_t dir_index(uint64_t h, unsigned depth) {
     return depth ? h >> (64 - depth) : 0;
 }
 
-static inline bool page_ok(uint64_t off, uint64_t limit) {
-    return off % 64 == 0 && dshm_in(off, DSHM_BUCKET_SIZE, limit);
-}
+/* Where this thread's last lock-free read met an odd counter. */
+_Thread_local dshm_odd dshm_read_odd;
 
 bool dshm_bucket_covers(dshm_bucket *bk, uint64_t h) {
     unsigned ld = atomic_load_explicit(&bk->bk_depth, memory_order_relaxed);
@@ -107,7 +105,7 @@ uint64_t dshm_bucket_for(dshm_env *env, uint64_t dir, uint64_t h, uint64_t limit
         return 0;
     const _Atomic uint64_t *d = DSHM_AT(env, doff);
     uint64_t b = atomic_load_explicit(&d[idx], memory_order_acquire);
-    return page_ok(b, limit) ? b : 0;
+    return dshm_page_ok(b, limit) ? b : 0;
 }
 
 /* Compare a slot's record with key; on a match return the record's value
@@ -149,95 +147,37 @@ static int page_search(dshm_env *env, dshm_bucket *pg, uint64_t h, const char *k
 
 int64_t dshm_index_read(dshm_env *env, uint64_t h, const char *key, size_t klen,
                         char *buf, size_t cap, bool locked) {
-    dshm_header *hd = DSHM_HDR(env);
-    uint64_t size = atomic_load_explicit(&hd->hd_file_size, memory_order_acquire);
-    uint64_t limit = size;
-    if (limit > env->ev_resv) {
-        if (!locked)
-            return DSHM_RETRY;   /* the file outgrew this mapping: read_retry maps it again */
-        limit = env->ev_resv;
-    }
-    uint64_t ss1 = atomic_load_explicit(&hd->hd_struct_seq, memory_order_acquire);
-    if ((ss1 & 1) && !locked) {
-        dshm_read_odd = (dshm_odd){ &hd->hd_struct_seq, ss1 };
-        return DSHM_RETRY;
-    }
-    uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_acquire);
-    uint64_t b = dshm_bucket_for(env, dir, h, limit);
-    dshm_bucket *bk = NULL;
-    uint64_t s1 = 0;
+    dshm_rview v;
     int64_t result = DSHM_CORRUPT;
-    if (!b)
-        goto validate;
-    bk = page_at(env, b);
-    /* The slot's cache line does not depend on the counter: fetch both at once. */
-    __builtin_prefetch(&bk->bk_slots[h % DSHM_SLOTS]);
-    s1 = atomic_load_explicit(&bk->bk_seq, memory_order_acquire);
-    if ((s1 & 1) && !locked) {
-        dshm_read_odd = (dshm_odd){ &bk->bk_seq, s1 };
+    if (dshm_rview_begin(&v, env, h, locked))
         return DSHM_RETRY;
-    }
     /* The page may have been split away and reused for another bucket
      * between the directory load and the counter load: it must be a
-     * primary bucket covering h (checked again by the counter below). */
-    if (!dshm_bucket_covers(bk, h))
-        goto validate;
+     * primary bucket covering h (checked again by the counter after). */
+    if (!v.rv_bk || !dshm_bucket_covers(v.rv_bk, h))
+        return dshm_rview_end(&v, env, h, result, locked);
     result = DSHM_NOTFOUND;
-    uint64_t page = b;
-    for (unsigned hops = 0; page; hops++) {
-        if (!page_ok(page, limit) || hops > limit / DSHM_BUCKET_SIZE) {
-            result = DSHM_CORRUPT;
-            break;
-        }
-        dshm_bucket *pg = page_at(env, page);
+    dshm_chain ch;
+    uint64_t page;
+    int more;
+    dshm_chain_start(&ch, env, v.rv_b, v.rv_limit);
+    while ((more = dshm_chain_next(&ch, &page)) == 1) {
         int64_t vlen;
         uint64_t voff;
-        if (page_search(env, pg, h, key, klen, limit, &vlen, &voff) >= 0) {
+        if (page_search(env, page_at(env, page), h, key, klen, v.rv_limit, &vlen, &voff) >= 0) {
             if ((uint64_t)vlen <= cap && vlen > 0)
                 memcpy(buf, DSHM_AT(env, voff), (size_t)vlen);
             result = vlen;
             break;
         }
-        page = ld_rel(&pg->bk_next);
     }
-validate:
-    if (locked)
-        return result;
-    atomic_thread_fence(memory_order_acquire);
-    if ((bk && atomic_load_explicit(&bk->bk_seq, memory_order_relaxed) != s1) ||
-        atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed) != ss1)
-        return DSHM_RETRY;
-    if (result >= 0)
-        return result;
-    /* Not found, or damage met: the view may still be stale without a
-     * counter moving. The file may have grown since `size` was read (a
-     * record or a split's pages published there lay past the limit used);
-     * a split switches directory entries outside every counter's window (an
-     * entry read before the switch, a page freed and reused after it). If
-     * none of these moved either, what was read is what the file holds. */
-    if (atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed) != size)
-        return DSHM_RETRY;
-    if (result == DSHM_CORRUPT &&
-        (atomic_load_explicit(&hd->hd_dir, memory_order_relaxed) != dir ||
-         dshm_bucket_for(env, dir, h, limit) != b))
-        return DSHM_RETRY;
-    return result;
+    if (more < 0)
+        result = more;
+    return dshm_rview_end(&v, env, h, result, locked);
 }
 
 /* ---------------------------------------------------------------------- */
 /* Writer side: everything below runs under the writer lock.               */
-
-/** Open the seqlock window of a primary bucket (and its chain). */
-static void bucket_begin(dshm_bucket *bk) {
-    uint64_t s = ld_rel(&bk->bk_seq);
-    st_rel(&bk->bk_seq, s + 1);
-    atomic_thread_fence(memory_order_release);
-}
-
-static void bucket_end(dshm_bucket *bk) {
-    uint64_t s = ld_rel(&bk->bk_seq);
-    atomic_store_explicit(&bk->bk_seq, s + 1, memory_order_release);
-}
 
 /* Before a writer changes the chain of primary bucket b for hash h: b must
  * be a primary covering h with a sane local depth, and every page of its
@@ -247,17 +187,18 @@ static int chain_check(dshm_env *env, uint64_t b, uint64_t h, unsigned gd, uint6
     dshm_bucket *bk = page_at(env, b);
     if (!dshm_bucket_covers(bk, h) || atomic_load_explicit(&bk->bk_depth, memory_order_relaxed) > gd)
         return DSHM_CORRUPT;
-    unsigned hops = 0;
-    for (uint64_t page = b; page; page = ld_rel(&page_at(env, page)->bk_next), hops++) {
-        if (!page_ok(page, limit) || hops > limit / DSHM_BUCKET_SIZE)
-            return DSHM_CORRUPT;
+    dshm_chain ch;
+    uint64_t page;
+    int more;
+    dshm_chain_start(&ch, env, b, limit);
+    while ((more = dshm_chain_next(&ch, &page)) == 1) {
         dshm_bucket *pg = page_at(env, page);
         uint32_t kind = atomic_load_explicit(&pg->bk_kind, memory_order_relaxed);
         if ((page == b ? kind != DSHM_BK_PRIMARY : kind != DSHM_BK_OVERFLOW) ||
             atomic_load_explicit(&pg->bk_count, memory_order_relaxed) > DSHM_SLOTS)
             return DSHM_CORRUPT;
     }
-    return 0;
+    return more;
 }
 
 int dshm_index_find(dshm_env *env, uint64_t h, const char *key, size_t klen, dshm_pos *pos) {
@@ -269,10 +210,11 @@ int dshm_index_find(dshm_env *env, uint64_t h, const char *key, size_t klen, dsh
         return DSHM_CORRUPT;
     pos->ps_bucket = b;
     pos->ps_dir_idx = (uint32_t)dir_index(h, DSHM_DIR_DEPTH(dir));
-    uint64_t page = b;
-    for (unsigned hops = 0; page; hops++) {
-        if (!page_ok(page, limit) || hops > limit / DSHM_BUCKET_SIZE)
-            return DSHM_CORRUPT;
+    dshm_chain ch;
+    uint64_t page;
+    int more;
+    dshm_chain_start(&ch, env, b, limit);
+    while ((more = dshm_chain_next(&ch, &page)) == 1) {
         int64_t vlen;
         uint64_t voff;
         int s = page_search(env, page_at(env, page), h, key, klen, limit, &vlen, &voff);
@@ -281,9 +223,8 @@ int dshm_index_find(dshm_env *env, uint64_t h, const char *key, size_t klen, dsh
             pos->ps_slot = (uint32_t)s;
             return 0;
         }
-        page = ld_rel(&page_at(env, page)->bk_next);
     }
-    return DSHM_NOTFOUND;
+    return more < 0 ? more : DSHM_NOTFOUND;
 }
 
 /* Put (h, rec) into the first free slot of pg's probe sequence. False if
@@ -319,7 +260,7 @@ static int chain_put(dshm_env *env, uint64_t b, uint64_t h, uint64_t rec) {
         return rc;
     dshm_bucket *npg = page_at(env, np);
     page_put(npg, h, rec);   /* a fresh page: always room */
-    bucket_end(npg);   /* its own counter even; the primary's covers it */
+    dshm_bucket_end(npg);   /* its own counter even; the primary's covers it */
     atomic_store_explicit(&page_at(env, last)->bk_next, np, memory_order_release);
     return 0;
 }
@@ -411,8 +352,8 @@ static int bucket_split(dshm_env *env, uint64_t b) {
             }
         }
     }
-    bucket_end(L);
-    bucket_end(H);
+    dshm_bucket_end(L);
+    dshm_bucket_end(H);
     unsigned gd = DSHM_DIR_DEPTH(atomic_load_explicit(&hd->hd_dir, memory_order_relaxed));
     uint64_t first = prefix >> (64 - gd), n = (uint64_t)1 << (gd - ld);
     if (ld == 0)
@@ -434,7 +375,7 @@ static int bucket_split(dshm_env *env, uint64_t b) {
      * freed page's pool link into stale slots and finish, unnoticed, before
      * the primary itself is freed. (An unreachable page left odd by a death
      * here becomes free space in the repair.) */
-    bucket_begin(bk);
+    dshm_bucket_begin(bk);
     chain_free(env, b);
     dshm_page_free(env, b);   /* its counter stays odd: readers on it retry */
     return 0;
@@ -447,7 +388,7 @@ int dshm_index_finish_split(dshm_env *env) {
     uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
     uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed);
     uint64_t entries = (uint64_t)1 << DSHM_DIR_DEPTH(dir);
-    if (!page_ok(hd->hd_intent_lo, limit) || !page_ok(hd->hd_intent_hi, limit) ||
+    if (!dshm_page_ok(hd->hd_intent_lo, limit) || !dshm_page_ok(hd->hd_intent_hi, limit) ||
         hd->hd_intent_n < 2 || hd->hd_intent_n > entries ||
         hd->hd_intent_first > entries - hd->hd_intent_n)
         return DSHM_CORRUPT;
@@ -502,10 +443,10 @@ int dshm_index_insert(dshm_env *env, uint64_t h, uint64_t rec) {
                 return rc;
             continue;
         }
-        bucket_begin(bk);
+        dshm_bucket_begin(bk);
         DSHM_CRASH_POINT("insert");
         int rc = chain_put(env, b, h, rec);
-        bucket_end(bk);
+        dshm_bucket_end(bk);
         return rc;
     }
 }
@@ -537,7 +478,7 @@ static void page_remove(dshm_bucket *pg, unsigned i) {
 int dshm_index_remove(dshm_env *env, const dshm_pos *pos) {
     dshm_bucket *bk = page_at(env, pos->ps_bucket);
     dshm_bucket *pg = page_at(env, pos->ps_page);
-    bucket_begin(bk);
+    dshm_bucket_begin(bk);
     DSHM_CRASH_POINT("remove");
     page_remove(pg, pos->ps_slot);
     if (pos->ps_page != pos->ps_bucket && atomic_load_explicit(&pg->bk_count, memory_order_relaxed) == 0) {
@@ -548,16 +489,29 @@ int dshm_index_remove(dshm_env *env, const dshm_pos *pos) {
         st_rel(&page_at(env, prev)->bk_next, ld_rel(&pg->bk_next));
         dshm_page_free(env, pos->ps_page);
     }
-    bucket_end(bk);
+    dshm_bucket_end(bk);
+    return 0;
+}
+
+int dshm_index_slot_rec(dshm_env *env, const dshm_pos *pos, uint64_t limit, uint64_t *off, uint64_t *size) {
+    uint64_t r = ld_rel(&page_at(env, pos->ps_page)->bk_slots[pos->ps_slot].sl_rec);
+    if (!dshm_in(r, DSHM_REC_HDR, limit))
+        return DSHM_CORRUPT;
+    const dshm_rec *rec = DSHM_AT(env, r);   /* formed only once r is inside the file */
+    uint64_t sz = dshm_rec_size(rec->rc_klen, rec->rc_vlen);
+    if (rec->rc_vlen > DSHM_MAX_VALUE || !dshm_in(r, sz, limit))
+        return DSHM_CORRUPT;
+    *off = r;
+    *size = sz;
     return 0;
 }
 
 void dshm_index_replace(dshm_env *env, const dshm_pos *pos, uint64_t rec) {
     dshm_bucket *bk = page_at(env, pos->ps_bucket);
     dshm_bucket *pg = page_at(env, pos->ps_page);
-    bucket_begin(bk);
+    dshm_bucket_begin(bk);
     atomic_store_explicit(&pg->bk_slots[pos->ps_slot].sl_rec, rec, memory_order_release);
-    bucket_end(bk);
+    dshm_bucket_end(bk);
 }
 
 /** Rebuild a bucket chain whose writer died inside its odd window: gather
@@ -569,12 +523,11 @@ int dshm_index_rebuild_page(dshm_env *env, uint64_t b) {
     uint64_t *recs = NULL;
     size_t n = 0, cap = 0;
     int rc = 0;
-    unsigned hops = 0;
-    for (uint64_t page = b; page; page = ld_rel(&page_at(env, page)->bk_next)) {
-        if (!page_ok(page, limit) || ++hops > limit / DSHM_BUCKET_SIZE) {
-            rc = DSHM_CORRUPT;
-            goto out;
-        }
+    dshm_chain ch;
+    uint64_t page;
+    int more;
+    dshm_chain_start(&ch, env, b, limit);
+    while ((more = dshm_chain_next(&ch, &page)) == 1) {
         dshm_bucket *pg = page_at(env, page);
         for (unsigned s = 0; s < DSHM_SLOTS; s++) {
             uint64_t r = ld_rel(&pg->bk_slots[s].sl_rec);
@@ -589,7 +542,7 @@ int dshm_index_rebuild_page(dshm_env *env, uint64_t b) {
                 cap = cap ? cap * 2 : DSHM_SLOTS;
                 uint64_t *v = realloc(recs, cap * sizeof *v);
                 if (!v) {
-                    rc = ENOMEM;
+                    rc = -ENOMEM;
                     goto out;
                 }
                 recs = v;
@@ -597,8 +550,10 @@ int dshm_index_rebuild_page(dshm_env *env, uint64_t b) {
             recs[n++] = r;
         }
     }
+    if ((rc = more))
+        goto out;
     /* Clear every page of the chain, keeping the chain itself. */
-    for (uint64_t page = b; page; page = ld_rel(&page_at(env, page)->bk_next)) {
+    for (page = b; page; page = ld_rel(&page_at(env, page)->bk_next)) {
         dshm_bucket *pg = page_at(env, page);
         memset(pg->bk_slots, 0, sizeof pg->bk_slots);
         atomic_store_explicit(&pg->bk_count, 0, memory_order_relaxed);
@@ -622,10 +577,24 @@ int dshm_index_init(dshm_env *env) {
     int rc;
     if ((rc = dshm_page_alloc(env, DSHM_BK_PRIMARY, &b)))
         return rc;
-    bucket_end(page_at(env, b));
+    dshm_bucket_end(page_at(env, b));
     if ((rc = dshm_alloc_aligned(env, dshm_dir_bytes(0), 64, &d)))
         return rc;
     st_rel(DSHM_AT(env, d), b);
     atomic_store_explicit(&hd->hd_dir, d, memory_order_release);
     return 0;
+}
+
+uint64_t dshm_index_room(dshm_env *env, uint64_t keys) {
+    unsigned gd = DSHM_DIR_DEPTH(atomic_load_explicit(&DSHM_HDR(env)->hd_dir, memory_order_relaxed));
+    if (keys == 0)
+        return 0;
+    if (keys == DSHM_ROOM_PUT)   /* a split with overflow pages, and a doubling */
+        return 8 * (uint64_t)DSHM_BUCKET_SIZE + dshm_dir_bytes(gd + 1) + 128;
+    uint64_t pages = keys / (DSHM_MAX_FILL / 4) + 16;
+    unsigned grow = 0;
+    while (grow < 8 && ((uint64_t)1 << grow) < pages)
+        grow++;
+    unsigned nd = gd + grow > DSHM_MAX_DEPTH ? DSHM_MAX_DEPTH : gd + grow;
+    return pages * DSHM_BUCKET_SIZE + 2 * dshm_dir_bytes(nd) + 4096;
 }

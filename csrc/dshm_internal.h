@@ -1,8 +1,43 @@
 /**
  * @file dshm_internal.h
- * @brief Process-private structures and the prototypes shared by the
- *        csrc/ files: layout (dshm_layout.h), lock (dshm_lock.c),
- *        space (dshm_space.c), index (dshm_index.c), store (dshm_store.c).
+ * @brief Process-private structures, the prototypes the csrc/ files share,
+ *        and the small protocol helpers they all use (inline).
+ *
+ * The C files, in layers: a file calls only files of lower layers, never
+ * up and never sideways; .ci/layers.py reads the compiled objects, prints
+ * these layers and fails on any call cycle (tests/build runs it).
+ *
+ *   9  dshm_batch.c    atomic batches, get_many, snapshot
+ *   8  dshm_iter.c     bucket snapshots: firstkey, nextkey, scan
+ *      dshm_check.c    stat and check
+ *      dshm_reorg.c    reorganize: compact copy, rename, follow
+ *   7  dshm_read.c     the read-retry protocol; get, count, commit_id
+ *      dshm_write.c    put, del, sync, clear; put_locked, finish_write
+ *      dshm_wait.c     dshm_wait, dshm_interrupt
+ *   6  dshm_handle.c   open/close, enter/leave/refresh, the writer lock for
+ *                      a handle (wlock, rlock, write entry), SIGBUS undo
+ *   5  dshm_file.c     mappings; creating, validating, opening, replacing
+ *   4  dshm_recover.c  repair after a dead writer; lock-and-repair
+ *   3  dshm_journal.c  a batch's journal: apply, finish, drop
+ *   2  dshm_index.c    keyed hash, extendible hashing, the reader lookup
+ *      dshm_lock.c     the robust writer lock (reports an owed repair,
+ *                      never runs it)
+ *   1  dshm_space.c    allocator, growth, free-space rebuild
+ *   0  dshm_walk.c     the directory walker (each bucket once)
+ *      dshm_wake.c     waking the processes asleep on the futex word
+ *      dshm_guard.c    test hooks, crash points, the SIGBUS handler
+ *      dshm_err.c      dshm_strerror
+ *
+ * The one edge the design needs between writing and repairing: taking the
+ * lock may owe a repair. dshm_lock_rw (like dshm_lock_ro) reports *owed
+ * and its caller repairs (dshm_lock_repair, layer 4); the lock never calls
+ * into recovery. The helpers below marked inline (the chain walk, the
+ * reader-validation frame, the seqlock windows, the journal views) are
+ * written once here and belong to no layer.
+ *
+ * Error convention: every function returns 0 (or a length) on success and
+ * a negative code on failure: a DSHM_* code, an internal code below, or
+ * -errno. Never a positive errno.
  */
 #ifndef DSHM_INTERNAL_H
 #define DSHM_INTERNAL_H
@@ -13,6 +48,7 @@
 #include <stdint.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <time.h>
 
 #include "dbm_shm.h"
 #include "dshm_layout.h"
@@ -95,6 +131,11 @@ static inline uint64_t dshm_rec_size(uint64_t klen, uint64_t vlen) {
     return (DSHM_REC_HDR + klen + vlen + (DSHM_ALIGN - 1)) & ~(uint64_t)(DSHM_ALIGN - 1);
 }
 
+/** A bucket page offset is usable below limit: 64-byte aligned, inside. */
+static inline bool dshm_page_ok(uint64_t off, uint64_t limit) {
+    return off % 64 == 0 && dshm_in(off, DSHM_BUCKET_SIZE, limit);
+}
+
 /** CPU hint inside spin loops. */
 static inline void dshm_pause(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -104,20 +145,232 @@ static inline void dshm_pause(void) {
 #endif
 }
 
+/** CLOCK_MONOTONIC in ns (one clock for every process of the machine). */
+static inline uint64_t dshm_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ====================================================================== */
+/* Layers 0-1: guard, waker, walkers, allocator (and inline helpers)      */
+
+/* ---- guard (dshm_guard.c): test hooks and the SIGBUS guard ---- */
+
 /** Test hook: DSHM_CRASH_AT="point:n" kills the process with SIGKILL the
  *  n-th time the writer passes the named point (tests/crash). Costs one
  *  predictable branch when unset. */
 extern int dshm_crash_armed;
-void dshm_crash_point0(const char *point);
-#define DSHM_CRASH_POINT(p) do { if (dshm_crash_armed) dshm_crash_point0(p); } while (0)
+void dshm_crash_hit(const char *point);
+#define DSHM_CRASH_POINT(p) do { if (dshm_crash_armed) dshm_crash_hit(p); } while (0)
+/** Test hook DSHM_TEST_COLLIDE=n: dshm_key_hash clears the top n bits of
+ *  every key hash (64: all keys collide), to exercise hostile keys. */
+extern int dshm_test_collide;
+/** Read the test hooks and install the SIGBUS handler (once a process). */
+void dshm_hooks_init(void);
+
+/** Per-thread state of the SIGBUS guard: a call that touches the mapping
+ *  runs with `active` set, so a SIGBUS (the file was truncated under the
+ *  mapping) jumps back to it instead of ending the process. */
+typedef struct dshm_guard {
+    int active;               /**< a guarded call is running */
+    sigjmp_buf jb;            /**< where the handler jumps back to */
+    struct dshm_db *entered;  /**< the handle whose call is in flight */
+    dshm_env *locked;         /**< the mapping whose writer lock is held */
+    int locked_ro;            /**< held by a read-only taker: give it back, mark nothing */
+} dshm_guard;
+extern __attribute__((tls_model("initial-exec"))) _Thread_local dshm_guard dshm_guard_tls;
+/** Back from a SIGBUS inside a guarded call: unblock the signal, give back
+ *  the writer lock if this thread held it (marking the store for repair),
+ *  and end the call (dshm_handle.c: it knows the lock and the handle). */
+void dshm_guard_fault(dshm_guard *g);
+
+/** The body of every public entry point: run `call` under the guard;
+ *  DSHM_TRUNCATED (as `type`) after a SIGBUS. A function returning
+ *  nothing wraps a helper returning int. */
+#define GUARDED(type, call) do {                                   \
+        dshm_guard *g_ = &dshm_guard_tls;                          \
+        if (g_->active)                                            \
+            return call;                                           \
+        if (sigsetjmp(g_->jb, 0)) {                                \
+            dshm_guard_fault(g_);                                  \
+            return (type)DSHM_TRUNCATED;                           \
+        }                                                          \
+        g_->active = 1;                                            \
+        type r_ = call;                                            \
+        g_->active = 0;                                            \
+        return r_;                                                 \
+    } while (0)
+
+/* ---- wake (dshm_wake.c): the waker's side of the futex word ---- */
+
+/** Wake every sleeper on futex word w if its bit 0 says there may be one. */
+void dshm_wake_word(_Atomic uint32_t *w);
+/** After a commit, outside the lock: wake the processes asleep in dshm_wait(). */
+void dshm_wake_waiters(dshm_env *env);
+/** The writable futex word of env for db, or NULL (its waiters poll). */
+_Atomic uint32_t *dshm_waiters_word(dshm_db *db, dshm_env *env);
+/** Make the waiters of db return EINTR: bump db_interrupt and wake the
+ *  file's sleepers. Enters no call (dshm_close uses it too). */
+void dshm_wake_handle(dshm_db *db);
+
+/* ---- the walkers (chain: inline here; directory: dshm_walk.c) ---- */
+
+/** A walk down one bucket's chain of pages (primary, then overflow),
+ *  each link bounds-checked, and the walk bounded by the number of pages
+ *  the file can hold (a cycle in damaged links ends it). */
+typedef struct dshm_chain {
+    dshm_env *ch_env;
+    uint64_t ch_limit;   /**< every page must lie below it */
+    uint64_t ch_next;    /**< next page to visit, 0 = end */
+    uint64_t ch_hops;    /**< pages visited */
+} dshm_chain;
+
+static inline void dshm_chain_start(dshm_chain *c, dshm_env *env, uint64_t first, uint64_t limit) {
+    c->ch_env = env;
+    c->ch_limit = limit;
+    c->ch_next = first;
+    c->ch_hops = 0;
+}
+
+/** The next page: 1 with *page set (aligned and inside the limit), 0 at
+ *  the end, DSHM_CORRUPT for a bad link or an endless chain (*page = it). */
+static inline int dshm_chain_next(dshm_chain *c, uint64_t *page) {
+    uint64_t p = c->ch_next;
+    if (!p)
+        return 0;
+    *page = p;
+    if (!dshm_page_ok(p, c->ch_limit) || c->ch_hops++ > c->ch_limit / DSHM_BUCKET_SIZE)
+        return DSHM_CORRUPT;
+    c->ch_next = atomic_load_explicit(&((dshm_bucket *)DSHM_AT(c->ch_env, p))->bk_next,
+                                      memory_order_relaxed);
+    return 1;
+}
+
+/** A walk over the directory's entries, for a holder of the writer lock
+ *  (or a racy view that bounds everything): each entry's bucket offset
+ *  and local depth are checked, and `first` says whether the entry is
+ *  the first of those that point to its bucket, so a walk that wants
+ *  each bucket once takes only those (dshm_dir_next_bucket). */
+typedef struct dshm_dirwalk {
+    dshm_env *dw_env;
+    uint64_t dw_limit;            /**< bound for the buckets */
+    const _Atomic uint64_t *dw_dir;
+    unsigned dw_gd;               /**< global depth */
+    uint64_t dw_n;                /**< entries: 2^dw_gd */
+    uint64_t dw_i;                /**< the entry last visited */
+    uint64_t dw_bucket;           /**< its bucket offset */
+    unsigned dw_ld;               /**< its bucket's local depth */
+    bool dw_first;                /**< dw_i is its bucket's first entry */
+    int dw_bad;                   /**< after DSHM_CORRUPT: DSHM_DW_OFFSET or _DEPTH */
+} dshm_dirwalk;
+#define DSHM_DW_OFFSET 1   /**< the entry's bucket offset is out of bounds */
+#define DSHM_DW_DEPTH  2   /**< the bucket's local depth is above the global */
+/** Start a walk of the directory `dir` (an hd_dir value): DSHM_CORRUPT if
+ *  the directory itself is too deep or out of bounds. */
+int dshm_dir_start(dshm_dirwalk *w, dshm_env *env, uint64_t dir, uint64_t limit);
+/** The next entry: 1, 0 at the end, or DSHM_CORRUPT (dw_bad says what;
+ *  the walk may go on with the entry after). */
+int dshm_dir_next(dshm_dirwalk *w);
+/** The next bucket, each once (at its first entry): as dshm_dir_next. */
+int dshm_dir_next_bucket(dshm_dirwalk *w);
+
+/* ---- space (dshm_space.c) ---- */
+int dshm_alloc(dshm_env *env, uint64_t size, uint64_t *off);
+/** dshm_alloc for a new record, the first allocation of a put: the one
+ *  point where the free lists may be compacted. */
+int dshm_alloc_record(dshm_env *env, uint64_t size, uint64_t *off);
+/** A block of size bytes aligned to align (a power of two >= 16). */
+int dshm_alloc_aligned(dshm_env *env, uint64_t size, uint64_t align, uint64_t *off);
+void dshm_free_block(dshm_env *env, uint64_t off, uint64_t size);
+int dshm_page_alloc(dshm_env *env, uint32_t kind, uint64_t *off);
+void dshm_page_free(dshm_env *env, uint64_t off);
+int dshm_grow(dshm_env *env, uint64_t need);
+void dshm_space_reset(dshm_env *env, uint64_t top);
+/** Rebuild the free lists from the live structures. compact: a writer's
+ *  defragmentation (keeps the bucket pool, changes nothing readers see);
+ *  otherwise a repair (drops damaged slots and the pool, and fails reads
+ *  in flight through hd_struct_seq). */
+int dshm_space_rebuild(dshm_env *env, bool compact);
+/** The value hd_alloc_sum must have for the allocator fields as they are
+ *  (never 0). */
+uint64_t dshm_alloc_checksum(const dshm_header *hd);
+
+/* ---- the batch journal, read-only views (inline; used by space and journal) ---- */
+
+/** The journal at hd_batch if it is well formed inside [.., limit), else NULL. */
+static inline dshm_journal *dshm_journal_at(dshm_env *env, uint64_t limit) {
+    uint64_t off = DSHM_HDR(env)->hd_batch;
+    if (off % DSHM_ALIGN || !dshm_in(off, DSHM_JR_HDR, limit))
+        return NULL;
+    dshm_journal *jr = DSHM_AT(env, off);
+    if (jr->jr_magic != DSHM_JR_MAGIC || jr->jr_n > jr->jr_cap ||
+        jr->jr_cap > (limit - off - DSHM_JR_HDR) / 8)
+        return NULL;
+    return jr;
+}
+
+/** Bytes a journal with room for cap entries occupies. */
+static inline uint64_t dshm_journal_size(uint64_t cap) {
+    return (DSHM_JR_HDR + 8 * cap + DSHM_ALIGN - 1) & ~(uint64_t)(DSHM_ALIGN - 1);
+}
+
+/** The record a journal entry names, checked against limit (its size in
+ *  *size); 0 if damaged. */
+static inline uint64_t dshm_journal_rec(dshm_env *env, uint64_t ent, uint64_t limit, uint64_t *size) {
+    uint64_t r = ent & ~DSHM_JR_DEL;
+    if (r % DSHM_ALIGN || !dshm_in(r, DSHM_REC_HDR, limit))
+        return 0;
+    const dshm_rec *rec = DSHM_AT(env, r);
+    if (rec->rc_klen > DSHM_MAX_KEY || rec->rc_vlen > DSHM_MAX_VALUE ||
+        ((ent & DSHM_JR_DEL) && rec->rc_vlen) ||
+        !dshm_in(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), limit))
+        return 0;
+    *size = dshm_rec_size(rec->rc_klen, rec->rc_vlen);
+    return r;
+}
+
+/* ---- seqlocks: the writer's windows (inline) ---- */
+
+/** Open / close an odd window of hd_struct_seq (nesting: a window already
+ *  open is left alone; struct_begin returns whether it opened one, and
+ *  struct_end(hd, true) closes the window whoever opened it). */
+static inline bool dshm_struct_begin(dshm_header *hd) {
+    uint64_t ss = atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed);
+    if (ss & 1)
+        return false;
+    atomic_store_explicit(&hd->hd_struct_seq, ss + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    return true;
+}
+
+static inline void dshm_struct_end(dshm_header *hd, bool opened) {
+    if (opened)
+        atomic_store_explicit(&hd->hd_struct_seq,
+                              atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed) + 1,
+                              memory_order_release);
+}
+
+/** Open the seqlock window of a primary bucket (and its chain). */
+static inline void dshm_bucket_begin(dshm_bucket *bk) {
+    uint64_t s = atomic_load_explicit(&bk->bk_seq, memory_order_relaxed);
+    atomic_store_explicit(&bk->bk_seq, s + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+}
+
+/** Close it (or make a fresh page's counter even). */
+static inline void dshm_bucket_end(dshm_bucket *bk) {
+    uint64_t s = atomic_load_explicit(&bk->bk_seq, memory_order_relaxed);
+    atomic_store_explicit(&bk->bk_seq, s + 1, memory_order_release);
+}
+
+/* ====================================================================== */
+/* Layers 2-3: index, lock, journal (and the reader-validation frame)      */
 
 /* ---- index (dshm_index.c) ---- */
 uint64_t dshm_hash(const uint64_t seed[2], const void *data, size_t len);
-/** The hash of a key in this file (SipHash-1-3 under the file's seed).
- *  Test hook DSHM_TEST_COLLIDE=n clears the top n bits of every key hash
- *  (64: all keys collide), to exercise hostile-key handling. */
+/** The hash of a key in this file (SipHash-1-3 under the file's seed). */
 uint64_t dshm_key_hash(const dshm_header *hd, const void *key, size_t klen);
-extern int dshm_test_collide;
 uint64_t dshm_header_checksum(const dshm_header *hd);
 /** Reader lookup in the current directory. Returns the value length,
  *  DSHM_NOTFOUND, DSHM_RETRY or DSHM_CORRUPT. Without the lock: DSHM_RETRY
@@ -143,6 +396,9 @@ int dshm_index_find(dshm_env *env, uint64_t h, const char *key, size_t klen,
                     dshm_pos *pos);
 int dshm_index_insert(dshm_env *env, uint64_t h, uint64_t rec);
 int dshm_index_remove(dshm_env *env, const dshm_pos *pos);
+/** The record the slot at pos (found under the lock) holds, checked to
+ *  lie inside [.., limit): its offset and size, or DSHM_CORRUPT. */
+int dshm_index_slot_rec(dshm_env *env, const dshm_pos *pos, uint64_t limit, uint64_t *off, uint64_t *size);
 /** Switch the slot at pos to record rec (an overwrite): one atomic store
  *  inside the bucket's odd window. */
 void dshm_index_replace(dshm_env *env, const dshm_pos *pos, uint64_t rec);
@@ -152,76 +408,109 @@ uint64_t dshm_bucket_for(dshm_env *env, uint64_t dir, uint64_t h, uint64_t limit
 bool dshm_bucket_covers(dshm_bucket *bk, uint64_t h);
 int dshm_index_finish_split(dshm_env *env);
 int dshm_index_rebuild_page(dshm_env *env, uint64_t bucket);
+/** Room a write may need beyond the top for the index to take `keys` new
+ *  keys: split pages, overflow pages and directory doublings (generous; a
+ *  bound for reserving space before a batch's commit point). keys ==
+ *  DSHM_ROOM_PUT: one put's split with overflow and one doubling. */
+uint64_t dshm_index_room(dshm_env *env, uint64_t keys);
+#define DSHM_ROOM_PUT UINT64_MAX
 
-/* ---- space (dshm_space.c) ---- */
-int dshm_alloc(dshm_env *env, uint64_t size, uint64_t *off);
-/** dshm_alloc for a new record, the first allocation of a put: the one
- *  point where the free lists may be compacted. */
-int dshm_alloc_record(dshm_env *env, uint64_t size, uint64_t *off);
-/** A block of size bytes aligned to align (a power of two >= 16). */
-int dshm_alloc_aligned(dshm_env *env, uint64_t size, uint64_t align, uint64_t *off);
-void dshm_free_block(dshm_env *env, uint64_t off, uint64_t size);
-int dshm_page_alloc(dshm_env *env, uint32_t kind, uint64_t *off);
-void dshm_page_free(dshm_env *env, uint64_t off);
-int dshm_grow(dshm_env *env, uint64_t need);
-void dshm_space_reset(dshm_env *env, uint64_t top);
-/** Rebuild the free lists from the live structures. compact: a writer's
- *  defragmentation (keeps the bucket pool, changes nothing readers see);
- *  otherwise a repair (drops damaged slots and the pool, and fails reads
- *  in flight through hd_struct_seq). */
-int dshm_space_rebuild(dshm_env *env, bool compact);
-/** The value hd_alloc_sum must have for the allocator fields as they are
- *  (never 0). */
-uint64_t dshm_alloc_checksum(const dshm_header *hd);
+/* ---- reader validation (inline): one frame for every lock-free read ---- */
 
-/** Per-thread state of the SIGBUS guard (dshm_store.c): a call that
- *  touches the mapping runs with `active` set, so a SIGBUS (the file was
- *  truncated under the mapping) jumps back to it instead of ending the
- *  process. */
-typedef struct dshm_guard {
-    int active;               /**< a guarded call is running */
-    sigjmp_buf jb;            /**< where the handler jumps back to */
-    struct dshm_db *entered;  /**< the handle whose call is in flight */
-    dshm_env *locked;         /**< the mapping whose writer lock is held */
-    int locked_ro;            /**< held by a read-only taker: give it back, mark nothing */
-} dshm_guard;
-extern __attribute__((tls_model("initial-exec"))) _Thread_local dshm_guard dshm_guard_tls;
-/** Back from a SIGBUS inside a guarded call: unblock the signal, give back
- *  the writer lock if this thread held it (marking the store for repair),
- *  and end the call. */
-void dshm_guard_fault(dshm_guard *g);
+/** What a lock-free read of one bucket sampled before it read (the
+ *  sample, bound, read, fence, re-check frame). */
+typedef struct dshm_rview {
+    uint64_t rv_size;     /**< hd_file_size sampled */
+    uint64_t rv_limit;    /**< the bound for every offset followed */
+    uint64_t rv_ss;       /**< hd_struct_seq sampled */
+    uint64_t rv_dir;      /**< hd_dir sampled */
+    uint64_t rv_b;        /**< the primary bucket for h (0: an offset on the
+                               way was out of bounds) */
+    dshm_bucket *rv_bk;   /**< it, once its counter was sampled */
+    uint64_t rv_s;        /**< its bk_seq sampled */
+} dshm_rview;
 
-/** Run `call` under the guard; DSHM_TRUNCATED (as `type`) after a SIGBUS. */
-#define GUARDED(type, call) do {                                   \
-        dshm_guard *g_ = &dshm_guard_tls;                          \
-        if (g_->active)                                            \
-            return call;                                           \
-        if (sigsetjmp(g_->jb, 0)) {                                \
-            dshm_guard_fault(g_);                                       \
-            return (type)DSHM_TRUNCATED;                           \
-        }                                                          \
-        g_->active = 1;                                            \
-        type r_ = call;                                            \
-        g_->active = 0;                                            \
-        return r_;                                                 \
-    } while (0)
+/** Sample and bound the view of the bucket for h: DSHM_RETRY (the file
+ *  outgrew this mapping, or a counter was odd: dshm_read_odd notes it),
+ *  or 0 with rv_bk set (NULL when rv_b is 0: then validate at once). */
+static inline int dshm_rview_begin(dshm_rview *v, dshm_env *env, uint64_t h, bool locked) {
+    dshm_header *hd = DSHM_HDR(env);
+    v->rv_size = atomic_load_explicit(&hd->hd_file_size, memory_order_acquire);
+    v->rv_limit = v->rv_size;
+    if (v->rv_limit > env->ev_resv) {
+        if (!locked)
+            return DSHM_RETRY;   /* the file outgrew this mapping: read_retry maps it again */
+        v->rv_limit = env->ev_resv;
+    }
+    v->rv_ss = atomic_load_explicit(&hd->hd_struct_seq, memory_order_acquire);
+    if ((v->rv_ss & 1) && !locked) {
+        dshm_read_odd = (dshm_odd){ &hd->hd_struct_seq, v->rv_ss };
+        return DSHM_RETRY;
+    }
+    v->rv_dir = atomic_load_explicit(&hd->hd_dir, memory_order_acquire);
+    v->rv_b = dshm_bucket_for(env, v->rv_dir, h, v->rv_limit);
+    v->rv_bk = NULL;
+    v->rv_s = 0;
+    if (!v->rv_b)
+        return 0;
+    dshm_bucket *bk = DSHM_AT(env, v->rv_b);
+    /* The slot's cache line does not depend on the counter: fetch both at once. */
+    __builtin_prefetch(&bk->bk_slots[h % DSHM_SLOTS]);
+    v->rv_s = atomic_load_explicit(&bk->bk_seq, memory_order_acquire);
+    if ((v->rv_s & 1) && !locked) {
+        dshm_read_odd = (dshm_odd){ &bk->bk_seq, v->rv_s };
+        return DSHM_RETRY;
+    }
+    v->rv_bk = bk;
+    return 0;
+}
 
-/** GUARDED for a call returning nothing. */
-#define GUARDED_VOID(call) do {                                    \
-        dshm_guard *g_ = &dshm_guard_tls;                          \
-        if (g_->active) {                                          \
-            call;                                                  \
-            return;                                                \
-        }                                                          \
-        if (sigsetjmp(g_->jb, 0)) {                                \
-            dshm_guard_fault(g_);                                  \
-            return;                                                \
-        }                                                          \
-        g_->active = 1;                                            \
-        call;                                                      \
-        g_->active = 0;                                            \
-    } while (0)
+/** After the read: `result` if it stands, else DSHM_RETRY. A counter that
+ *  moved is a race. A miss or damage is trusted only if nothing else
+ *  moved either: the file size (a record or a split's pages published
+ *  past the limit used), and for damage the directory and its entry for
+ *  h (a split switches entries outside every counter's window). Under
+ *  the lock the result always stands. */
+static inline int64_t dshm_rview_end(const dshm_rview *v, dshm_env *env, uint64_t h, int64_t result, bool locked) {
+    if (locked)
+        return result;
+    dshm_header *hd = DSHM_HDR(env);
+    atomic_thread_fence(memory_order_acquire);
+    if ((v->rv_bk && atomic_load_explicit(&v->rv_bk->bk_seq, memory_order_relaxed) != v->rv_s) ||
+        atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed) != v->rv_ss)
+        return DSHM_RETRY;
+    if (result >= 0)
+        return result;
+    if (atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed) != v->rv_size)
+        return DSHM_RETRY;
+    if (result == DSHM_CORRUPT &&
+        (atomic_load_explicit(&hd->hd_dir, memory_order_relaxed) != v->rv_dir ||
+         dshm_bucket_for(env, v->rv_dir, h, v->rv_limit) != v->rv_b))
+        return DSHM_RETRY;
+    return result;
+}
 
+/** The same frame over the whole store, for a read of many buckets:
+ *  hd_commit and hd_struct_seq sampled before and compared after. */
+typedef struct dshm_frame { uint64_t fr_commit, fr_ss; } dshm_frame;
+
+/** Sample the counters; false (retry) while a structural change is under
+ *  way (a caller that reads anyway ignores it). */
+static inline bool dshm_frame_begin(const dshm_header *hd, bool locked, dshm_frame *f) {
+    f->fr_commit = atomic_load_explicit(&hd->hd_commit, memory_order_acquire);
+    f->fr_ss = atomic_load_explicit(&hd->hd_struct_seq, memory_order_acquire);
+    return locked || !(f->fr_ss & 1);
+}
+
+/** After the reads: true if no write committed since dshm_frame_begin (a
+ *  read under the lock is always valid). */
+static inline bool dshm_frame_valid(const dshm_header *hd, bool locked, const dshm_frame *f) {
+    if (locked)
+        return true;
+    atomic_thread_fence(memory_order_acquire);
+    return atomic_load_explicit(&hd->hd_commit, memory_order_relaxed) == f->fr_commit &&
+           atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed) == f->fr_ss;
+}
 
 /* ---- lock (dshm_lock.c) ---- */
 int dshm_mutex_init(dshm_header *hd);
@@ -249,29 +538,154 @@ bool dshm_lock_damaged(const dshm_header *hd);
  *  a holder that no longer exists, an unusable mutex), or an error. */
 int dshm_lock_ro(dshm_env *env, bool *owed);
 void dshm_unlock_ro(dshm_env *env);
-int dshm_lock0(dshm_env *env, bool *recovered);
-void dshm_unlock0(dshm_env *env);
+/** Take the writer lock to write. Returns 0 with the lock held and *owed
+ *  set if a repair is owed (its holder died, or hd_repair, or allocator
+ *  fields that do not match their checksum): the caller runs it
+ *  (dshm_lock_repair) before it writes. Never runs the repair itself. */
+int dshm_lock_rw(dshm_env *env, bool *owed);
+void dshm_unlock_rw(dshm_env *env);
 int dshm_mutex_probe(dshm_header *hd, bool *repair, bool *reinit);
 
-/* ---- store (dshm_store.c) ---- */
+/* ---- journal (dshm_journal.c) ---- */
+/** Apply one journal entry (under the lock, inside the batch's window);
+ *  idempotent. known_hash: the key's hash if the caller has it. */
+int dshm_journal_apply(dshm_env *env, uint64_t ent, const uint64_t *known_hash);
+/** Forget the journal and free it with the delete records (after the last
+ *  entry was applied), or with every record (undoing a staging). */
+void dshm_journal_free(dshm_env *env, bool every_record);
+/** Recovery: finish (COMMITTED) the journal at hd_batch. Runs after the
+ *  free lists were rebuilt. */
+int dshm_journal_recover(dshm_env *env);
+/** Recovery, before the rebuild: forget a journal that never reached its
+ *  commit point (or is damaged), so its records become free space. */
+void dshm_journal_drop_staged(dshm_env *env);
+
+/* ====================================================================== */
+/* Layer 4: recovery (dshm_recover.c)                                      */
+
+/** Repair the store after a dead writer (under the writer lock). */
 int dshm_recover(dshm_env *env);
-/** CLOCK_MONOTONIC in ns (one clock for every process of the machine). */
-uint64_t dshm_now_ns(void);
-/** Services of dshm_store.c for the other entry points (dshm_batch.c,
- *  dshm_wait.c): enter/leave a call on a handle, take the writer lock with
- *  room in the mapping, end a write (unlock, sync if asked, wake waiters,
- *  leave), and run a lock-free read with retries and the locked fallback. */
-int dshm_enter(dshm_db *db, dshm_env **envp);
-void dshm_leave(dshm_db *db);
+/** Run the repair owed: mark it (hd_repair) and recover; clears the mark
+ *  on success. Returns 0, DSHM_CORRUPT or DSHM_NEED_RECOVERY. */
+int dshm_repair(dshm_env *env);
+/** dshm_lock_rw, then the repair it reports owed (*recovered set when one
+ *  ran; may be NULL). The lock is not held on error. */
+int dshm_lock_repair(dshm_env *env, bool *recovered);
+
+/* ====================================================================== */
+/* Layer 5: files and mappings (dshm_file.c)                               */
+
+#define DSHM_INITIAL_SIZE ((uint64_t)64 << 10)  /* a new file */
+void dshm_env_free(dshm_env *env);
+/** Map fd (of `size` bytes) into a reservation of at least `want` bytes. */
+int dshm_env_map(dshm_env *env, uint64_t size, uint64_t want);
+/** Initialise an empty file held exclusively (seed NULL: a random one). */
+int dshm_init_file(int fd, const uint64_t *seed);
+/** Open path into a new mapping (see the comment at its definition). */
+int dshm_env_open(const char *path, int flags, int mode, uint64_t want, dshm_env **out, bool *repaired);
+/** 'n' on a file others have open: a fresh store renamed over path, and
+ *  the old one (open at fd) marked moved. */
+int dshm_replace_file(const char *path, int fd);
+/** fsync the directory holding path, so a rename in it is durable. */
+void dshm_sync_parent(const char *path);
+
+/* ====================================================================== */
+/* Layer 6: handles (dshm_handle.c)                                        */
+
+/** Replace the handle's mapping (reorganize, or growth past it). */
+int dshm_refresh(dshm_db *db, dshm_env **envp, uint64_t want);
+/** Unmap superseded mappings once no call is in flight: a call that
+ *  entered later loads the current mapping, never a retired one. */
+void dshm_reclaim(dshm_db *db);
+
+/** A read-only handle found hd_moved stale (the path still names this
+ *  file) at this commit, and nothing was committed since. */
+static inline bool dshm_moved_stale(dshm_env *env, uint64_t commit) {
+    uint64_t m = atomic_load_explicit(&env->ev_stale_moved, memory_order_relaxed);
+    return m != 0 && m == commit + 1;
+}
+
+/** Leave a call: the last call out unmaps superseded mappings. */
+static inline void dshm_leave(dshm_db *db) {
+    dshm_guard_tls.entered = NULL;
+    if (atomic_fetch_sub_explicit(&db->db_inflight, 1, memory_order_seq_cst) == 1 &&
+        __builtin_expect(atomic_load_explicit(&db->db_has_retired, memory_order_relaxed), 0))
+        dshm_reclaim(db);
+}
+
+/* Enter a call: count it in flight, refuse a closed handle, follow a
+ * reorganize or a growth past this mapping. Two loads of the header on the
+ * fast path, no system call (inline: every call runs it). */
+static inline int dshm_enter(dshm_db *db, dshm_env **envp) {
+    if (!db)
+        return DSHM_INVALID;
+    atomic_fetch_add_explicit(&db->db_inflight, 1, memory_order_seq_cst);
+    dshm_guard_tls.entered = db;   /* from here a SIGBUS ends the call with leave() */
+    if (atomic_load_explicit(&db->db_closed, memory_order_seq_cst)) {
+        dshm_leave(db);
+        return DSHM_CLOSED;
+    }
+    /* seq_cst, paired with the swap in refresh() and the check in
+     * reclaim(): a call that loaded a mapping is counted in flight. */
+    dshm_env *env = atomic_load_explicit(&db->db_env, memory_order_seq_cst);
+    dshm_header *hd = DSHM_HDR(env);
+    if (__builtin_expect(atomic_load_explicit(&hd->hd_moved, memory_order_relaxed) ||
+                         atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed) > env->ev_resv, 0) &&
+        !(atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed) <= env->ev_resv &&
+          dshm_moved_stale(env, atomic_load_explicit(&hd->hd_commit, memory_order_acquire)))) {
+        int rc = dshm_refresh(db, &env, 0);
+        if (rc) {
+            dshm_leave(db);
+            return rc;
+        }
+    }
+    *envp = env;
+    return 0;
+}
+
+/** dshm_enter, then report argrc (the caller's argument check, 0 if none)
+ *  after the handle was found open; on error the call has left. */
+static inline int dshm_enter_checked(dshm_db *db, dshm_env **envp, int argrc) {
+    int rc = dshm_enter(db, envp);
+    if (rc == 0 && argrc) {
+        dshm_leave(db);
+        rc = argrc;
+    }
+    return rc;
+}
+
+/** Take the writer lock with room in the mapping for `room` more bytes
+ *  (running a repair that is owed); follows a reorganize. */
 int dshm_wlock(dshm_db *db, dshm_env **envp, uint64_t room);
-int dshm_finish_write(dshm_db *db, dshm_env *env, int rc);
-int dshm_sync_env(dshm_env *env);
+/** The read-only take of the writer lock (dshm_lock_ro) for a handle,
+ *  following a reorganize or a growth as dshm_wlock does. */
+int dshm_rlock(dshm_db *db, dshm_env **envp, bool *owed);
+/** The start of every write: enter, report argrc (the caller's argument
+ *  check: DSHM_INVALID before a read-only handle's DSHM_READONLY, any other
+ *  code after it), take the writer lock with room for `bytes` of records
+ *  and the index's growth for `keys` new keys (dshm_index_room). On error
+ *  the call has left. */
+int dshm_write_enter(dshm_db *db, dshm_env **envp, int argrc, uint64_t bytes, uint64_t keys);
+
+/* ====================================================================== */
+/* Layer 7: reads (dshm_read.c), and writes (dshm_write.c) below          */
+
+/** Wait a little after losing to the writer: spin first, then yield. */
+void dshm_backoff(int attempt);
+/** A read attempt: without the lock it returns DSHM_RETRY when a seqlock
+ *  counter was odd or moved, DSHM_CORRUPT only for damage met while nothing
+ *  moved (see dshm_index_read); with the lock, a definitive answer. */
 typedef int64_t (*dshm_read_fn)(dshm_env *env, bool locked, void *ctx);
 /** Lock-free tries of a read before its fallback (read_retry). */
 #define DSHM_READ_TRIES 64
-/** read_retry with `tries` lock-free attempts (DSHM_READ_TRIES for a
+/** Run a read with `tries` lock-free attempts (DSHM_READ_TRIES for a
  *  single read) before the locked one. */
 int64_t dshm_read_retry(dshm_db *db, dshm_env **envp, dshm_read_fn fn, void *ctx, int tries);
+
+/* ====================================================================== */
+/* Layer 8: iteration (dshm_iter.c)                                        */
+
+/* ---- iteration (dshm_iter.c) ---- */
 /** Copy the entries of the bucket covering cursor (see snap_read). */
 typedef struct dshm_snap {
     char    *buf;      /**< records: [u32 klen][(u64 vlen)][u64 hash][key][(value)] */
@@ -280,31 +694,21 @@ typedef struct dshm_snap {
     int      last;     /**< this bucket ends the hash space */
 } dshm_snap;
 int dshm_snap_read(dshm_env *env, uint64_t cursor, uint64_t from, bool values, bool locked, dshm_snap *sn);
-/** Grow sn's buffer to hold `need` bytes (0 or ENOMEM). */
+/** Grow sn's buffer to hold `need` bytes (0 or -ENOMEM). */
 int dshm_snap_reserve(dshm_snap *sn, size_t need);
-/** Open / close an odd window of hd_struct_seq (nesting: a window already
- *  open is left alone; struct_begin returns whether it opened one). */
-bool dshm_struct_begin(dshm_header *hd);
-void dshm_struct_end(dshm_header *hd, bool opened);
 
-/* ---- batches (dshm_batch.c) ---- */
-/** Recovery: finish (COMMITTED) or drop (STAGING) the journal at hd_batch.
- *  Runs after the free lists were rebuilt. */
-int dshm_batch_recover(dshm_env *env);
-/** Recovery, before the rebuild: forget a journal that never reached its
- *  commit point (or is damaged), so its records become free space. */
-void dshm_batch_drop_staged(dshm_env *env);
-/** For a rebuild of the free lists: add the journal at hd_batch and every
- *  record it lists to the live extents through add(). Returns 0, an
- *  error of add(), or DSHM_CORRUPT (the caller then drops the journal). */
-int dshm_batch_extents(dshm_env *env, int (*add)(void *ctx, uint64_t off, uint64_t size), void *ctx);
-
-/* ---- waiting (dshm_wait.c) ---- */
-/** After a commit, outside the lock: wake the processes asleep in dshm_wait(). */
-void dshm_wake_waiters(dshm_env *env);
-/** dshm_interrupt() without the guard: also used by dshm_close(). */
-void dshm_interrupt0(dshm_db *db);
-/** For dshm_close() (after setting db_closed): wake this handle's waiters. */
-void dshm_close_wake(dshm_db *db);
+/* ---- writes (dshm_write.c) ---- */
+/** Store under the lock: write the record into free space, then publish. */
+int dshm_put_locked(dshm_env *env, uint64_t h, const char *key, size_t klen,
+                    const char *val, size_t vlen, int flags);
+/** Delete the key at pos under the lock: remove its slot (the bucket's odd
+ *  window), crash point `point`, free its record, move the count and the
+ *  commit counter. The one delete protocol of dshm_del, dshm_pop and
+ *  dshm_popitem. */
+int dshm_del_locked(dshm_env *env, const dshm_pos *pos, const char *point);
+/** End a write: unlock, wake waiters, count it, sync if asked, leave. */
+int dshm_finish_write(dshm_db *db, dshm_env *env, int rc);
+/** msync + fsync of a mapping's file. */
+int dshm_sync_env(dshm_env *env);
 
 #endif /* DSHM_INTERNAL_H */

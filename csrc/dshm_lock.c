@@ -7,8 +7,9 @@
  * and a reader that lost to the writer too often (the read fallback).
  * When a holder dies, the kernel's robust-futex list marks the mutex and
  * the next pthread_mutex_lock() returns EOWNERDEAD: that caller marks the
- * mutex consistent, flags the store for repair (hd_repair) and repairs it
- * (dshm_recover) before going on; if the repair fails, the flag stays and
+ * mutex consistent and flags the store for repair (hd_repair); the lock
+ * reports the repair owed and its caller runs it (dshm_lock_repair, in
+ * dshm_recover.c) before going on; if the repair fails, the flag stays and
  * every later holder tries again before it writes.
  * A mutex left locked by a process the kernel could not clean up after
  * (the machine rebooted with the file on disk) is found by the first
@@ -21,6 +22,9 @@
  * whose holder died (the mutex would then have to be marked consistent),
  * nor one whose holder no longer exists: it reports DSHM_NEED_RECOVERY,
  * and a writable handle repairs.
+ *
+ * Layer 2: calls the guard (which lock this thread holds) and the
+ * allocator's checksum.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -36,19 +40,19 @@ int dshm_mutex_init(dshm_header *hd) {
     /* Zero first: a stale robust mutex must not keep its old owner bits. */
     memset(&hd->hd_mutex, 0, sizeof hd->hd_mutex);
     if ((rc = pthread_mutexattr_init(&attr)) != 0)
-        return rc;
+        return -rc;
     if ((rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)) != 0 ||
         (rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST)) != 0 ||
         (rc = pthread_mutex_init(&hd->hd_mutex.m, &attr)) != 0) {
         pthread_mutexattr_destroy(&attr);
-        return rc;
+        return -rc;
     }
     pthread_mutexattr_destroy(&attr);
     /* Once locked and unlocked by its sole user, the mutex is in the state
      * every later unlock leaves it in (glibc: use count 1), which is what a
      * read-only handle checks before it takes the lock. */
     if ((rc = pthread_mutex_lock(&hd->hd_mutex.m)) != 0)
-        return rc;
+        return -rc;
     pthread_mutex_unlock(&hd->hd_mutex.m);
     atomic_store_explicit(&hd->hd_lock_pid, 0, memory_order_relaxed);
     return 0;
@@ -184,7 +188,7 @@ int dshm_lock_ro(dshm_env *env, bool *owed) {
     if (rc == ENOTRECOVERABLE || rc == EINVAL)
         return DSHM_NEED_RECOVERY;   /* unusable: a writable opener alone with the file resets it */
     if (rc)
-        return rc;
+        return -rc;
     dshm_guard_tls.locked = env;
     dshm_guard_tls.locked_ro = 1;
     *owed = hd->hd_repair != 0;
@@ -225,23 +229,24 @@ int dshm_mutex_probe(dshm_header *hd, bool *repair, bool *reinit) {
         *repair = *reinit = true;
         return 0;
     }
-    return rc;
+    return -rc;
 }
 
-/** Take the writer lock of env's file. On EOWNERDEAD, repair the store
- *  first and set *recovered. Returns 0 or an error (the lock is not held
- *  on error). */
-int dshm_lock0(dshm_env *env, bool *recovered) {
+/** Take the writer lock of env's file to write. On EOWNERDEAD the mutex
+ *  is made consistent and the repair marked owed (hd_repair); *owed says
+ *  whether a repair is owed, which the caller runs before it writes
+ *  (dshm_lock_repair): the lock never calls into recovery. Returns 0 or
+ *  an error (the lock is not held on error). */
+int dshm_lock_rw(dshm_env *env, bool *owed) {
     dshm_header *hd = DSHM_HDR(env);
-    if (recovered)
-        *recovered = false;
+    *owed = false;
     if (!dshm_mutex_kind_ours(hd))
         return DSHM_NEED_RECOVERY;   /* a damaged mutex: reset by a writable opener alone with the file */
     int rc = pthread_mutex_lock(&hd->hd_mutex.m);
     if (rc == EOWNERDEAD) {
         /* The previous holder died inside a write. The mutex is made
          * consistent at once (so it stays usable) and the store marked for
-         * repair; the repair below, or by the next holder if this one
+         * repair; the caller's repair, or the next holder's if this one
          * fails, runs before any write. */
         hd->hd_repair = 1;
         pthread_mutex_consistent(&hd->hd_mutex.m);
@@ -249,7 +254,7 @@ int dshm_lock0(dshm_env *env, bool *recovered) {
     } else if (rc == ENOTRECOVERABLE) {
         return DSHM_NEED_RECOVERY;
     } else if (rc) {
-        return rc;
+        return -rc;
     }
     atomic_store_explicit(&hd->hd_lock_pid, (uint64_t)getpid(), memory_order_relaxed);
     atomic_store_explicit(&hd->hd_lock_since, dshm_now_ns(), memory_order_relaxed);
@@ -260,20 +265,11 @@ int dshm_lock0(dshm_env *env, bool *recovered) {
      * free space from the structures first, as after a death. */
     if (hd->hd_alloc_sum && hd->hd_alloc_sum != dshm_alloc_checksum(hd))
         hd->hd_repair = 1;
-    if (hd->hd_repair) {
-        int rrc = dshm_recover(env);
-        if (rrc) {
-            dshm_unlock0(env);
-            return rrc == DSHM_CORRUPT ? DSHM_CORRUPT : DSHM_NEED_RECOVERY;
-        }
-        hd->hd_repair = 0;
-        if (recovered)
-            *recovered = true;
-    }
+    *owed = hd->hd_repair != 0;
     return 0;
 }
 
-void dshm_unlock0(dshm_env *env) {
+void dshm_unlock_rw(dshm_env *env) {
     dshm_header *hd = DSHM_HDR(env);
     dshm_guard_tls.locked = NULL;
     hd->hd_alloc_sum = dshm_alloc_checksum(hd);

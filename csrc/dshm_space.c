@@ -5,6 +5,7 @@
  *
  * Everything here runs under the writer lock: only the lock holder reads
  * or writes the allocator fields of the header and the free blocks.
+ * Layer 1: calls only the directory walker.
  *
  * - Records and the directory come from the general space: 128 exact
  *   small classes (16..2048 bytes, a bitmap of the non-empty ones) and 52
@@ -161,13 +162,13 @@ int dshm_grow(dshm_env *env, uint64_t need) {
     if (rc != 0) {
         /* Leave the file as it was: a partial fallocate may have grown it. */
         if (ftruncate(env->ev_fd, (off_t)size) != 0) { /* best effort */ }
-        return rc;
+        return -rc;
     }
     atomic_store_explicit(&hd->hd_file_size, target, memory_order_release);
     return 0;
 }
 
-static int alloc0(dshm_env *env, uint64_t size, uint64_t *out, bool may_compact) {
+static int alloc_block(dshm_env *env, uint64_t size, uint64_t *out, bool may_compact) {
     dshm_header *hd = DSHM_HDR(env);
     bool bad = false;
     size = (size + DSHM_ALIGN - 1) & ~(uint64_t)(DSHM_ALIGN - 1);
@@ -233,14 +234,14 @@ static int alloc0(dshm_env *env, uint64_t size, uint64_t *out, bool may_compact)
 }
 
 int dshm_alloc(dshm_env *env, uint64_t size, uint64_t *out) {
-    return alloc0(env, size, out, false);
+    return alloc_block(env, size, out, false);
 }
 
 /* A compaction treats every block it cannot see from the directory as
  * free, so it may only run when the writer holds no unpublished block:
  * at the first allocation of a put. */
 int dshm_alloc_record(dshm_env *env, uint64_t size, uint64_t *out) {
-    return alloc0(env, size, out, true);
+    return alloc_block(env, size, out, true);
 }
 
 int dshm_alloc_aligned(dshm_env *env, uint64_t size, uint64_t align, uint64_t *out) {
@@ -332,7 +333,7 @@ static int ext_add(extents *e, uint64_t off, uint64_t size) {
         size_t cap = e->cap ? e->cap * 2 : 4096;
         extent *v = realloc(e->v, cap * sizeof *v);
         if (!v)
-            return ENOMEM;
+            return -ENOMEM;
         e->v = v;
         e->cap = cap;
     }
@@ -357,7 +358,22 @@ uint64_t dshm_alloc_checksum(const dshm_header *hd) {
 _Static_assert(offsetof(dshm_header, hd_freed) - offsetof(dshm_header, hd_top) == 7 * 8,
                "hd_alloc_sum covers hd_top .. hd_freed");
 
-static int ext_add_cb(void *ctx, uint64_t off, uint64_t size) { return ext_add(ctx, off, size); }
+/* The batch being written (or finished by a recovery): its journal and
+ * the records it lists are live though no slot may point to them yet.
+ * Returns 0, -ENOMEM, or DSHM_CORRUPT for a damaged journal. */
+static int journal_extents(dshm_env *env, extents *e) {
+    dshm_header *hd = DSHM_HDR(env);
+    uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
+    dshm_journal *jr = dshm_journal_at(env, limit);
+    if (!jr)
+        return DSHM_CORRUPT;
+    int rc = ext_add(e, hd->hd_batch, dshm_journal_size(jr->jr_cap));
+    for (uint64_t i = 0; i < jr->jr_n && !rc; i++) {
+        uint64_t size, r = dshm_journal_rec(env, jr->jr_ent[i], limit, &size);
+        rc = r ? ext_add(e, r, size) : DSHM_CORRUPT;
+    }
+    return rc;
+}
 
 /** Recompute the free lists, the counters and the top from the live
  *  structures: the directory, every bucket page and every record they
@@ -369,52 +385,32 @@ int dshm_space_rebuild(dshm_env *env, bool compact) {
     dshm_header *hd = DSHM_HDR(env);
     uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
     uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed);
-    uint64_t doff = DSHM_DIR_OFF(dir), n = (uint64_t)1 << DSHM_DIR_DEPTH(dir);
-    uint64_t dsize = dshm_dir_bytes(DSHM_DIR_DEPTH(dir));
-    uint64_t count = 0, live = 0, buckets = 0, overflow = 0, pool = 0;
+    uint64_t count = 0, live = 0, buckets = 0, overflow = 0, pool = 0, page;
     extents e = {0};
-    int rc = 0;
+    dshm_dirwalk w;
+    dshm_chain ch;
+    int rc = dshm_dir_start(&w, env, dir, limit), more;
 
-    if (DSHM_DIR_DEPTH(dir) > DSHM_MAX_DEPTH || !dshm_in(doff, dsize, limit))
-        return DSHM_CORRUPT;
+    if (rc)
+        return rc;
     /* Pages leave the bucket pool in a repair: fail every read in flight. */
-    uint64_t ss = atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed);
-    bool own_seq = !compact && !(ss & 1);
-    if (own_seq) {
-        atomic_store_explicit(&hd->hd_struct_seq, ss + 1, memory_order_relaxed);
-        atomic_thread_fence(memory_order_release);
-    }
+    bool own_seq = !compact && dshm_struct_begin(hd);
     if (compact) {
         pool = hd->hd_bucket_free;
-        uint64_t steps = 0;
-        for (uint64_t p = pool; p; p = atomic_load_explicit(&((dshm_bucket *)DSHM_AT(env, p))->bk_next, memory_order_relaxed)) {
-            if (p % 64 || !dshm_in(p, DSHM_BUCKET_SIZE, limit) || ++steps > limit / DSHM_BUCKET_SIZE) {
-                rc = DSHM_CORRUPT;
+        dshm_chain_start(&ch, env, pool, limit);   /* the pool is linked by bk_next too */
+        while ((more = dshm_chain_next(&ch, &page)) == 1)
+            if ((rc = ext_add(&e, page, DSHM_BUCKET_SIZE)))
                 goto out;
-            }
-            if ((rc = ext_add(&e, p, DSHM_BUCKET_SIZE)))
-                goto out;
-        }
+        if ((rc = more))
+            goto out;
     }
-    if ((rc = ext_add(&e, doff, dsize)))
+    if ((rc = ext_add(&e, DSHM_DIR_OFF(dir), dshm_dir_bytes(w.dw_gd))))
         goto out;
-    const _Atomic uint64_t *d = DSHM_AT(env, doff);
-    for (uint64_t i = 0; i < n; i++) {
-        uint64_t b = atomic_load_explicit(&d[i], memory_order_relaxed);
-        if (b % 64 || !dshm_in(b, DSHM_BUCKET_SIZE, limit)) { rc = DSHM_CORRUPT; goto out; }
-        dshm_bucket *bk = DSHM_AT(env, b);
-        unsigned ld = atomic_load_explicit(&bk->bk_depth, memory_order_relaxed);
-        if (ld > DSHM_DIR_DEPTH(dir)) { rc = DSHM_CORRUPT; goto out; }
-        /* Visit each bucket once: at the first directory index that maps to it. */
-        uint64_t span = (uint64_t)1 << (DSHM_DIR_DEPTH(dir) - ld);
-        if (i % span)
-            continue;
+    while ((more = dshm_dir_next_bucket(&w)) == 1) {
+        uint64_t b = w.dw_bucket;
         buckets++;
-        uint64_t page = b;
-        for (unsigned hops = 0; page; hops++) {
-            if (page % 64 || !dshm_in(page, DSHM_BUCKET_SIZE, limit) || hops > limit / DSHM_BUCKET_SIZE) {
-                rc = DSHM_CORRUPT; goto out;
-            }
+        dshm_chain_start(&ch, env, b, limit);
+        while ((more = dshm_chain_next(&ch, &page)) == 1) {
             dshm_bucket *pg = DSHM_AT(env, page);
             if (page != b)
                 overflow++;
@@ -445,14 +441,16 @@ int dshm_space_rebuild(dshm_env *env, bool compact) {
             if (!compact)
                 atomic_store_explicit(&pg->bk_count, used, memory_order_relaxed);
             count += used;
-            page = atomic_load_explicit(&pg->bk_next, memory_order_relaxed);
         }
+        if ((rc = more))
+            goto out;
     }
-    /* The batch being written (or finished by a recovery): its journal and
-     * the records it lists are live though no slot may point to them yet.
-     * A damaged journal is dropped (the batch is lost with the damage). */
+    if ((rc = more))
+        goto out;
+    /* The batch's journal and records are live (journal_extents); a
+     * damaged journal is dropped (the batch is lost with the damage). */
     if (hd->hd_batch) {
-        int jrc = dshm_batch_extents(env, ext_add_cb, &e);
+        int jrc = journal_extents(env, &e);
         if (jrc == DSHM_CORRUPT)
             hd->hd_batch = 0;
         else if ((rc = jrc))
@@ -484,7 +482,6 @@ int dshm_space_rebuild(dshm_env *env, bool compact) {
     atomic_store_explicit(&hd->hd_count, count, memory_order_relaxed);
 out:
     free(e.v);
-    if (own_seq)
-        atomic_store_explicit(&hd->hd_struct_seq, ss + 2, memory_order_release);
+    dshm_struct_end(hd, own_seq);
     return rc;
 }

@@ -29,58 +29,26 @@
  * popitem() does not walk the emptied buckets again each time. */
 static _Thread_local uint64_t take_hint;
 
-/* An int or -errno return of the store's services as this file's
- * convention: negative codes only. */
-static int64_t neg(int rc) { return rc > 0 ? -(int64_t)rc : rc; }
-
-/* Under the lock: take the slot at pos. Copies its value (its key first
- * if with_key) into buf and removes the slot if that fits in cap; returns
- * the bytes it needs (> cap: nothing changed), or an error. */
+/* Under the lock: the key at pos. Copies its value (its key first if
+ * with_key) into buf and deletes the key if that fits in cap; returns the
+ * bytes it needs (> cap: nothing changed), or a negative code. */
 static int64_t take_locked(dshm_env *env, const dshm_pos *pos, bool with_key, char *buf, size_t cap) {
     dshm_header *hd = DSHM_HDR(env);
-    dshm_bucket *pg = DSHM_AT(env, pos->ps_page);
-    uint64_t old = atomic_load_explicit(&pg->bk_slots[pos->ps_slot].sl_rec, memory_order_relaxed);
-    dshm_rec *orec = DSHM_AT(env, old);
+    uint64_t old, osize;
+    int rc = dshm_index_slot_rec(env, pos, hd->hd_top, &old, &osize);
+    if (rc)
+        return rc;
+    const dshm_rec *orec = DSHM_AT(env, old);
     uint64_t klen = orec->rc_klen, vlen = orec->rc_vlen;
-    uint64_t osize = dshm_rec_size(klen, vlen);
-    if (vlen > DSHM_MAX_VALUE || !dshm_in(old, osize, hd->hd_top))
+    if (vlen > DSHM_MAX_VALUE || dshm_rec_size(klen, vlen) != osize)
         return DSHM_CORRUPT;
     uint64_t n = (with_key ? klen : 0) + vlen;
     if (n > cap)
         return (int64_t)n;
-    const char *src = (const char *)orec + DSHM_REC_HDR + (with_key ? 0 : klen);
     if (n)
-        memcpy(buf, src, n);
-    int rc = dshm_index_remove(env, pos);
-    if (rc)
-        return neg(rc);
-    DSHM_CRASH_POINT("pop-removed");
-    dshm_free_block(env, old, osize);
-    hd->hd_live_bytes -= osize;
-    atomic_fetch_sub_explicit(&hd->hd_count, 1, memory_order_release);
-    atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
-    return (int64_t)n;
-}
-
-/* The write-entry of both calls: enter, refuse a read-only handle, take
- * the lock. 0 with the lock held, or an error (the call has left). */
-static int64_t take_begin(dshm_db *db, dshm_env **envp, bool bad_args) {
-    int rc = dshm_enter(db, envp);
-    if (rc)
-        return neg(rc);
-    if (bad_args) {
-        dshm_leave(db);
-        return DSHM_INVALID;
-    }
-    if (db->db_flags & DSHM_RDONLY) {
-        dshm_leave(db);
-        return DSHM_READONLY;
-    }
-    if ((rc = dshm_wlock(db, envp, 0))) {
-        dshm_leave(db);
-        return neg(rc);
-    }
-    return 0;
+        memcpy(buf, (const char *)orec + DSHM_REC_HDR + (with_key ? 0 : klen), n);
+    rc = dshm_del_locked(env, pos, "pop-removed");
+    return rc ? rc : (int64_t)n;
 }
 
 /* The end of both calls: r from take_locked() or an error. A taking that
@@ -91,19 +59,18 @@ static int64_t take_end(dshm_db *db, dshm_env *env, int64_t r, size_t cap) {
         return r;
     }
     int rc = dshm_finish_write(db, env, r < 0 ? (int)r : 0);
-    return rc ? neg(rc) : r;
+    return rc ? rc : r;
 }
 
-static int64_t dshm_pop0(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap) {
+static int64_t pop_unguarded(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap) {
     dshm_env *env;
-    int64_t r = take_begin(db, &env, (!key && klen) || (!buf && cap));
-    if (r)
-        return r;
+    int rc = dshm_write_enter(db, &env, (!key && klen) || (!buf && cap) ? DSHM_INVALID : 0, 0, 0);
+    if (rc)
+        return rc;
     uint64_t h = dshm_key_hash(DSHM_HDR(env), key, klen);
     dshm_pos pos;
-    int rc = dshm_index_find(env, h, key, klen, &pos);
-    r = rc ? neg(rc) : take_locked(env, &pos, false, buf, cap);
-    return take_end(db, env, r, cap);
+    rc = dshm_index_find(env, h, key, klen, &pos);
+    return take_end(db, env, rc ? rc : take_locked(env, &pos, false, buf, cap), cap);
 }
 
 /* Under the lock: find an occupied slot, walking the buckets in hash order
@@ -128,14 +95,14 @@ static int64_t popitem_locked(dshm_env *env, char *buf, size_t cap, uint64_t *kl
         int rc = dshm_snap_read(env, cursor, 0, false, true, &sn);
         if (rc == -ERANGE) {   /* more keys than the buffer holds: grow it, read again */
             if ((rc = dshm_snap_reserve(&sn, sn.used))) {
-                r = neg(rc);
+                r = rc;
                 break;
             }
             hops--;
             continue;
         }
         if (rc) {
-            r = neg(rc);
+            r = rc;
             break;
         }
         if (sn.used) {   /* the first entry: [u32 klen][u64 hash][key] */
@@ -145,7 +112,7 @@ static int64_t popitem_locked(dshm_env *env, char *buf, size_t cap, uint64_t *kl
             memcpy(&h, sn.buf + 4, 8);
             dshm_pos pos;
             rc = dshm_index_find(env, h, sn.buf + 12, kl, &pos);
-            r = rc ? (rc == DSHM_NOTFOUND ? DSHM_CORRUPT : neg(rc))
+            r = rc ? (rc == DSHM_NOTFOUND ? DSHM_CORRUPT : rc)
                    : take_locked(env, &pos, true, buf, cap);
             if (r >= 0) {
                 *klen = kl;
@@ -166,18 +133,18 @@ static int64_t popitem_locked(dshm_env *env, char *buf, size_t cap, uint64_t *kl
     return r;
 }
 
-static int64_t dshm_popitem0(dshm_db *db, char *buf, size_t cap, uint64_t *klen) {
+static int64_t popitem_unguarded(dshm_db *db, char *buf, size_t cap, uint64_t *klen) {
     dshm_env *env;
-    int64_t r = take_begin(db, &env, (!buf && cap) || !klen);
-    if (r)
-        return r;
+    int rc = dshm_write_enter(db, &env, (!buf && cap) || !klen ? DSHM_INVALID : 0, 0, 0);
+    if (rc)
+        return rc;
     return take_end(db, env, popitem_locked(env, buf, cap, klen), cap);
 }
 
 int64_t dshm_pop(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap) {
-    GUARDED(int64_t, dshm_pop0(db, key, klen, buf, cap));
+    GUARDED(int64_t, pop_unguarded(db, key, klen, buf, cap));
 }
 
 int64_t dshm_popitem(dshm_db *db, char *buf, size_t cap, uint64_t *klen) {
-    GUARDED(int64_t, dshm_popitem0(db, buf, cap, klen));
+    GUARDED(int64_t, popitem_unguarded(db, buf, cap, klen));
 }

@@ -1,6 +1,7 @@
 /**
  * @file dshm_wait.c
  * @brief Waiting for a commit without polling: a futex in the header.
+ *        The waker's side is dshm_wake.c.
  *
  * The futex word is hd_waiters: bit 0 says "a process may be asleep", the
  * bits above count wake-ups. Shared futexes on a MAP_SHARED file mapping
@@ -26,15 +27,13 @@
  * /proc/self/fd: the same file, with the permission check of a fresh
  * open). Where that is refused too, the waiter sleeps in slices of
  * DSHM_POLL_NS and looks again: its wake-ups then take up to that long.
+ * Layer 7: calls handles and the waker.
  * (Bit 0 is the one word a handle opened 'r' ever writes.)
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
-#include <stdio.h>
-#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -47,55 +46,6 @@ static long futex_call(_Atomic uint32_t *addr, int op, uint32_t val, const struc
     return syscall(SYS_futex, (uint32_t *)(void *)addr, op, val, ts, NULL, FUTEX_BITSET_MATCH_ANY);
 }
 
-/* Wake every sleeper on word w if bit 0 says there may be one. */
-static void wake_word(_Atomic uint32_t *w) {
-    uint32_t v = atomic_load_explicit(w, memory_order_seq_cst);
-    while (v & 1) {
-        if (atomic_compare_exchange_weak_explicit(w, &v, v + 1, memory_order_seq_cst, memory_order_seq_cst)) {
-            futex_call(w, FUTEX_WAKE, INT_MAX, NULL);
-            return;
-        }
-    }
-}
-
-void dshm_wake_waiters(dshm_env *env) {
-    if (env->ev_writable)
-        wake_word(&DSHM_HDR(env)->hd_waiters);
-}
-
-/* The writable futex word of this mapping, or NULL (its waiters poll).
- * Maps the header page of a read-only handle's file writable on first
- * use; it is kept with the mapping (env_free unmaps it). */
-static _Atomic uint32_t *waiters_word(dshm_db *db, dshm_env *env) {
-    if (env->ev_writable)
-        return &DSHM_HDR(env)->hd_waiters;
-    pthread_mutex_lock(&db->db_lock);
-    if (!env->ev_hdr_rw && !env->ev_hdr_rw_failed) {
-        char name[64];
-        snprintf(name, sizeof name, "/proc/self/fd/%d", env->ev_fd);
-        int fd = open(name, O_RDWR | O_CLOEXEC);
-        void *p = fd < 0 ? MAP_FAILED : mmap(NULL, DSHM_HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (fd >= 0)
-            close(fd);
-        if (p == MAP_FAILED)
-            env->ev_hdr_rw_failed = 1;
-        else
-            env->ev_hdr_rw = p;
-    }
-    pthread_mutex_unlock(&db->db_lock);
-    return env->ev_hdr_rw ? &((dshm_header *)env->ev_hdr_rw)->hd_waiters : NULL;
-}
-
-void dshm_interrupt0(dshm_db *db) {
-    atomic_fetch_add_explicit(&db->db_interrupt, 1, memory_order_seq_cst);
-    dshm_env *env = atomic_load_explicit(&db->db_env, memory_order_seq_cst);
-    if (!env)
-        return;
-    _Atomic uint32_t *w = waiters_word(db, env);
-    if (w)   /* every sleeper on the file wakes; the others sleep again */
-        wake_word(w);
-}
-
 static void add_ns(struct timespec *ts, uint64_t ns) {
     ns += (uint64_t)ts->tv_nsec;
     ts->tv_sec += (time_t)(ns / 1000000000u);
@@ -106,7 +56,7 @@ static bool before(const struct timespec *a, const struct timespec *b) {
     return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
 }
 
-static int dshm_wait0(dshm_db *db, uint64_t since, int64_t timeout_ns, uint64_t *commit) {
+static int wait_unguarded(dshm_db *db, uint64_t since, int64_t timeout_ns, uint64_t *commit) {
     dshm_env *env;
     int rc = dshm_enter(db, &env);
     if (rc)
@@ -135,15 +85,15 @@ static int dshm_wait0(dshm_db *db, uint64_t since, int64_t timeout_ns, uint64_t 
             break;
         }
         if (atomic_load_explicit(&db->db_interrupt, memory_order_seq_cst) != gen) {
-            rc = EINTR;
+            rc = -EINTR;
             break;
         }
         clock_gettime(CLOCK_MONOTONIC, &now);
         if (timeout_ns >= 0 && !before(&now, &deadline)) {
-            rc = ETIMEDOUT;
+            rc = -ETIMEDOUT;
             break;
         }
-        _Atomic uint32_t *w = waiters_word(db, env);
+        _Atomic uint32_t *w = dshm_waiters_word(db, env);
         struct timespec until = deadline, *tsp = timeout_ns >= 0 ? &until : NULL;
         uint32_t wv;
         if (w) {
@@ -170,10 +120,10 @@ static int dshm_wait0(dshm_db *db, uint64_t since, int64_t timeout_ns, uint64_t 
         if (r == 0) {
             atomic_fetch_add_explicit(&db->db_wakeups, 1, memory_order_relaxed);
         } else if (errno == EINTR) {
-            rc = EINTR;   /* a signal: the caller runs its handlers, then calls again */
+            rc = -EINTR;   /* a signal: the caller runs its handlers, then calls again */
             break;
         } else if (errno != ETIMEDOUT && errno != EAGAIN) {
-            rc = errno;
+            rc = -errno;
             break;
         }
     }
@@ -185,27 +135,18 @@ static int dshm_wait0(dshm_db *db, uint64_t since, int64_t timeout_ns, uint64_t 
 }
 
 int dshm_wait(dshm_db *db, uint64_t since, int64_t timeout_ns, uint64_t *commit) {
-    GUARDED(int, dshm_wait0(db, since, timeout_ns, commit));
+    GUARDED(int, wait_unguarded(db, since, timeout_ns, commit));
 }
 
-/* For dshm_close(): the closed flag is set; wake this handle's waiters,
- * if it has any, under the SIGBUS guard (the file may have been truncated
- * under the mapping). */
-static int close_wake(dshm_db *db) {
-    if (atomic_load_explicit(&db->db_waiting, memory_order_seq_cst))
-        dshm_interrupt0(db);
-    return 0;
-}
-
-void dshm_close_wake(dshm_db *db) { GUARDED_VOID(close_wake(db)); }
-
-static int dshm_interrupt1(dshm_db *db) {
+static int interrupt_unguarded(dshm_db *db) {
     dshm_env *env;
     if (dshm_enter(db, &env) == 0) {
-        dshm_interrupt0(db);
+        dshm_wake_handle(db);
         dshm_leave(db);
     }
     return 0;
 }
 
-void dshm_interrupt(dshm_db *db) { GUARDED_VOID(dshm_interrupt1(db)); }
+static int interrupt_guarded(dshm_db *db) { GUARDED(int, interrupt_unguarded(db)); }
+
+void dshm_interrupt(dshm_db *db) { (void)interrupt_guarded(db); }

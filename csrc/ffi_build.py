@@ -11,16 +11,30 @@ import shlex
 from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCES = [
-    "dshm_batch.c",
+SOURCES = [   # bottom layer first (see the top of dshm_internal.h)
     "dshm_err.c",
+    "dshm_guard.c",
+    "dshm_wake.c",
+    "dshm_walk.c",
+    "dshm_space.c",
     "dshm_index.c",
     "dshm_lock.c",
-    "dshm_space.c",
-    "dshm_store.c",
+    "dshm_journal.c",
+    "dshm_recover.c",
+    "dshm_file.c",
+    "dshm_handle.c",
+    "dshm_read.c",
+    "dshm_iter.c",
+    "dshm_write.c",
     "dshm_take.c",
+    "dshm_check.c",
     "dshm_wait.c",
+    "dshm_reorg.c",
+    "dshm_batch.c",
 ]
+
+#: The project's C flags (.ci/layers.py reads this list too).
+CFLAGS = ["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter", "-UNDEBUG"]
 
 ffibuilder = FFI()
 with open(os.path.join(HERE, "cdef.h")) as f:
@@ -31,9 +45,7 @@ ffibuilder.set_source(
     '#include "dbm_shm.h"',
     sources=[os.path.relpath(os.path.join(HERE, s)) for s in SOURCES],
     include_dirs=[os.path.relpath(HERE)],
-    extra_compile_args=["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror",
-                        "-Wno-unused-parameter", "-UNDEBUG"]
-    + shlex.split(os.environ.get("DSHM_CFLAGS", "")),
+    extra_compile_args=CFLAGS + shlex.split(os.environ.get("DSHM_CFLAGS", "")),
     extra_link_args=shlex.split(os.environ.get("DSHM_LDFLAGS", "")),
     libraries=["pthread"],
 )

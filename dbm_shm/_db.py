@@ -522,7 +522,9 @@ class Database(MutableMapping[bytes, bytes]):
     def commit_id(self) -> int:
         """The commit counter: it grows with every committed write."""
         self._check_open()
-        return int(lib.dshm_commit_id(self._h))
+        out = ffi.new("uint64_t *")
+        self._call(lambda h: lib.dshm_commit_id(h, out), "commit_id")
+        return int(out[0])
 
     # -- batches and consistent reads --------------------------------------
 
@@ -678,9 +680,9 @@ class Database(MutableMapping[bytes, bytes]):
             rc = lib.dshm_wait(self._h, since, left, out)
             if rc == 0:
                 return int(out[0])
-            if rc == errno.ETIMEDOUT:
+            if rc == -errno.ETIMEDOUT:
                 return None
-            if rc != errno.EINTR:   # EINTR: a signal (its handler runs now) or an interrupt
+            if rc != -errno.EINTR:   # EINTR: a signal (its handler runs now) or an interrupt
                 raise_for(rc, "wait", self._path)
 
     def wait_key(self, key: Key, timeout: Optional[float] = None) -> bool:

@@ -40,22 +40,6 @@ class error(_dbm_error_base, OSError):  # type: ignore[misc,valid-type]
         return super().__str__()
 
 
-# Short, user-facing texts for the library's own codes (the C strerror
-# table carries the symbolic name; both appear in the message).
-_HINTS = {
-    lib.DSHM_BAD_MAGIC: "not a dbm_shm database file",
-    lib.DSHM_VERSION_MISMATCH: "database file written by another dbm_shm format version or build",
-    lib.DSHM_CORRUPT: "database file is corrupt",
-    lib.DSHM_TRUNCATED: "database file is truncated",
-    lib.DSHM_READONLY: "database is opened read-only",
-    lib.DSHM_NEED_RECOVERY: "a writer died and the file needs repair: open it for writing",
-    lib.DSHM_FULL: "file size or address-space limit reached",
-    lib.DSHM_TOOBIG: "key or value too large",
-    lib.DSHM_BUSY: "database file is being created by another process",
-    lib.DSHM_INVALID: "invalid argument",
-}
-
-
 # System errors whose strerror text would mislead for one operation.
 _ERRNO_TEXT = {
     # dshm_reorganize: the path names another file than the handle's (it was
@@ -69,8 +53,10 @@ _ERRNO_TEXT = {
 def raise_for(rc: int, what: str, path: Union[str, bytes, None] = None) -> NoReturn:
     """Raise the ``error`` for C return code ``rc`` from operation ``what``.
 
-    Positive codes (and the -errno that length-returning calls use) are
-    errno values and give an errno-style error with ``filename`` set.
+    The C core returns -errno for a system error: that gives an
+    errno-style error with ``filename`` set, and ``code`` the errno value.
+    The library's own codes give a message with the code's user-facing text
+    and its name, both from the C core (``dshm_errhint``, ``dshm_strerror``).
     """
     if rc == lib.DSHM_CLOSED:
         raise error(CLOSED_MESSAGE)
@@ -81,10 +67,12 @@ def raise_for(rc: int, what: str, path: Union[str, bytes, None] = None) -> NoRet
         text = _ERRNO_TEXT.get((what, eno)) or os.strerror(eno)
         e = error(eno, f"{what}: {text}", path) if path is not None \
             else error(eno, f"{what}: {text}")
-        e.code = rc
+        e.code = eno
         raise e
-    detail = _HINTS.get(rc) or ffi.string(lib.dshm_strerror(rc)).decode()
-    name = ffi.string(lib.dshm_strerror(rc)).decode().split(":", 1)[0]
+    text = ffi.string(lib.dshm_strerror(rc)).decode()
+    hint = lib.dshm_errhint(rc)
+    detail = ffi.string(hint).decode() if hint != ffi.NULL else text
+    name = text.split(":", 1)[0]
     where = f": {os.fsdecode(path)!r}" if path is not None else ""
     e = error(f"{what}: {detail} ({name}){where}")
     e.filename = path

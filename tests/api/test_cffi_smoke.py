@@ -195,7 +195,8 @@ def test_c_api_round_trip(tmp_path):
         assert lib.dshm_del(h, b"k", 1) == 0
         assert lib.dshm_del(h, b"k", 1) == lib.DSHM_NOTFOUND
         assert lib.dshm_firstkey(h, buf, 16) == lib.DSHM_NOTFOUND
-        assert lib.dshm_commit_id(h) >= 2
+        commit = ffi.new("uint64_t *")
+        assert lib.dshm_commit_id(h, commit) == 0 and commit[0] >= 2
         assert lib.dshm_sync(h) == 0
         lib.dshm_close(h)
         assert lib.dshm_count(h) == lib.DSHM_CLOSED
@@ -215,4 +216,4 @@ def test_c_api_rejects_contradictory_flags(tmp_path):
     assert lib.dshm_open(path, 0x100, 0o600, out) == lib.DSHM_INVALID
     assert lib.dshm_open(ffi.NULL, lib.DSHM_CREATE, 0o600, out) == lib.DSHM_INVALID
     assert not os.path.exists(path)
-    assert lib.dshm_open(path, 0, 0o600, out) == errno.ENOENT
+    assert lib.dshm_open(path, 0, 0o600, out) == -errno.ENOENT

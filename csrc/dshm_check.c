@@ -1,0 +1,316 @@
+/**
+ * @file dshm_check.c
+ * @brief stat() and check(): statistics, and a walk of the whole file
+ *        that verifies its structure and writes nothing.
+ *
+ * Layer 8: calls handles (the lock for a handle), reads (backoff), the
+ * walker and the lock's word.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dshm_internal.h"
+
+static int stat_unguarded(dshm_db *db, dshm_stat_t *st) {
+    dshm_env *env;
+    int rc = dshm_enter_checked(db, &env, st ? 0 : DSHM_INVALID);
+    if (rc)
+        return rc;
+    dshm_header *hd = DSHM_HDR(env);
+    memset(st, 0, sizeof *st);
+    st->st_count = atomic_load_explicit(&hd->hd_count, memory_order_acquire);
+    st->st_file_size = atomic_load_explicit(&hd->hd_file_size, memory_order_acquire);
+    /* Allocator fields are the writer's; read them as a racy snapshot. */
+    st->st_top = *(volatile uint64_t *)&hd->hd_top;
+    st->st_live_bytes = *(volatile uint64_t *)&hd->hd_live_bytes;
+    st->st_free_bytes = *(volatile uint64_t *)&hd->hd_free_bytes;
+    st->st_buckets = *(volatile uint64_t *)&hd->hd_buckets;
+    st->st_overflow = *(volatile uint64_t *)&hd->hd_overflow;
+    st->st_recoveries = *(volatile uint64_t *)&hd->hd_recoveries;
+    st->st_depth = DSHM_DIR_DEPTH(atomic_load_explicit(&hd->hd_dir, memory_order_acquire));
+    st->st_slots = DSHM_SLOTS;
+    st->st_commit = atomic_load_explicit(&hd->hd_commit, memory_order_acquire);
+    st->st_format = hd->hd_format;
+    st->st_page_size = hd->hd_bucket_size;
+    st->st_lock_pid = atomic_load_explicit(&hd->hd_lock_pid, memory_order_relaxed);
+    st->st_read_retries = atomic_load_explicit(&db->db_retries, memory_order_relaxed);
+    st->st_read_fallbacks = atomic_load_explicit(&db->db_fallbacks, memory_order_relaxed);
+    st->st_reopens = atomic_load_explicit(&db->db_reopens, memory_order_relaxed);
+    st->st_map_size = env->ev_resv;
+    uint64_t since = atomic_load_explicit(&hd->hd_lock_since, memory_order_relaxed), now = dshm_now_ns();
+    st->st_lock_held_ns = st->st_lock_pid && since && since <= now ? now - since : 0;
+    st->st_waiters = atomic_load_explicit(&hd->hd_waiters, memory_order_relaxed) & 1u;
+#define C_(f) atomic_load_explicit(&db->f, memory_order_relaxed)
+    st->st_writes = C_(db_writes);
+    st->st_batches = C_(db_batches);
+    st->st_batch_ops = C_(db_batch_ops);
+    st->st_lock_waits = C_(db_lock_waits);
+    st->st_lock_wait_ns = C_(db_lock_wait_ns);
+    st->st_waits = C_(db_waits);
+    st->st_wakeups = C_(db_wakeups);
+    st->st_multi_retries = C_(db_multi_retries);
+#undef C_
+    dshm_leave(db);
+    return 0;
+}
+
+typedef struct report { char *buf; size_t cap, len; int64_t problems; } report;
+
+static void problem(report *rp, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void problem(report *rp, const char *fmt, ...) {
+    rp->problems++;
+    if (!rp->buf || rp->len + 1 >= rp->cap)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(rp->buf + rp->len, rp->cap - rp->len, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        rp->len = rp->len + (size_t)n < rp->cap ? rp->len + (size_t)n : rp->cap - 1;
+    if (rp->len + 1 < rp->cap)
+        rp->buf[rp->len++] = '\n', rp->buf[rp->len] = 0;
+}
+
+typedef struct cext { uint64_t off, size; const char *what; } cext;
+
+static int cmp_cext(const void *a, const void *b) {
+    const cext *x = a, *y = b;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* Verify the whole structure, writing nothing to the file: under the
+ * writer lock for a stable view, or without it (a racy view: then every
+ * bound is also held to this mapping, and to the file size). */
+static int64_t check_locked(dshm_env *env, report *rp) {
+    dshm_header *hd = DSHM_HDR(env);
+    uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_acquire);
+    if (limit > env->ev_resv)
+        limit = env->ev_resv;
+    uint64_t top = *(volatile uint64_t *)&hd->hd_top;
+    uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed);
+    unsigned gd = DSHM_DIR_DEPTH(dir);
+    cext *ex = NULL;
+    size_t n = 0, cap = 0;
+#define ADD(o, s, w) do { \
+        if (n == cap) { cap = cap ? cap * 2 : 4096; cext *v_ = realloc(ex, cap * sizeof *v_); \
+                        if (!v_) { free(ex); return -ENOMEM; } ex = v_; } \
+        ex[n].off = (o); ex[n].size = (s); ex[n].what = (w); n++; } while (0)
+    if (top > limit || top < DSHM_HEADER_SIZE) {
+        problem(rp, "header: top %" PRIu64 " outside the file (%" PRIu64 " bytes)", top, limit);
+        if (top > limit)
+            top = limit;   /* what lies past the file is never touched */
+    }
+    dshm_dirwalk w;
+    if (dshm_dir_start(&w, env, dir, limit)) {
+        problem(rp, "header: directory at %" PRIu64 " depth %u is out of bounds", DSHM_DIR_OFF(dir), gd);
+        free(ex);
+        return rp->problems;
+    }
+    ADD(DSHM_DIR_OFF(dir), dshm_dir_bytes(gd), "directory");
+    if (hd->hd_intent_op != DSHM_INTENT_NONE)
+        problem(rp, "header: an unfinished split is recorded (a writer died; the next writer repairs it)");
+    if (atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed) & 1)
+        problem(rp, "header: directory change in progress (a writer died; the next writer repairs it)");
+    uint64_t count = 0;
+    int more;
+    while ((more = dshm_dir_next(&w)) != 0) {
+        uint64_t i = w.dw_i, b = w.dw_bucket;
+        if (more < 0 && w.dw_bad == DSHM_DW_OFFSET) {
+            problem(rp, "directory[%" PRIu64 "]: bucket offset %" PRIu64 " is out of bounds", i, b);
+            continue;
+        }
+        dshm_bucket *bk = DSHM_AT(env, b);
+        unsigned ld = atomic_load_explicit(&bk->bk_depth, memory_order_relaxed);
+        uint64_t prefix = atomic_load_explicit(&bk->bk_prefix, memory_order_relaxed);
+        if (atomic_load_explicit(&bk->bk_kind, memory_order_relaxed) != DSHM_BK_PRIMARY) {
+            problem(rp, "bucket %" PRIu64 ": not a primary bucket page", b);
+            continue;
+        }
+        if (more < 0) {   /* DSHM_DW_DEPTH */
+            problem(rp, "bucket %" PRIu64 ": local depth %u above global depth %u", b, ld, gd);
+            continue;
+        }
+        uint64_t idx_prefix = gd ? (i << (64 - gd)) : 0;
+        uint64_t mask = ld ? ~(uint64_t)0 << (64 - ld) : 0;
+        if ((idx_prefix & mask) != prefix)
+            problem(rp, "directory[%" PRIu64 "]: bucket %" PRIu64 " covers another hash prefix", i, b);
+        if (!w.dw_first)
+            continue;
+        if (atomic_load_explicit(&bk->bk_seq, memory_order_relaxed) & 1)
+            problem(rp, "bucket %" PRIu64 ": change in progress (a writer died; the next writer repairs it)", b);
+        dshm_chain ch;
+        uint64_t page;
+        int link;
+        dshm_chain_start(&ch, env, b, limit);
+        while ((link = dshm_chain_next(&ch, &page)) != 0) {
+            if (link < 0) {
+                problem(rp, "bucket %" PRIu64 ": overflow link %" PRIu64 " is out of bounds", b, page);
+                break;
+            }
+            dshm_bucket *pg = DSHM_AT(env, page);
+            ADD(page, DSHM_BUCKET_SIZE, page == b ? "bucket" : "overflow page");
+            uint32_t used = 0;
+            for (unsigned s = 0; s < DSHM_SLOTS; s++) {
+                uint64_t r = atomic_load_explicit(&pg->bk_slots[s].sl_rec, memory_order_relaxed);
+                if (!r)
+                    continue;
+                used++;
+                uint64_t h = atomic_load_explicit(&pg->bk_slots[s].sl_hash, memory_order_relaxed);
+                if (r % DSHM_ALIGN || !dshm_in(r, DSHM_REC_HDR, top)) {
+                    problem(rp, "page %" PRIu64 " slot %u: record offset %" PRIu64 " is out of bounds", page, s, r);
+                    continue;
+                }
+                dshm_rec *rec = DSHM_AT(env, r);
+                if (rec->rc_vlen > DSHM_MAX_VALUE || !dshm_in(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), top)) {
+                    problem(rp, "record %" PRIu64 ": lengths %u/%" PRIu64 " run past the end", r, rec->rc_klen, rec->rc_vlen);
+                    continue;
+                }
+                ADD(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), "record");
+                uint64_t kh = dshm_key_hash(hd, (const char *)rec + DSHM_REC_HDR, rec->rc_klen);
+                if (kh != h)
+                    problem(rp, "record %" PRIu64 ": key does not hash to its slot's hash", r);
+                else if ((h & mask) != prefix)
+                    problem(rp, "record %" PRIu64 ": filed in the wrong bucket", r);
+            }
+            if (used != atomic_load_explicit(&pg->bk_count, memory_order_relaxed))
+                problem(rp, "page %" PRIu64 ": count says %u, %u slots used", page,
+                        atomic_load_explicit(&pg->bk_count, memory_order_relaxed), used);
+            count += used;
+        }
+    }
+    if (count != atomic_load_explicit(&hd->hd_count, memory_order_relaxed))
+        problem(rp, "header: count says %" PRIu64 ", %" PRIu64 " keys found", atomic_load_explicit(&hd->hd_count, memory_order_relaxed), count);
+    /* Free lists: every block inside the allocated space, bounded walks. */
+    uint64_t free_bytes = 0;
+    for (unsigned c = 0; c < DSHM_NSMALL + DSHM_NLARGE; c++) {
+        uint64_t off = c < DSHM_NSMALL ? hd->hd_small[c] : hd->hd_large[c - DSHM_NSMALL];
+        for (uint64_t steps = 0; off; steps++) {
+            if (off % DSHM_ALIGN || !dshm_in(off, sizeof(dshm_freeblk), top) || steps > top / DSHM_ALIGN) {
+                problem(rp, "free list %u: block %" PRIu64 " is out of bounds", c, off);
+                break;
+            }
+            dshm_freeblk *f = DSHM_AT(env, off);
+            if (f->fr_size < DSHM_ALIGN || f->fr_size % DSHM_ALIGN || !dshm_in(off, f->fr_size, top)) {
+                problem(rp, "free list %u: block %" PRIu64 " has a bad size %" PRIu64, c, off, f->fr_size);
+                break;
+            }
+            ADD(off, f->fr_size, "free block");
+            free_bytes += f->fr_size;
+            off = f->fr_next;
+        }
+    }
+    for (uint64_t off = hd->hd_bucket_free, steps = 0; off; steps++) {
+        if (off % 64 || !dshm_in(off, DSHM_BUCKET_SIZE, top) || steps > top / DSHM_BUCKET_SIZE) {
+            problem(rp, "bucket pool: page %" PRIu64 " is out of bounds", off);
+            break;
+        }
+        ADD(off, DSHM_BUCKET_SIZE, "pooled page");
+        off = atomic_load_explicit(&((dshm_bucket *)DSHM_AT(env, off))->bk_next, memory_order_relaxed);
+    }
+    if (free_bytes != hd->hd_free_bytes)
+        problem(rp, "header: free bytes say %" PRIu64 ", lists hold %" PRIu64, hd->hd_free_bytes, free_bytes);
+    qsort(ex, n, sizeof *ex, cmp_cext);
+    for (size_t i = 1; i < n; i++)
+        if (ex[i - 1].off + ex[i - 1].size > ex[i].off)
+            problem(rp, "%s at %" PRIu64 " overlaps %s at %" PRIu64, ex[i - 1].what, ex[i - 1].off,
+                    ex[i].what, ex[i].off);
+    free(ex);
+#undef ADD
+    return rp->problems;
+}
+
+/* Problems a read-only handle reports instead of repairing them: a repair
+ * owed to the store. `unusable`: the lock could not be taken for another
+ * reason (an unusable mutex). */
+static void owed_problems(dshm_env *env, report *rp, bool unusable) {
+    dshm_header *hd = DSHM_HDR(env);
+    uint32_t w;
+    bool known = dshm_lock_word(hd, &w);
+    if (known && (w & DSHM_LOCK_OWNER_DIED))
+        problem(rp, "writer lock: its holder died; a repair is owed "
+                    "(a handle that may write the file repairs it when it takes the lock)");
+    else if (known && env->ev_ghost_lock && w == env->ev_ghost_lock)
+        problem(rp, "writer lock: held by a process that no longer exists; a repair is owed "
+                    "(a handle that may write the file, opened with no other handle open, repairs it)");
+    else if (unusable && dshm_lock_damaged(hd))
+        problem(rp, "writer lock: its bytes are damaged "
+                    "(a handle that may write the file, opened with no other handle open, resets it)");
+    else if (unusable)
+        problem(rp, "writer lock: unusable "
+                    "(a handle that may write the file, opened with no other handle open, resets it)");
+    if (*(volatile uint64_t *)&hd->hd_repair)
+        problem(rp, "header: a repair is owed (a writer died or a repair failed); "
+                    "a handle that may write the file repairs it when it takes the lock");
+}
+
+/* check_locked without the lock: run again while a writer commits under
+ * it, so a live writer's half-done change is not reported as damage. */
+static int64_t check_unlocked(dshm_env *env, report *rp) {
+    dshm_header *hd = DSHM_HDR(env);
+    for (int tries = 0;; tries++) {
+        dshm_frame f;
+        (void)dshm_frame_begin(hd, false, &f);   /* reads on through a change: reported if it stays */
+        rp->len = 0;
+        rp->problems = 0;
+        if (rp->buf && rp->cap)
+            rp->buf[0] = 0;
+        int64_t r = check_locked(env, rp);
+        if (r < 0 || tries == 7 || dshm_frame_valid(hd, false, &f))
+            return r;
+        dshm_backoff(16);
+    }
+}
+
+static int64_t check_unguarded(dshm_db *db, char *buf, size_t cap) {
+    dshm_env *env;
+    int rc = dshm_enter(db, &env);
+    if (rc)
+        return rc;
+    report rp = { .buf = buf, .cap = cap };
+    if (buf && cap)
+        buf[0] = 0;
+    int64_t r;
+    if (!(db->db_flags & DSHM_RDONLY)) {
+        /* A writable handle: its lock first runs a repair that is owed. */
+        if ((rc = dshm_wlock(db, &env, 0))) {
+            dshm_leave(db);
+            return rc;
+        }
+        r = check_locked(env, &rp);
+        dshm_unlock_rw(env);
+    } else {
+        /* Opened 'r': nothing is repaired; what is owed is reported. The
+         * lock, if it can be taken without writing, gives a stable view. */
+        bool owed = false;
+        int lrc = env->ev_writable ? dshm_rlock(db, &env, &owed) : DSHM_READONLY;
+        if (lrc == 0) {
+            r = check_locked(env, &rp);
+            if (r >= 0)
+                owed_problems(env, &rp, false);
+            dshm_unlock_ro(env);
+        } else if (lrc == DSHM_NEED_RECOVERY || lrc == DSHM_READONLY) {
+            r = check_unlocked(env, &rp);   /* no lock to take: a racy view */
+            if (r >= 0)
+                owed_problems(env, &rp, lrc == DSHM_NEED_RECOVERY);
+        } else {
+            dshm_leave(db);
+            return lrc;
+        }
+        if (r >= 0)
+            r = rp.problems;
+    }
+    dshm_leave(db);
+    return r;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Public entry points                                                     */
+
+int dshm_stat(dshm_db *db, dshm_stat_t *st) { GUARDED(int, stat_unguarded(db, st)); }
+
+int64_t dshm_check(dshm_db *db, char *buf, size_t cap) { GUARDED(int64_t, check_unguarded(db, buf, cap)); }

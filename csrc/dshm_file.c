@@ -1,0 +1,398 @@
+/**
+ * @file dshm_file.c
+ * @brief Files and mappings: mapping a file into a reservation, creating
+ *        and validating a store file, opening one (with the repair an
+ *        opener alone with the file owes), and replacing one ('n').
+ *
+ * Layer 5: calls recovery (dshm_lock_repair, at open), the lock, the
+ * index and the allocator (to initialise a file), and the waker.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dshm_internal.h"
+
+#define DSHM_RESV_MIN     ((uint64_t)1 << 34)   /* 16 GiB of address space per mapping */
+#define DSHM_RESV_FLOOR   ((uint64_t)1 << 26)   /* least slack tried under a tight ulimit -v */
+#define DSHM_OPEN_WAIT_NS ((uint64_t)5000000000) /* wait for a creator this long */
+
+/* ---------------------------------------------------------------------- */
+/* Mappings                                                                */
+
+void dshm_env_free(dshm_env *env) {
+    while (env) {
+        dshm_env *older = env->ev_older;
+        if (env->ev_base)
+            munmap(env->ev_base, env->ev_resv);
+        if (env->ev_hdr_rw)
+            munmap(env->ev_hdr_rw, DSHM_HEADER_SIZE);
+        if (env->ev_fd >= 0)
+            close(env->ev_fd);
+        free(env);
+        env = older;
+    }
+}
+
+static uint64_t pow2_at_least(uint64_t x) {
+    uint64_t p = 1;
+    while (p < x && p < ((uint64_t)1 << 62))
+        p <<= 1;
+    return p;
+}
+
+/* Map fd (of `size` bytes) into a reservation of at least `want` bytes.
+ * The whole reservation maps the file: bytes past the end of the file are
+ * never touched (readers bound every access by hd_file_size), and growth
+ * is fallocate with no remap. Under a tight address-space limit the
+ * reservation shrinks, down to the file size plus a little. */
+int dshm_env_map(dshm_env *env, uint64_t size, uint64_t want) {
+    long pg = sysconf(_SC_PAGESIZE);
+    uint64_t floor = size + DSHM_RESV_FLOOR;
+    uint64_t resv = pow2_at_least(want > DSHM_RESV_MIN ? want : DSHM_RESV_MIN);
+    int prot = PROT_READ | (env->ev_writable ? PROT_WRITE : 0);
+    for (;;) {
+        resv = (resv + (uint64_t)pg - 1) & ~((uint64_t)pg - 1);
+        void *p = mmap(NULL, resv, prot, MAP_SHARED | MAP_NORESERVE, env->ev_fd, 0);
+        if (p != MAP_FAILED) {
+            env->ev_base = p;
+            env->ev_resv = resv;
+            return 0;
+        }
+        if (errno != ENOMEM || resv <= size)
+            return errno == ENOMEM ? DSHM_FULL : -errno;
+        resv = resv / 2 > floor ? resv / 2 : resv > floor ? floor : size;
+    }
+}
+
+/* ---------------------------------------------------------------------- */
+/* Creating and validating files                                           */
+
+static int fill_seed(uint64_t seed[2]) {
+    const char *t = getenv("DSHM_TEST_SEED");   /* tests: a known seed */
+    if (t && *t) {
+        seed[0] = strtoull(t, NULL, 16);
+        seed[1] = seed[0] ^ 0x5bd1e9955bd1e995ULL;
+        return 0;
+    }
+    size_t got = 0;
+    while (got < 16) {
+        ssize_t n = getrandom((char *)seed + got, 16 - got, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+/* Initialise an empty file held exclusively. seed may be NULL (random).
+ * The magic is written last: a creator that dies leaves a file without
+ * magic, which the next exclusive opener initialises again. */
+int dshm_init_file(int fd, const uint64_t *seed) {
+    int rc = posix_fallocate(fd, 0, (off_t)DSHM_INITIAL_SIZE);
+    if (rc == EOPNOTSUPP || rc == ENOSYS)
+        rc = ftruncate(fd, (off_t)DSHM_INITIAL_SIZE) ? errno : 0;
+    if (rc)
+        return -rc;
+    dshm_env env = { .ev_fd = fd, .ev_writable = 1, .ev_resv = DSHM_INITIAL_SIZE };
+    env.ev_base = mmap(NULL, DSHM_INITIAL_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (env.ev_base == MAP_FAILED)
+        return -errno;
+    dshm_header *hd = DSHM_HDR(&env);
+    memset(hd, 0, DSHM_HEADER_SIZE);
+    hd->hd_format = DSHM_FORMAT;
+    hd->hd_header_size = DSHM_HEADER_SIZE;
+    hd->hd_bucket_size = DSHM_BUCKET_SIZE;
+    hd->hd_abi = DSHM_ABI;
+    if (seed) {
+        hd->hd_seed[0] = seed[0];
+        hd->hd_seed[1] = seed[1];
+    } else if ((rc = fill_seed(hd->hd_seed))) {
+        goto out;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    hd->hd_created = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    if ((rc = dshm_mutex_init(hd)))
+        goto out;
+    atomic_store_explicit(&hd->hd_file_size, DSHM_INITIAL_SIZE, memory_order_relaxed);
+    dshm_space_reset(&env, DSHM_HEADER_SIZE);
+    if ((rc = dshm_index_init(&env)))
+        goto out;
+    memcpy(hd->hd_magic, DSHM_MAGIC, DSHM_MAGIC_LEN);
+    hd->hd_checksum = dshm_header_checksum(hd);
+    hd->hd_alloc_sum = dshm_alloc_checksum(hd);
+out:
+    munmap(env.ev_base, DSHM_INITIAL_SIZE);
+    return rc;
+}
+
+/* Check the header page read with pread, before anything is mapped. */
+static int validate_header(const dshm_header *hd, uint64_t fsize) {
+    if (memcmp(hd->hd_magic, DSHM_MAGIC, DSHM_MAGIC_LEN) != 0)
+        return DSHM_BAD_MAGIC;
+    if (hd->hd_format != DSHM_FORMAT)
+        return DSHM_VERSION_MISMATCH;
+    if (hd->hd_header_size != DSHM_HEADER_SIZE || hd->hd_bucket_size != DSHM_BUCKET_SIZE)
+        return DSHM_CORRUPT;
+    if (hd->hd_abi != DSHM_ABI)
+        return DSHM_VERSION_MISMATCH;
+    if (hd->hd_checksum != dshm_header_checksum(hd))
+        return DSHM_CORRUPT;
+    uint64_t size = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
+    if (size < DSHM_HEADER_SIZE + DSHM_BUCKET_SIZE || size % 4096)
+        return DSHM_CORRUPT;
+    if (size > fsize)
+        return DSHM_TRUNCATED;
+    uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed);
+    if (DSHM_DIR_DEPTH(dir) > DSHM_MAX_DEPTH ||
+        !dshm_in(DSHM_DIR_OFF(dir), dshm_dir_bytes(DSHM_DIR_DEPTH(dir)), size))
+        return DSHM_CORRUPT;
+    if (hd->hd_top > size || hd->hd_top < DSHM_HEADER_SIZE)
+        return DSHM_CORRUPT;
+    return 0;
+}
+
+/* A file a creator died in the middle of initialising: the initial size,
+ * no magic yet, and a header that is all zero or carries our constants
+ * (init_file writes the magic last). Anything else is not ours to wipe. */
+static bool half_made(const dshm_header *hd, ssize_t got, uint64_t size) {
+    static const char zero[sizeof(dshm_header)];
+    if (got != (ssize_t)sizeof *hd || size != DSHM_INITIAL_SIZE ||
+        memcmp(hd->hd_magic, zero, DSHM_MAGIC_LEN) != 0)
+        return false;
+    return memcmp(hd, zero, sizeof *hd) == 0 ||
+           (hd->hd_format == DSHM_FORMAT && hd->hd_header_size == DSHM_HEADER_SIZE &&
+            hd->hd_bucket_size == DSHM_BUCKET_SIZE);
+}
+
+static int flock_retry(int fd, int op) {
+    while (flock(fd, op) != 0) {
+        if (errno != EINTR)
+            return -errno;
+    }
+    return 0;
+}
+
+/* Open path into a new mapping. With `create`, an empty or new file is
+ * initialised. The handle keeps a shared flock for its lifetime; an
+ * opener that gets the file exclusively (no one else has it open) also
+ * checks the writer lock for a holder the kernel could not clean up after
+ * and repairs the store. */
+int dshm_env_open(const char *path, int flags, int mode, uint64_t want, dshm_env **out, bool *repaired) {
+    bool rdonly = flags & DSHM_RDONLY, create = flags & (DSHM_CREATE | DSHM_TRUNC);
+    dshm_env *env = calloc(1, sizeof *env);
+    int rc = 0;
+    if (!env)
+        return -ENOMEM;
+    if (repaired)
+        *repaired = false;
+    env->ev_fd = -1;
+    /* A read-only handle still opens O_RDWR where it may: that lets its
+     * reads fall back to the writer lock and lets it repair after a dead
+     * writer. The API refuses its writes all the same. */
+    env->ev_fd = open(path, O_RDWR | O_CLOEXEC | (create && !rdonly ? O_CREAT : 0), mode);
+    env->ev_writable = env->ev_fd >= 0;
+    if (env->ev_fd < 0 && rdonly && (errno == EACCES || errno == EROFS || errno == EPERM))
+        env->ev_fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (env->ev_fd < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        bool exclusive = flock(env->ev_fd, LOCK_EX | LOCK_NB) == 0;
+        if (!exclusive && (rc = flock_retry(env->ev_fd, LOCK_SH)))
+            goto fail;
+        struct stat st;
+        if (fstat(env->ev_fd, &st) != 0) {
+            rc = -errno;
+            goto fail;
+        }
+        if (!S_ISREG(st.st_mode)) {
+            rc = DSHM_BAD_MAGIC;
+            goto fail;
+        }
+        dshm_header hdr;
+        memset(&hdr, 0, sizeof hdr);
+        ssize_t got = pread(env->ev_fd, &hdr, sizeof hdr, 0);
+        if (got < 0) {
+            rc = -errno;
+            goto fail;
+        }
+        bool blank = st.st_size == 0 || half_made(&hdr, got, (uint64_t)st.st_size);
+        if (blank && st.st_size < (off_t)DSHM_HEADER_SIZE && !exclusive) {
+            /* Someone else is creating it: wait for the magic. */
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if ((uint64_t)(now.tv_sec - start.tv_sec) * 1000000000u + (uint64_t)now.tv_nsec -
+                    (uint64_t)start.tv_nsec > DSHM_OPEN_WAIT_NS) {
+                rc = DSHM_BUSY;
+                goto fail;
+            }
+            flock(env->ev_fd, LOCK_UN);
+            struct timespec ms = {0, 1000000};
+            nanosleep(&ms, NULL);
+            continue;
+        }
+        if (blank && exclusive && create && env->ev_writable) {
+            if (st.st_size && ftruncate(env->ev_fd, 0) != 0) {
+                rc = -errno;
+                goto fail;
+            }
+            if ((rc = dshm_init_file(env->ev_fd, NULL)))
+                goto fail;
+            continue;   /* validate what was written, like any opener */
+        }
+        if (got != (ssize_t)sizeof hdr) {
+            /* Shorter than a header: ours but cut short, or not ours. */
+            rc = got >= DSHM_MAGIC_LEN && memcmp(hdr.hd_magic, DSHM_MAGIC, DSHM_MAGIC_LEN) == 0
+               ? DSHM_TRUNCATED : DSHM_BAD_MAGIC;
+            goto fail;
+        }
+        if ((rc = validate_header(&hdr, (uint64_t)st.st_size)))
+            goto fail;
+        if ((rc = dshm_env_map(env, (uint64_t)st.st_size, want)))
+            goto fail;
+        if (exclusive) {
+            /* Alone with the file: no process can hold the writer lock now.
+             * A handle that may write the file checks the lock and repairs
+             * (dshm_mutex_probe). A read-only one ('r') writes nothing: it
+             * only looks at the lock word. One that names a holder is left
+             * by a process the kernel could not clean up after; the handle
+             * remembers it (it never waits for that lock) and gives up its
+             * flock, so that the next writable opener has the file to
+             * itself and resets the lock and repairs. (A holder that died
+             * and was seen dying is no obstacle: the next writer's lock
+             * returns EOWNERDEAD and repairs.) */
+            int shared = LOCK_SH;
+            if (rdonly) {
+                uint32_t w;
+                if (dshm_lock_word(DSHM_HDR(env), &w) && w != 0 && !(w & DSHM_LOCK_OWNER_DIED)) {
+                    env->ev_ghost_lock = w;
+                    shared = LOCK_UN;
+                }
+            } else if (env->ev_writable) {
+                bool repair, reinit;
+                dshm_header *hd = DSHM_HDR(env);
+                if ((rc = dshm_mutex_probe(hd, &repair, &reinit)))
+                    goto fail;
+                if (reinit && (rc = dshm_mutex_init(hd)))
+                    goto fail;
+                if (repair) {
+                    /* Repair now, before anyone writes. */
+                    hd->hd_repair = 1;
+                    if ((rc = dshm_lock_repair(env, repaired)))
+                        goto fail;
+                    dshm_unlock_rw(env);
+                }
+            }
+            if ((rc = flock_retry(env->ev_fd, shared)))
+                goto fail;
+        }
+        break;
+    }
+    *out = env;
+    return 0;
+fail:
+    dshm_env_free(env);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Replacing a file ('n' while others have it open)                        */
+
+/* fsync the directory holding path, so a rename in it is durable. */
+void dshm_sync_parent(const char *path) {
+    char *copy = strdup(path);
+    if (!copy)
+        return;
+    char *slash = strrchr(copy, '/');
+    const char *dir = ".";
+    if (slash) {
+        *slash = 0;
+        dir = slash == copy ? "/" : copy;
+    }
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        if (fsync(fd) != 0) { /* best effort: some file systems refuse */ }
+        close(fd);
+    }
+    free(copy);
+}
+
+/* Create an initialised store with permissions `mode` in a private name
+ * beside path and rename it over path. */
+static int create_renamed(const char *path, int mode, uint64_t commit) {
+    size_t n = strlen(path) + 48;
+    char *tmp = malloc(n);
+    if (!tmp)
+        return -ENOMEM;
+    snprintf(tmp, n, "%s.dshm-new-%d", path, (int)getpid());
+    int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    int rc = fd < 0 ? -errno : fchmod(fd, (mode_t)mode) ? -errno : dshm_init_file(fd, NULL);
+    /* The commit numbers go on from the store it replaces: a waiter's
+     * next wait(since=...) on the new file is not behind it. */
+    if (!rc && commit &&
+        pwrite(fd, &commit, sizeof commit, (off_t)offsetof(dshm_header, hd_commit)) != (ssize_t)sizeof commit)
+        rc = errno ? -errno : -EIO;
+    if (fd >= 0)
+        close(fd);
+    if (!rc && rename(tmp, path) != 0)
+        rc = -errno;
+    if (rc && fd >= 0)
+        unlink(tmp);
+    free(tmp);
+    return rc;
+}
+
+/* The commit number the store open at fd will have once mark_moved()
+ * bumped it (0 if it is not a valid store). */
+static uint64_t old_commit(int fd) {
+    dshm_header hdr;
+    if (pread(fd, &hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr || validate_header(&hdr, UINT64_MAX) != 0)
+        return 0;
+    return atomic_load_explicit(&hdr.hd_commit, memory_order_relaxed) + 1;
+}
+
+/* Tell the users of the (valid) store open at fd to reopen the path. */
+static void mark_moved(int fd) {
+    dshm_header hdr;
+    if (pread(fd, &hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr || validate_header(&hdr, UINT64_MAX) != 0)
+        return;
+    dshm_header *hd = mmap(NULL, DSHM_HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (hd == MAP_FAILED)
+        return;
+    int rc = dshm_mutex_kind_ours(hd) ? pthread_mutex_lock(&hd->hd_mutex.m) : EINVAL;
+    if (rc == 0 || rc == EOWNERDEAD) {
+        /* The store is being replaced: a dead writer's leftovers no longer matter. */
+        if (rc == EOWNERDEAD)
+            pthread_mutex_consistent(&hd->hd_mutex.m);
+        atomic_store_explicit(&hd->hd_moved, 1, memory_order_release);
+        atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
+        pthread_mutex_unlock(&hd->hd_mutex.m);
+        dshm_env tmp = { .ev_fd = fd, .ev_writable = 1, .ev_base = (char *)hd, .ev_resv = DSHM_HEADER_SIZE };
+        dshm_wake_waiters(&tmp);
+    }
+    munmap(hd, DSHM_HEADER_SIZE);
+}
+
+int dshm_replace_file(const char *path, int fd) {
+    struct stat st;
+    int rc = fstat(fd, &st) ? -errno : create_renamed(path, (int)(st.st_mode & 07777), old_commit(fd));
+    if (rc == 0)
+        mark_moved(fd);
+    return rc;
+}

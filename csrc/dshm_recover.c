@@ -1,0 +1,85 @@
+/**
+ * @file dshm_recover.c
+ * @brief Repair after a writer died: finish a split, rebuild the buckets
+ *        left inside an odd window, drop or finish a batch, rebuild the
+ *        free space; and "take the lock, run the repair it owes".
+ *
+ * Layer 4: calls the lock, the index, the journal, the allocator, the
+ * walker and the waker. The lock never calls here: dshm_lock_rw reports
+ * a repair owed and dshm_lock_repair runs it.
+ */
+#define _GNU_SOURCE
+#include "dshm_internal.h"
+
+int dshm_recover(dshm_env *env) {
+    dshm_header *hd = DSHM_HDR(env);
+    if (!env->ev_writable)
+        return DSHM_NEED_RECOVERY;
+    /* The repair changes what readers may follow: it runs inside an odd
+     * window of hd_struct_seq (opened here, or left open by the writer
+     * that died) and closes it at the end whoever opened it. */
+    dshm_struct_begin(hd);
+    int rc = dshm_index_finish_split(env);
+    if (rc)
+        goto out;
+    /* Rebuild every bucket its writer left inside an odd window. */
+    uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
+    dshm_dirwalk w;
+    if ((rc = dshm_dir_start(&w, env, atomic_load_explicit(&hd->hd_dir, memory_order_relaxed), limit)))
+        goto out;
+    while ((rc = dshm_dir_next_bucket(&w)) == 1) {
+        dshm_bucket *bk = DSHM_AT(env, w.dw_bucket);
+        if (atomic_load_explicit(&bk->bk_seq, memory_order_relaxed) & 1) {
+            if ((rc = dshm_index_rebuild_page(env, w.dw_bucket)))
+                goto out;
+            dshm_bucket_end(bk);
+        }
+    }
+    if (rc)
+        goto out;
+    /* A batch that never reached its commit point is dropped (its records
+     * become free space in the rebuild); a committed one is finished. */
+    dshm_journal_drop_staged(env);
+    if ((rc = dshm_space_rebuild(env, false)))
+        goto out;
+    if ((rc = dshm_journal_recover(env)))
+        goto out;
+    hd->hd_recoveries++;
+    atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
+    /* A recovery is a commit (a batch it finished became visible): wake
+     * the waiters now, whichever call (a write, check(), a read's
+     * fallback) is running it. A rare path: the system call under the
+     * lock does not matter. */
+    dshm_wake_waiters(env);
+out:
+    /* Even on failure: readers keep reading what is there (every offset
+     * they follow is checked); writers retry the repair (hd_repair). */
+    dshm_struct_end(hd, true);
+    return rc;
+}
+
+int dshm_repair(dshm_env *env) {
+    dshm_header *hd = DSHM_HDR(env);
+    hd->hd_repair = 1;
+    int rc = dshm_recover(env);
+    if (rc)
+        return rc == DSHM_CORRUPT ? DSHM_CORRUPT : DSHM_NEED_RECOVERY;
+    hd->hd_repair = 0;
+    return 0;
+}
+
+int dshm_lock_repair(dshm_env *env, bool *recovered) {
+    bool owed;
+    if (recovered)
+        *recovered = false;
+    int rc = dshm_lock_rw(env, &owed);
+    if (rc || !owed)
+        return rc;
+    if ((rc = dshm_repair(env))) {
+        dshm_unlock_rw(env);
+        return rc;
+    }
+    if (recovered)
+        *recovered = true;
+    return 0;
+}

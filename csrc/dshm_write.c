@@ -1,0 +1,168 @@
+/**
+ * @file dshm_write.c
+ * @brief Writes of one key, and the writes of the whole store: put, del,
+ *        sync, clear; put_locked (also reorganize's copy) and the end of
+ *        every write (finish_write).
+ *
+ * Writers take the robust writer lock (dshm_write_enter) and publish last:
+ * the new record is written into free space, then the slot switched to it.
+ *
+ * Layer 7: calls handles, the index, the allocator, the lock and the waker.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "dshm_internal.h"
+
+int dshm_sync_env(dshm_env *env) {
+    uint64_t size = atomic_load_explicit(&DSHM_HDR(env)->hd_file_size, memory_order_acquire);
+    if (env->ev_writable && msync(env->ev_base, size, MS_SYNC) != 0)
+        return -errno;
+    if (fsync(env->ev_fd) != 0 && errno != EINVAL)
+        return -errno;
+    return 0;
+}
+
+/* Store under the lock: write the record into free space, then publish. */
+int dshm_put_locked(dshm_env *env, uint64_t h, const char *key, size_t klen,
+                      const char *val, size_t vlen, int flags) {
+    dshm_header *hd = DSHM_HDR(env);
+    dshm_pos pos;
+    int rc = dshm_index_find(env, h, key, klen, &pos);
+    if (rc && rc != DSHM_NOTFOUND)
+        return rc;
+    bool found = rc == 0;
+    if (found && (flags & DSHM_NOOVERWRITE))
+        return DSHM_KEYEXIST;
+    uint64_t rsize = dshm_rec_size(klen, vlen), off;
+    if ((rc = dshm_alloc_record(env, rsize, &off)))
+        return rc;
+    dshm_rec *rec = DSHM_AT(env, off);
+    rec->rc_klen = (uint32_t)klen;
+    rec->rc_check = (uint32_t)h;
+    rec->rc_vlen = vlen;
+    if (klen)
+        memcpy((char *)rec + DSHM_REC_HDR, key, klen);
+    if (vlen)
+        memcpy((char *)rec + DSHM_REC_HDR + klen, val, vlen);
+    DSHM_CRASH_POINT("put-written");
+    if (found) {
+        uint64_t old, osize;
+        if ((rc = dshm_index_slot_rec(env, &pos, hd->hd_top, &old, &osize))) {
+            dshm_free_block(env, off, rsize);
+            return rc;
+        }
+        dshm_index_replace(env, &pos, off);
+        DSHM_CRASH_POINT("put-replaced");
+        dshm_free_block(env, old, osize);
+        hd->hd_live_bytes += rsize - osize;
+    } else {
+        if ((rc = dshm_index_insert(env, h, off))) {
+            dshm_free_block(env, off, rsize);
+            return rc;
+        }
+        hd->hd_live_bytes += rsize;
+        atomic_fetch_add_explicit(&hd->hd_count, 1, memory_order_release);
+    }
+    atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
+    return 0;
+}
+
+int dshm_del_locked(dshm_env *env, const dshm_pos *pos, const char *point) {
+    dshm_header *hd = DSHM_HDR(env);
+    uint64_t old, osize;
+    int rc = dshm_index_slot_rec(env, pos, hd->hd_top, &old, &osize);
+    if (rc == 0)
+        rc = dshm_index_remove(env, pos);
+    if (rc)
+        return rc;
+    DSHM_CRASH_POINT(point);
+    dshm_free_block(env, old, osize);
+    hd->hd_live_bytes -= osize;
+    atomic_fetch_sub_explicit(&hd->hd_count, 1, memory_order_release);
+    atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
+    return 0;
+}
+
+int dshm_finish_write(dshm_db *db, dshm_env *env, int rc) {
+    dshm_unlock_rw(env);
+    /* Outside the lock: a waker's system call does not lengthen it. */
+    dshm_wake_waiters(env);
+    if (!rc) {
+        atomic_fetch_add_explicit(&db->db_writes, 1, memory_order_relaxed);
+        if (db->db_flags & DSHM_SYNC)
+            rc = dshm_sync_env(env);
+    }
+    dshm_leave(db);
+    return rc;
+}
+
+static int put_unguarded(dshm_db *db, const char *key, size_t klen, const char *val, size_t vlen, int flags) {
+    dshm_env *env;
+    int arg = (!key && klen) || (!val && vlen) || (flags & ~DSHM_NOOVERWRITE) ? DSHM_INVALID
+            : klen > DSHM_MAX_KEY || vlen > DSHM_MAX_VALUE ? DSHM_TOOBIG : 0;
+    int rc = dshm_write_enter(db, &env, arg, arg ? 0 : dshm_rec_size(klen, vlen), DSHM_ROOM_PUT);
+    if (rc)
+        return rc;
+    uint64_t h = dshm_key_hash(DSHM_HDR(env), key, klen);
+    return dshm_finish_write(db, env, dshm_put_locked(env, h, key, klen, val, vlen, flags));
+}
+
+static int del_unguarded(dshm_db *db, const char *key, size_t klen) {
+    dshm_env *env;
+    int rc = dshm_write_enter(db, &env, !key && klen ? DSHM_INVALID : 0, 0, 0);
+    if (rc)
+        return rc;
+    uint64_t h = dshm_key_hash(DSHM_HDR(env), key, klen);
+    dshm_pos pos;
+    rc = dshm_index_find(env, h, key, klen, &pos);
+    if (rc == 0)
+        rc = dshm_del_locked(env, &pos, "del-removed");
+    return dshm_finish_write(db, env, rc);
+}
+
+static int sync_unguarded(dshm_db *db) {
+    dshm_env *env;
+    int rc = dshm_enter(db, &env);
+    if (rc)
+        return rc;
+    rc = dshm_sync_env(env);
+    dshm_leave(db);
+    return rc;
+}
+
+static int clear_unguarded(dshm_db *db) {
+    dshm_env *env;
+    int rc = dshm_write_enter(db, &env, 0, 0, DSHM_ROOM_PUT);
+    if (rc)
+        return rc;
+    /* Build an empty directory and bucket in free space and publish it
+     * with one store; everything else is then unreachable, and the
+     * rebuild hands it to the free lists (failing reads in flight). */
+    dshm_header *hd = DSHM_HDR(env);
+    rc = dshm_index_init(env);   /* publishes the new, empty directory */
+    if (!rc) {
+        bool opened = dshm_struct_begin(hd);
+        DSHM_CRASH_POINT("clear");
+        rc = dshm_space_rebuild(env, false);
+        atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
+        dshm_struct_end(hd, opened);
+    }
+    return dshm_finish_write(db, env, rc);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Public entry points                                                     */
+
+int dshm_put(dshm_db *db, const char *key, size_t klen, const char *val, size_t vlen, int flags) {
+    GUARDED(int, put_unguarded(db, key, klen, val, vlen, flags));
+}
+
+int dshm_del(dshm_db *db, const char *key, size_t klen) { GUARDED(int, del_unguarded(db, key, klen)); }
+
+int dshm_sync(dshm_db *db) { GUARDED(int, sync_unguarded(db)); }
+
+int dshm_clear(dshm_db *db) { GUARDED(int, clear_unguarded(db)); }
