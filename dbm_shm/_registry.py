@@ -31,7 +31,7 @@ import os
 import stat
 import sys
 import types
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, cast
 
 from ._db import Database, open, open_flags
 from ._errors import error
@@ -87,10 +87,10 @@ def _has_magic(path: Any) -> bool:
 
 def _stdlib_whichdb() -> Callable[[Any], Optional[str]]:
     """``dbm.whichdb`` without our wrapper around it."""
-    fn = dbm.whichdb
+    fn: Any = dbm.whichdb
     while getattr(fn, "_dbm_shm", False) and hasattr(fn, "__wrapped__"):
-        fn = fn.__wrapped__  # type: ignore[attr-defined]
-    return fn
+        fn = fn.__wrapped__
+    return cast("Callable[[Any], Optional[str]]", fn)
 
 
 def whichdb(filename: Any) -> Optional[str]:
@@ -178,4 +178,4 @@ def register(default: bool = False) -> None:
     elif BACKEND_NAME not in names:
         names.append(BACKEND_NAME)
     if not _whichdb_wrapped():
-        dbm.whichdb = _wrap_whichdb(dbm.whichdb)
+        setattr(dbm, "whichdb", _wrap_whichdb(dbm.whichdb))   # typeshed's signature is narrower
