@@ -5,6 +5,17 @@ may open one file at once: one writer at a time, and readers that never wait.
 ``dbm_shm.register()`` makes it the stdlib backend ``dbm.shm``.
 """
 
+# -- Import logic (dbm_shm/_loader.py; keep this block first): where Python
+# imported an uncompiled source folder, switch to an installed copy or raise
+# an ImportError that says what to run.
+import sys as _sys
+
+from . import _loader
+
+_loader.use_compiled_core(_sys.modules[__name__])
+del _sys
+# -- end of import logic
+
 from ._compat import convert, open_shelf
 from ._db import Database, Snapshot, open, open_flags
 from ._errors import error
