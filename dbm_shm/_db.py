@@ -18,6 +18,7 @@ from array import array
 from typing import (Any, Callable, ContextManager, Dict, Iterable, Iterator, List, Mapping,
                     Optional, Tuple, TypeVar, Union)
 
+from . import _fastglue   # C fast path (issue 15)
 from ._dshm import ffi, lib
 from ._errors import CLOSED_MESSAGE, error, raise_for
 
@@ -209,7 +210,7 @@ def _flags(flag: str) -> int:
     return bits
 
 
-class Database:
+class Database(_fastglue.Base):   # fast path: C slots for [], in, get (_fastglue)
     """An open dbm_shm database: the interface of ``dbm.gnu`` objects.
 
     Keys and values are ``bytes``; ``str`` is accepted and stored UTF-8
@@ -238,6 +239,7 @@ class Database:
         if rc:
             raise_for(rc, "open", path)
         self._h = ffi.gc(out[0], lib.dshm_free)
+        _fastglue.attach(self, self._h, self._batches)   # fast path
         self._closed = False
 
     # -- mapping interface -------------------------------------------------
@@ -734,7 +736,8 @@ class Database:
         """Counters of the store and of this handle (see the docs for each)."""
         st = ffi.new("dshm_stat_t *")
         self._call(lambda h: lib.dshm_stat(h, st), "stats")
-        return {name: int(getattr(st, "st_" + name)) for name in _STAT_FIELDS}
+        return {**{name: int(getattr(st, "st_" + name)) for name in _STAT_FIELDS},
+                **_fastglue.counters(self)}   # fast path
 
     def check(self) -> List[str]:
         """Verify the whole file's structure; return the problems found (an
@@ -788,6 +791,7 @@ class Database:
         return f"<dbm_shm.Database {self._path!r} ({state})>"
 
 
+_fastglue.install(Database)   # fast path: moves the five methods to _py_*
 _close = lib.dshm_close
 
 
