@@ -101,24 +101,40 @@ static inline int64_t lookup(FastBase *self, const char *k, Py_ssize_t kn, char 
     return core.get(self->h, k, (size_t)kn, buf, cap);
 }
 
-static PyObject *fast_subscript(PyObject *op, PyObject *key) {
-    FastBase *self = (FastBase *)op;
+enum { DEFER, FOUND, MISSING };
+
+/* Read key's value with the GIL held. FOUND: *out is the value (a new
+ * bytes object, or NULL with an exception set); MISSING: the key is
+ * absent; DEFER: the Python path must answer. */
+static inline int read_small(FastBase *self, PyObject *key, PyObject **out) {
     const char *k;
     Py_ssize_t kn;
-    if (usable(self) && key_bytes(key, &k, &kn)) {
-        char buf[FAST_CAP];
-        int64_t n = lookup(self, k, kn, buf, sizeof buf);
-        if (n >= 0 && n <= FAST_CAP) {
-            self->gets++;
-            return PyBytes_FromStringAndSize(buf, (Py_ssize_t)n);
-        }
-        if (n == core.notfound) {
-            self->gets++;
-            PyErr_SetObject(PyExc_KeyError, key);
-            return NULL;
-        }
+    if (!usable(self) || !key_bytes(key, &k, &kn))
+        return DEFER;
+    char buf[FAST_CAP];
+    int64_t n = lookup(self, k, kn, buf, sizeof buf);
+    if (n >= 0 && n <= FAST_CAP) {
+        self->gets++;
+        *out = PyBytes_FromStringAndSize(buf, (Py_ssize_t)n);
+        return FOUND;
     }
-    self->fallbacks++;
+    if (n == core.notfound) {
+        self->gets++;
+        return MISSING;
+    }
+    return DEFER;
+}
+
+static PyObject *fast_subscript(PyObject *op, PyObject *key) {
+    PyObject *v;
+    switch (read_small((FastBase *)op, key, &v)) {
+    case FOUND:
+        return v;
+    case MISSING:
+        PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    }
+    ((FastBase *)op)->fallbacks++;
     return call2(core.py_getitem, op, key);
 }
 
@@ -197,20 +213,15 @@ PyDoc_STRVAR(fast_get_doc,
 
 static PyObject *fast_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     FastBase *self = (FastBase *)op;
-    const char *k;
-    Py_ssize_t kn;
-    if (kwnames == NULL && (nargs == 1 || nargs == 2) && usable(self) && key_bytes(args[0], &k, &kn)) {
-        char buf[FAST_CAP];
-        int64_t n = lookup(self, k, kn, buf, sizeof buf);
-        if (n >= 0 && n <= FAST_CAP) {
-            self->gets++;
-            return PyBytes_FromStringAndSize(buf, (Py_ssize_t)n);
-        }
-        if (n == core.notfound) {
-            self->gets++;
-            PyObject *d = nargs == 2 ? args[1] : Py_None;
-            Py_INCREF(d);
-            return d;
+    if (kwnames == NULL && (nargs == 1 || nargs == 2)) {
+        PyObject *v;
+        switch (read_small(self, args[0], &v)) {
+        case FOUND:
+            return v;
+        case MISSING:
+            v = nargs == 2 ? args[1] : Py_None;
+            Py_INCREF(v);
+            return v;
         }
     }
     self->fallbacks++;

@@ -10,7 +10,8 @@ case it does not handle to the Python methods of ``Database`` (see
   missing or ``DSHM_NO_FASTPATH`` is set to anything but ``""``/``"0"`` at
   import);
 * :func:`install`: once ``Database`` is defined, moves its five Python
-  methods to ``_py_*`` names, so the base type's C slots serve them, and
+  methods to ``_py_*`` names and puts the base type's C methods in their
+  place, and
   registers the core's entry points (addresses taken from the cffi module,
   so the process holds one copy of the core) and those methods;
 * :func:`attach`: gives each opened handle's pointer to its object;
@@ -68,8 +69,11 @@ def install(cls: type) -> None:
 
     methods = [cls.__dict__[name] for name in METHODS]
     for name, fn in zip(METHODS, methods):
-        delattr(cls, name)           # the base type's slot serves it now
         setattr(cls, _py_name(name), fn)
+        # The base type's own descriptor: CPython then fills the slot with
+        # the base's C function itself (no call through the descriptor),
+        # and the class still lists the method (for help() and the docs).
+        setattr(cls, name, _fast.FastBase.__dict__[name])
 
     def addr(fn: str) -> int:
         return int(ffi.cast("uintptr_t", ffi.addressof(lib, fn)))
