@@ -556,9 +556,8 @@ def parse_sizes(text: str) -> list[int]:
     return sizes
 
 
-def main_sizes(args: argparse.Namespace) -> int:
-    """``--sizes``: one run over every size, one table."""
-    names = args.only or list(SIZES_BACKENDS)
+def load_backends(names: Sequence[str]) -> tuple[list[Backend], list[str]]:
+    """The backends that can run here, and a note for each that cannot."""
     backends: list[Backend] = []
     skipped: list[str] = []
     for name in names:
@@ -566,10 +565,22 @@ def main_sizes(args: argparse.Namespace) -> int:
             backends.append(BACKENDS[name]())
         except Unavailable as exc:
             skipped.append(f"{name}: skipped, {exc}")
+    return backends, skipped
+
+
+def start_report(args: argparse.Namespace, title: str) -> str:
+    """Make the run's directory; print the title and the interpreter line."""
     root = tempfile.mkdtemp(prefix="dbm_shm_bench_", dir=args.dir or default_base_dir())
-    print("# dbm_shm get/set benchmark by size\n")
+    print(title + "\n")
     print(f"- Python {platform.python_version()} ({platform.python_implementation()}) "
           f"at {sys.executable}, {platform.platform()}")
+    return root
+
+
+def main_sizes(args: argparse.Namespace) -> int:
+    """``--sizes``: one run over every size, one table."""
+    backends, skipped = load_backends(args.only or list(SIZES_BACKENDS))
+    root = start_report(args, "# dbm_shm get/set benchmark by size")
     print(f"- sizes {', '.join(f'{n:,}' for n in args.sizes)}; random keys of {args.key_size} B, "
           f"values {args.value_size} B; seed {args.seed}; best of {args.repeat}; "
           f"gets repeated to >= {SIZES_MIN_GETS:,} lookups per round")
@@ -663,20 +674,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.sizes:
         return main_sizes(args)
     slow_n = min(args.slow_n, args.n)
-    names = args.only or list(BACKENDS)
-
-    backends: list[Backend] = []
-    skipped: list[str] = []
-    for name in names:
-        try:
-            backends.append(BACKENDS[name]())
-        except Unavailable as exc:
-            skipped.append(f"{name}: skipped, {exc}")
-
-    root = tempfile.mkdtemp(prefix="dbm_shm_bench_", dir=args.dir or default_base_dir())
-    print("# dbm_shm get/set benchmark\n")
-    print(f"- Python {platform.python_version()} ({platform.python_implementation()}) "
-          f"at {sys.executable}, {platform.platform()}")
+    backends, skipped = load_backends(args.only or list(BACKENDS))
+    root = start_report(args, "# dbm_shm get/set benchmark")
     print(f"- N = {args.n:,} (slow peers {slow_n:,}); key {args.key_size} B, "
           f"value {args.value_size} B; seed {args.seed}; best of {args.repeat}")
     print(f"- files in {root} ({filesystem_type(root)})")
