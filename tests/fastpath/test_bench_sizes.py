@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import sys
 
 from dbm_shm import _fastglue
 
@@ -12,6 +13,7 @@ BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abs
 def test_sizes_table(capsys, tmp_path, monkeypatch):
     spec = importlib.util.spec_from_file_location("bench_get_put", BENCH)
     bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_get_put", bench)   # for its dataclasses
     spec.loader.exec_module(bench)
     monkeypatch.setattr(bench, "SIZES_MIN_GETS", 300)
     rc = bench.main(["--sizes", "50,200", "--only", "dict,dbm_shm,dbm_shm-py", "--dir", str(tmp_path)])
