@@ -28,6 +28,14 @@
  * value is fetched by the Python path, with the GIL released. Sets and
  * deletes take the writer lock and may grow or sync the file: they always
  * run with the GIL released.
+ *
+ * Caveat: dshm_get() does its own retries (a writer in the way) and, after
+ * DSHM_READ_TRIES of them, a read under the writer lock; with the public
+ * API those happen inside the call, so here with the GIL held. They are
+ * rare (a hot key rewritten non-stop) and short, but a get may then wait
+ * for a writer. A core entry point that makes one lock-free try and
+ * answers DSHM_RETRY instead (planned with issue 15's core work) lets this
+ * file hand those cases to the GIL-released path.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
