@@ -11,9 +11,11 @@
  * Every case this file does not handle is handed to the Python methods of
  * Database (registered by init()): a handle not attached, a batch open on
  * the handle (in any thread), a key that is neither bytes nor str, a value
- * larger than the stack buffer, any return code other than success or
- * not-found (so errors are raised exactly as the Python path raises them),
- * keyword arguments, a wrong number of arguments.
+ * larger than the stack buffer, keyword arguments, a wrong number of
+ * arguments. A return code other than success or not-found is raised by
+ * the Python path's own raiser (registered by init() too), so errors are
+ * the same type with the same message, and the failed call is not made a
+ * second time (it would count twice in the core's per-handle counters).
  *
  * Lifetime: the object keeps a strong reference to the cffi handle object
  * whose finalizer frees the core handle (dshm_free), so the dshm_db * it
@@ -62,6 +64,7 @@ static struct {
     PyObject *py_delitem;      /* (self, key) */
     PyObject *py_contains;     /* (self, key) */
     PyObject *py_get;          /* (self, *args, **kwargs) */
+    PyObject *py_raise;        /* (self, code, what): raises the code's error */
 } core;
 
 typedef struct {
@@ -109,11 +112,31 @@ static inline int64_t lookup(FastBase *self, const char *k, Py_ssize_t kn, char 
     return core.get(self->h, k, (size_t)kn, buf, cap);
 }
 
-enum { DEFER, FOUND, MISSING };
+enum { DEFER, FOUND, MISSING, FAILED };
+
+/* Raise the error of a core return code as the Python path does; NULL. */
+static PyObject *raise_code(FastBase *self, int64_t rc, const char *what) {
+    self->fallbacks++;
+    PyObject *code = PyLong_FromLongLong((long long)rc);
+    PyObject *name = code ? PyUnicode_FromString(what) : NULL;
+    PyObject *r = NULL;
+    if (name != NULL) {
+        PyObject *args[3] = {(PyObject *)self, code, name};
+        r = PyObject_Vectorcall(core.py_raise, args, 3, NULL);
+    }
+    Py_XDECREF(code);
+    Py_XDECREF(name);
+    if (r != NULL) {
+        Py_DECREF(r);
+        PyErr_Format(PyExc_SystemError, "dbm_shm: no error raised for code %lld", (long long)rc);
+    }
+    return NULL;
+}
 
 /* Read key's value with the GIL held. FOUND: *out is the value (a new
  * bytes object, or NULL with an exception set); MISSING: the key is
- * absent; DEFER: the Python path must answer. */
+ * absent; FAILED: the error of a core code is raised; DEFER: the Python
+ * path must answer. */
 static inline int read_small(FastBase *self, PyObject *key, PyObject **out) {
     const char *k;
     Py_ssize_t kn;
@@ -130,7 +153,11 @@ static inline int read_small(FastBase *self, PyObject *key, PyObject **out) {
         self->gets++;
         return MISSING;
     }
-    return DEFER;
+    if (n < 0) {
+        raise_code(self, n, "get");
+        return FAILED;
+    }
+    return DEFER;   /* over the buffer */
 }
 
 static PyObject *fast_subscript(PyObject *op, PyObject *key) {
@@ -140,6 +167,8 @@ static PyObject *fast_subscript(PyObject *op, PyObject *key) {
         return v;
     case MISSING:
         PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    case FAILED:
         return NULL;
     }
     ((FastBase *)op)->fallbacks++;
@@ -156,6 +185,8 @@ static int fast_contains(PyObject *op, PyObject *key) {
             self->gets++;
             return n >= 0;
         }
+        raise_code(self, n, "contains");
+        return -1;
     }
     self->fallbacks++;
     PyObject *r = call2(core.py_contains, op, key);
@@ -198,8 +229,8 @@ static int fast_ass_subscript(PyObject *op, PyObject *key, PyObject *value) {
             PyErr_SetObject(PyExc_KeyError, key);
             return -1;
         }
-        /* Any error: the failed call changed nothing; the Python path
-         * repeats it and raises as it always does. */
+        raise_code(self, rc, value != NULL ? "set" : "delete");
+        return -1;
     }
     self->fallbacks++;
     PyObject *r;
@@ -230,6 +261,8 @@ static PyObject *fast_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
             v = nargs == 2 ? args[1] : Py_None;
             Py_INCREF(v);
             return v;
+        case FAILED:
+            return NULL;
         }
     }
     self->fallbacks++;
@@ -362,15 +395,16 @@ static PyTypeObject FastBaseType = {
 };
 
 PyDoc_STRVAR(init_doc,
-"init(get, put, delete, notfound, getitem, setitem, delitem, contains, get_method)\n--\n\n"
+"init(get, put, delete, notfound, getitem, setitem, delitem, contains, get_method, raise_for)\n--\n\n"
 "Register the core's entry points (addresses of dshm_get, dshm_put and\n"
-"dshm_del, as ints), DSHM_NOTFOUND, and the Python-path methods of\n"
-"Database that every case the fast path does not handle is handed to.");
+"dshm_del, as ints), DSHM_NOTFOUND, the Python-path methods of Database\n"
+"that every case the fast path does not handle is handed to, and\n"
+"raise_for(db, code, what), which raises a core code's error.");
 
 static PyObject *mod_init(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
     (void)mod;
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "init() takes 9 arguments");
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "init() takes 10 arguments");
         return NULL;
     }
     void *p[3];
@@ -385,14 +419,14 @@ static PyObject *mod_init(PyObject *mod, PyObject *const *args, Py_ssize_t nargs
     long long nf = PyLong_AsLongLong(args[3]);
     if (nf == -1 && PyErr_Occurred())
         return NULL;
-    for (int i = 4; i < 9; i++)
+    for (int i = 4; i < 10; i++)
         if (!PyCallable_Check(args[i])) {
             PyErr_SetString(PyExc_TypeError, "init(): Python-path methods must be callable");
             return NULL;
         }
-    PyObject **slots[5] = {&core.py_getitem, &core.py_setitem, &core.py_delitem,
-                           &core.py_contains, &core.py_get};
-    for (int i = 0; i < 5; i++) {
+    PyObject **slots[6] = {&core.py_getitem, &core.py_setitem, &core.py_delitem,
+                           &core.py_contains, &core.py_get, &core.py_raise};
+    for (int i = 0; i < 6; i++) {
         Py_INCREF(args[4 + i]);
         Py_XSETREF(*slots[i], args[4 + i]);
     }

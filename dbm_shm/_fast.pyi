@@ -18,4 +18,5 @@ class FastBase:
 
 def init(get: int, put: int, delete: int, notfound: int,
          getitem: Callable[..., Any], setitem: Callable[..., Any], delitem: Callable[..., Any],
-         contains: Callable[..., Any], get_method: Callable[..., Any], /) -> None: ...
+         contains: Callable[..., Any], get_method: Callable[..., Any],
+         raise_for: Callable[[Any, int, str], None], /) -> None: ...

@@ -78,7 +78,15 @@ def install(cls: type) -> None:
     def addr(fn: str) -> int:
         return int(ffi.cast("uintptr_t", ffi.addressof(lib, fn)))
 
-    _fast.init(addr("dshm_get"), addr("dshm_put"), addr("dshm_del"), int(lib.DSHM_NOTFOUND), *methods)
+    _fast.init(addr("dshm_get"), addr("dshm_put"), addr("dshm_del"), int(lib.DSHM_NOTFOUND), *methods,
+               _raise_for)
+
+
+def _raise_for(db: Any, rc: int, what: str) -> None:
+    """Raise the error of core code ``rc`` for ``db`` as its Python methods do."""
+    from ._errors import raise_for
+
+    raise_for(rc, what, db._path)
 
 
 def attach(db: Any, handle: Any, batches: Dict[int, Any]) -> None:
