@@ -15,6 +15,14 @@ ratios against ``dbm.gnu`` and the in-process ``dict``. Slow peers run on
 ``--slow-n`` keys (the first keys of the same sequence); the N column says
 which. Backends that cannot be imported are skipped with a note.
 
+``--sizes 1000,100000,1000000`` runs instead one table per size (random
+keys at each size, gets repeated until a pass takes a while so small sizes
+time well) with nanoseconds per operation and ratios against ``dbm.gnu``
+and ``dict``; by default there with dict, dbm_shm, dbm_shm's Python path
+(``dbm_shm-py``: the methods the C fast path hands over to, called in the
+same process), dbm.gnu and LMDB. ``DSHM_NO_FASTPATH=1`` turns dbm_shm's
+fast path off for the whole run.
+
 Run it with the interpreter from ``benchmarks/setup_peers.sh``, which is the
 only one that sees GNU gdbm and the PyPI peers together::
 
@@ -116,6 +124,19 @@ def get_mapping(db: Handle, keys: Sequence[bytes]) -> list[bytes]:
     return [db[key] for key in keys]
 
 
+def put_dbm_shm_py(db: Handle, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
+    """``db[key] = value`` by dbm_shm's Python path (what the fast path hands over to)."""
+    setitem = type(db)._py_setitem
+    for key, value in zip(keys, values):
+        setitem(db, key, value)
+
+
+def get_dbm_shm_py(db: Handle, keys: Sequence[bytes]) -> list[bytes]:
+    """``db[key]`` by dbm_shm's Python path."""
+    getitem = type(db)._py_getitem
+    return [getitem(db, key) for key in keys]
+
+
 def put_sqlitedict(db: Handle, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
     """Store every key, then commit: until then sqlitedict has only queued them."""
     put_mapping(db, keys, values)
@@ -190,6 +211,23 @@ def make_dbm_shm() -> Backend:
         "dbm_shm", package_version("dbm_shm", dbm_shm),
         dbm_shm.open, put_mapping, get_mapping, close_handle,
         note="opened 'n' to write, 'r' to read",
+    )
+
+
+def make_dbm_shm_py() -> Backend:
+    """dbm_shm through its Python (cffi) path, beside the fast path in one run."""
+    try:
+        import dbm_shm
+        from dbm_shm import _fastglue
+    except Exception as exc:  # a half-built extension fails in many ways
+        raise Unavailable(f"import dbm_shm failed ({type(exc).__name__}: {exc})") from exc
+    if not _fastglue.ENABLED:
+        raise Unavailable("the fast path is off (DSHM_NO_FASTPATH) or missing: dbm_shm is this path")
+    return Backend(
+        "dbm_shm-py", package_version("dbm_shm", dbm_shm),
+        dbm_shm.open, put_dbm_shm_py, get_dbm_shm_py, close_handle,
+        note="dbm_shm's Python methods (Database._py_getitem/_py_setitem) called "
+             "directly: the cffi path, without the C fast path",
     )
 
 
@@ -296,6 +334,7 @@ def make_dumb() -> Backend:
 BACKENDS: dict[str, Callable[[], Backend]] = {
     "dict": make_dict,
     "dbm_shm": make_dbm_shm,
+    "dbm_shm-py": make_dbm_shm_py,
     "dbm.gnu": make_gdbm,
     "lmdb": lambda: make_lmdb(one_txn=False),
     "lmdb-1txn": lambda: make_lmdb(one_txn=True),
@@ -304,6 +343,10 @@ BACKENDS: dict[str, Callable[[], Backend]] = {
     "dbm.dumb": make_dumb,
 }
 REFERENCES = ("dbm.gnu", "dict")
+#: The backends ``--sizes`` runs unless ``--only`` says otherwise.
+SIZES_BACKENDS = ("dict", "dbm_shm", "dbm_shm-py", "dbm.gnu", "lmdb", "lmdb-1txn")
+#: With ``--sizes``, a get pass is repeated until it covers this many lookups.
+SIZES_MIN_GETS = 300_000
 
 
 def package_version(dist: str, module: object) -> str:
@@ -374,6 +417,19 @@ def timed(fn: Callable[..., T], *args: Any) -> tuple[float, T]:
             gc.enable()
 
 
+def get_passes_of(get_all: Callable[[Handle, Sequence[bytes]], list[bytes]],
+                  passes: int) -> Callable[[Handle, Sequence[bytes]], list[bytes]]:
+    """``get_all`` repeated ``passes`` times; the last pass's values."""
+    if passes == 1:
+        return get_all
+
+    def repeated(db: Handle, keys: Sequence[bytes]) -> list[bytes]:
+        for _ in range(passes - 1):
+            get_all(db, keys)
+        return get_all(db, keys)
+    return repeated
+
+
 def verify(got: list[bytes], work: Workload) -> None:
     """Raise VerificationError unless every lookup returned its value."""
     if got == work.expected:
@@ -393,8 +449,9 @@ def verify(got: list[bytes], work: Workload) -> None:
     raise VerificationError(f"key {work.read_keys[bad].hex()} gave {what}")
 
 
-def run_backend(backend: Backend, work: Workload, root: str, repeat: int) -> Result:
-    """Best-of-``repeat`` set and get throughput, each round on a fresh file."""
+def run_backend(backend: Backend, work: Workload, root: str, repeat: int, get_passes: int = 1) -> Result:
+    """Best-of-``repeat`` set and get throughput, each round on a fresh file;
+    each get round makes ``get_passes`` passes over the keys."""
     best_set = best_get = float("inf")
     for _ in range(repeat):
         rundir = tempfile.mkdtemp(prefix=f"{backend.name}-", dir=root)
@@ -407,7 +464,8 @@ def run_backend(backend: Backend, work: Workload, root: str, repeat: int) -> Res
                 backend.close(db)
             db = backend.open(path, "r")
             try:
-                get_s, got = timed(backend.get_all, db, work.read_keys)
+                get_s, got = timed(get_passes_of(backend.get_all, get_passes), db, work.read_keys)
+                get_s /= get_passes
             finally:
                 backend.close(db)
         finally:
@@ -468,6 +526,93 @@ def render_table(results: list[Result]) -> str:
     )
 
 
+def render_sizes(results: list[Result]) -> str:
+    """A Markdown table per size: ns per get and per set, with ratios (how
+    many times faster than the reference: reference time / this time)."""
+    header = ["N", "backend", "get ns", "set ns"]
+    for ref in REFERENCES:
+        header += [f"get vs {ref}", f"set vs {ref}"]
+    rows = [header, ["---:", "---"] + ["---:"] * (len(header) - 2)]
+    for r in results:
+        same = {x.backend.name: x for x in results if x.n == r.n}
+        row = [f"{r.n:,}", r.backend.name, f"{1e9 / r.get_ops:,.0f}", f"{1e9 / r.set_ops:,.0f}"]
+        for ref in REFERENCES:
+            base = same.get(ref)
+            row += [ratio(r.get_ops, base.get_ops if base else None),
+                    ratio(r.set_ops, base.set_ops if base else None)]
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "| " + " | ".join(cell.ljust(w) for cell, w in zip(row, widths)) + " |"
+        for row in rows
+    )
+
+
+def parse_sizes(text: str) -> list[int]:
+    """``1000,100000,1e6`` -> [1000, 100000, 1000000]."""
+    sizes = [int(float(x)) for x in text.replace("_", "").split(",") if x]
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError("--sizes wants a comma-separated list of key counts >= 1")
+    return sizes
+
+
+def load_backends(names: Sequence[str]) -> tuple[list[Backend], list[str]]:
+    """The backends that can run here, and a note for each that cannot."""
+    backends: list[Backend] = []
+    skipped: list[str] = []
+    for name in names:
+        try:
+            backends.append(BACKENDS[name]())
+        except Unavailable as exc:
+            skipped.append(f"{name}: skipped, {exc}")
+    return backends, skipped
+
+
+def start_report(args: argparse.Namespace, title: str) -> str:
+    """Make the run's directory; print the title and the interpreter line."""
+    root = tempfile.mkdtemp(prefix="dbm_shm_bench_", dir=args.dir or default_base_dir())
+    print(title + "\n")
+    print(f"- Python {platform.python_version()} ({platform.python_implementation()}) "
+          f"at {sys.executable}, {platform.platform()}")
+    return root
+
+
+def main_sizes(args: argparse.Namespace) -> int:
+    """``--sizes``: one run over every size, one table."""
+    backends, skipped = load_backends(args.only or list(SIZES_BACKENDS))
+    root = start_report(args, "# dbm_shm get/set benchmark by size")
+    print(f"- sizes {', '.join(f'{n:,}' for n in args.sizes)}; random keys of {args.key_size} B, "
+          f"values {args.value_size} B; seed {args.seed}; best of {args.repeat}; "
+          f"gets repeated to >= {SIZES_MIN_GETS:,} lookups per round")
+    print(f"- files in {root} ({filesystem_type(root)}); "
+          f"DSHM_NO_FASTPATH={os.environ.get('DSHM_NO_FASTPATH', '')!r}")
+    for backend in backends:
+        print(f"- {backend.name}: {backend.version}")
+    print(flush=True)
+    results: list[Result] = []
+    failed: list[str] = []
+    try:
+        for n in args.sizes:
+            keys, values = generate(n, args.key_size, args.value_size, args.seed)
+            work = make_workload(keys, values, args.seed)
+            passes = max(1, -(-SIZES_MIN_GETS // n))
+            for backend in backends:
+                print(f"running {backend.name} (N={n:,})...", file=sys.stderr, flush=True)
+                try:
+                    results.append(run_backend(backend, work, root, args.repeat, passes))
+                except Exception as exc:  # report it and go on with the other peers
+                    failed.append(f"{backend.name} at N={n:,}: FAILED, {type(exc).__name__}: {exc}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(render_sizes(results))
+    notes = [f"{b.name}: {b.note}" for b in backends if b.note] + failed + skipped
+    if notes:
+        print("\nNotes:")
+        for note in notes:
+            print(f"- {note}")
+    return 1 if failed else 0
+
+
 # --------------------------------------------------------------------------
 # Command line
 
@@ -495,6 +640,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              + ", ".join(BACKENDS))
     parser.add_argument("--dir", help="where the files go, in a fresh subdirectory "
                                       "(default /dev/shm if present, else the temp dir)")
+    parser.add_argument("--sizes", type=parse_sizes,
+                        help="comma-separated key counts (e.g. 1000,100000,1000000): one "
+                             "table over all of them, in ns per operation; --n is then unused")
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds per backend; the best is reported (default 1)")
     args = parser.parse_args(argv)
@@ -502,8 +650,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--n, --slow-n and --repeat must be at least 1")
     if args.key_size < 1 or args.value_size < 0:
         parser.error("--key-size must be at least 1 and --value-size at least 0")
-    if 256 ** min(args.key_size, 8) < args.n:
-        parser.error(f"{args.n:,} distinct keys do not fit in {args.key_size} bytes")
+    if 256 ** min(args.key_size, 8) < max([args.n] + (args.sizes or [])):
+        parser.error(f"{max([args.n] + (args.sizes or [])):,} distinct keys do not fit in {args.key_size} bytes")
     if args.dir is not None and not os.path.isdir(args.dir):
         parser.error(f"--dir {args.dir} is not a directory")
     unknown = sorted(set(args.only or ()) - set(BACKENDS))
@@ -523,21 +671,11 @@ def default_base_dir() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; 1 if a backend failed, else 0."""
     args = parse_args(argv)
+    if args.sizes:
+        return main_sizes(args)
     slow_n = min(args.slow_n, args.n)
-    names = args.only or list(BACKENDS)
-
-    backends: list[Backend] = []
-    skipped: list[str] = []
-    for name in names:
-        try:
-            backends.append(BACKENDS[name]())
-        except Unavailable as exc:
-            skipped.append(f"{name}: skipped, {exc}")
-
-    root = tempfile.mkdtemp(prefix="dbm_shm_bench_", dir=args.dir or default_base_dir())
-    print("# dbm_shm get/set benchmark\n")
-    print(f"- Python {platform.python_version()} ({platform.python_implementation()}) "
-          f"at {sys.executable}, {platform.platform()}")
+    backends, skipped = load_backends(args.only or list(BACKENDS))
+    root = start_report(args, "# dbm_shm get/set benchmark")
     print(f"- N = {args.n:,} (slow peers {slow_n:,}); key {args.key_size} B, "
           f"value {args.value_size} B; seed {args.seed}; best of {args.repeat}")
     print(f"- files in {root} ({filesystem_type(root)})")

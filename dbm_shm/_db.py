@@ -18,6 +18,7 @@ from array import array
 from typing import (Any, Callable, ContextManager, Dict, Iterable, Iterator, List, Mapping,
                     MutableMapping, Optional, Tuple, TypeVar, Union, overload)
 
+from . import _fastglue   # C fast path (issue 15)
 from ._dshm import ffi, lib
 from ._batch import DELETE as _DELETE
 from ._batch import (BatchContext, Pending, apply_to_values, count_delta, open_batches_message, overlay,
@@ -170,7 +171,7 @@ class _Missing:
 _MISSING = _Missing()
 
 
-class Database(MutableMapping[bytes, bytes]):
+class Database(_fastglue.Base, MutableMapping[bytes, bytes]):   # fast path: C slots for [], in, get (_fastglue)
     """An open dbm_shm database: the interface of ``dbm.gnu`` objects, and a
     :class:`collections.abc.MutableMapping` of ``bytes`` to ``bytes``.
 
@@ -208,6 +209,7 @@ class Database(MutableMapping[bytes, bytes]):
         if rc:
             raise_for(rc, "open", path)
         self._h = ffi.gc(out[0], lib.dshm_free)
+        _fastglue.attach(self, self._h, self._batches)   # fast path
         self._closed = False
 
     # -- mapping interface -------------------------------------------------
@@ -756,7 +758,8 @@ class Database(MutableMapping[bytes, bytes]):
         """Counters of the store and of this handle (see the docs for each)."""
         st = ffi.new("dshm_stat_t *")
         self._call(lambda h: lib.dshm_stat(h, st), "stats")
-        return {name: int(getattr(st, "st_" + name)) for name in _STAT_FIELDS}
+        return {**{name: int(getattr(st, "st_" + name)) for name in _STAT_FIELDS},
+                **_fastglue.counters(self)}   # fast path
 
     def check(self) -> List[str]:
         """Verify the whole file's structure; return the problems found (an
@@ -822,6 +825,7 @@ class Database(MutableMapping[bytes, bytes]):
         return f"<dbm_shm.Database {self._path!r} ({state})>"
 
 
+_fastglue.install(Database)   # fast path: moves the five methods to _py_*
 _close = lib.dshm_close
 
 
