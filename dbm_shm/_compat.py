@@ -124,7 +124,7 @@ def convert(src: PathArg, dst: PathArg, *, flag: str = "n",
     empty, ``'c'`` adds to it (creating it if needed) and ``'w'`` adds to
     an existing one; keys of ``src`` replace those already in ``dst``.
     ``progress``, if given, is called with the number of keys copied so
-    far, every few thousand keys and once at the end. The copy is synced
+    far: after each chunk of keys (the last call gives the total). The copy is synced
     to disk. Returns the number of keys copied.
 
     All or nothing, and fast: records go to the store thousands per call.
@@ -149,7 +149,7 @@ def convert(src: PathArg, dst: PathArg, *, flag: str = "n",
                     f"{src_path!r} or one of its files")
     n = 0
     with contextlib.closing(_open_source(src_path, dst_path)) as source:
-        if flag == "n" or not os.path.lexists(dst_path):
+        if flag == "n" or (flag == "c" and not os.path.lexists(dst_path)):
             # Fill a new store beside dst, put it in place when complete.
             fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dst_path) + ".",
                                        suffix=".convert",
@@ -172,17 +172,18 @@ def convert(src: PathArg, dst: PathArg, *, flag: str = "n",
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
         else:
-            # Into an existing store: everything in one atomic batch.
-            pending: Dict[bytes, bytes] = {}
-            for chunk in _chunks(source):
-                pending.update(chunk)
-                n += len(chunk)
-                if progress is not None:
-                    progress(n)
+            # Into an existing store (opened first: 'w' of a missing one
+            # fails before the source is read): one atomic batch.
             with open(dst_path, flag) as target:
+                pending: Dict[bytes, bytes] = {}
+                for chunk in _chunks(source):
+                    pending.update(chunk)
+                    n += len(chunk)
+                    if progress is not None:
+                        progress(n)
                 target.update(pending)
                 target.sync()
-    if progress is not None:
+    if progress is not None and n == 0:
         progress(n)
     return n
 

@@ -123,7 +123,9 @@ def test_in_place_build_uses_the_source_folder(layout):
 
 
 def test_installed_package_is_left_alone(tmp_path):
-    r = _run(["-c", _WHERE], cwd=tmp_path)
+    # The package under test stays importable (a PYTHONPATH of a developer's
+    # in-place build is kept); nothing may switch it for another copy.
+    r = _run(["-c", _WHERE], cwd=tmp_path, pythonpath=os.path.dirname(INSTALLED))
     assert r.returncode == 0, r.stderr
     for f in r.stdout.split():
         assert f.startswith(INSTALLED + os.sep), r.stdout
