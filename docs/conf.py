@@ -39,6 +39,9 @@ autodoc_member_order = "bysource"
 autodoc_preserve_defaults = True       # show mode=0o666, not mode=438
 autodoc_typehints = "signature"
 autodoc_typehints_format = "short"
+# The type variable of the get()/pop() overloads (a default of any type):
+# private, so it has no page to link to.
+nitpick_ignore = [("py:class", "dbm_shm._db._T")]
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 
