@@ -596,5 +596,6 @@ uint64_t dshm_index_room(dshm_env *env, uint64_t keys) {
     while (grow < 8 && ((uint64_t)1 << grow) < pages)
         grow++;
     unsigned nd = gd + grow > DSHM_MAX_DEPTH ? DSHM_MAX_DEPTH : gd + grow;
-    return pages * DSHM_BUCKET_SIZE + 2 * dshm_dir_bytes(nd) + 4096;
+    /* A new page is page-aligned: it may take up to twice its size. */
+    return pages * (2 * (uint64_t)DSHM_BUCKET_SIZE) + 2 * dshm_dir_bytes(nd) + 4096;
 }
