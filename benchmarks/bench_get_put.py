@@ -20,7 +20,8 @@ keys at each size, gets repeated until a pass takes a while so small sizes
 time well) with nanoseconds per operation and ratios against ``dbm.gnu``
 and ``dict``; by default there with dict, dbm_shm, dbm_shm's Python path
 (``dbm_shm-py``: the methods the C fast path hands over to, called in the
-same process), dbm.gnu and LMDB. ``DSHM_NO_FASTPATH=1`` turns dbm_shm's
+same process), ``dbm_shm-many`` (gets by ``get_many`` in chunks of 1,000
+keys, in ns per key), dbm.gnu and LMDB. ``DSHM_NO_FASTPATH=1`` turns dbm_shm's
 fast path off for the whole run.
 
 Run it with the interpreter from ``benchmarks/setup_peers.sh``, which is the
@@ -137,6 +138,19 @@ def get_dbm_shm_py(db: Handle, keys: Sequence[bytes]) -> list[bytes]:
     return [getitem(db, key) for key in keys]
 
 
+#: Keys per ``get_many`` call in the ``dbm_shm-many`` row.
+MANY_CHUNK = 1000
+
+
+def get_many_chunks(db: Handle, keys: Sequence[bytes]) -> list[bytes]:
+    """Look every key up with ``db.get_many`` in chunks of MANY_CHUNK keys."""
+    out: list[bytes] = []
+    get_many = db.get_many
+    for i in range(0, len(keys), MANY_CHUNK):
+        out += get_many(keys[i:i + MANY_CHUNK])
+    return out
+
+
 def put_sqlitedict(db: Handle, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
     """Store every key, then commit: until then sqlitedict has only queued them."""
     put_mapping(db, keys, values)
@@ -228,6 +242,16 @@ def make_dbm_shm_py() -> Backend:
         dbm_shm.open, put_dbm_shm_py, get_dbm_shm_py, close_handle,
         note="dbm_shm's Python methods (Database._py_getitem/_py_setitem) called "
              "directly: the cffi path, without the C fast path",
+    )
+
+
+def make_dbm_shm_many() -> Backend:
+    """dbm_shm's gets by ``get_many`` (chunks of MANY_CHUNK keys); sets as ``dbm_shm``."""
+    base = make_dbm_shm()
+    return Backend(
+        "dbm_shm-many", base.version, base.open, put_mapping, get_many_chunks, close_handle,
+        note=f"gets by get_many() in chunks of {MANY_CHUNK:,} keys (ns per key); "
+             "sets as dbm_shm",
     )
 
 
@@ -335,6 +359,7 @@ BACKENDS: dict[str, Callable[[], Backend]] = {
     "dict": make_dict,
     "dbm_shm": make_dbm_shm,
     "dbm_shm-py": make_dbm_shm_py,
+    "dbm_shm-many": make_dbm_shm_many,
     "dbm.gnu": make_gdbm,
     "lmdb": lambda: make_lmdb(one_txn=False),
     "lmdb-1txn": lambda: make_lmdb(one_txn=True),
@@ -344,7 +369,7 @@ BACKENDS: dict[str, Callable[[], Backend]] = {
 }
 REFERENCES = ("dbm.gnu", "dict")
 #: The backends ``--sizes`` runs unless ``--only`` says otherwise.
-SIZES_BACKENDS = ("dict", "dbm_shm", "dbm_shm-py", "dbm.gnu", "lmdb", "lmdb-1txn")
+SIZES_BACKENDS = ("dict", "dbm_shm", "dbm_shm-py", "dbm_shm-many", "dbm.gnu", "lmdb", "lmdb-1txn")
 #: With ``--sizes``, a get pass is repeated until it covers this many lookups.
 SIZES_MIN_GETS = 300_000
 

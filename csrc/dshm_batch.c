@@ -41,6 +41,30 @@
 #include "dshm_internal.h"
 
 #define SNAPSHOT_TRIES 4   /* whole-store copies tried lock-free before the lock */
+/* get_many's prefetch distances, in keys (measured at 1,000,000 keys:
+ * docs/benchmarks.md): the bucket page 8 keys ahead, the record its first
+ * probe slot names 4 keys ahead (the slot's line has arrived by then), the
+ * directory entry 16 keys ahead where the directory outgrows the L2. */
+#define PF_BUCKET      8
+#define PF_RECORD      4
+#define PF_DIR         16
+#define PF_DIR_MIN     ((uint64_t)256 << 10)   /* directory bytes */
+
+/* get_many prefetches across keys only in files at least this large:
+ * below, the store stays in the caches and the hints cost more than they
+ * save (docs/benchmarks.md, "get_many"). DSHM_PREFETCH_MIN (bytes) sets
+ * it for measurements. */
+static _Atomic uint64_t prefetch_min_v;   /* 0: not read yet; else threshold + 1 */
+
+static uint64_t prefetch_min(void) {
+    uint64_t v = atomic_load_explicit(&prefetch_min_v, memory_order_relaxed);
+    if (!v) {
+        const char *t = getenv("DSHM_PREFETCH_MIN");
+        v = (t && *t ? strtoull(t, NULL, 0) : (uint64_t)8 << 20) + 1;
+        atomic_store_explicit(&prefetch_min_v, v, memory_order_relaxed);
+    }
+    return v - 1;
+}
 
 /* ---------------------------------------------------------------------- */
 /* Writing a batch                                                         */
@@ -268,8 +292,25 @@ static int64_t many_once(dshm_env *env, bool locked, void *p) {
         }
         c->env = env;
     }
+    /* A software pipeline across the keys (all hashed above): while key i
+     * is read, the record of key i+PF_RECORD, the bucket of key i+PF_BUCKET
+     * and (a large directory) the directory entry of key i+PF_DIR are
+     * fetched. Only in a file of prefetch_min() bytes or more: in a small
+     * store everything is in the caches and the hints cost. */
+    uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_acquire);
+    uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_acquire);
+    bool pf = c->n > 1 && limit >= prefetch_min();
+    bool pf_dir = pf && dshm_dir_bytes(DSHM_DIR_DEPTH(dir) <= DSHM_MAX_DEPTH ? DSHM_DIR_DEPTH(dir) : 0) >= PF_DIR_MIN;
     uint64_t koff = 0, used = 0;
     for (size_t i = 0; i < c->n; i++) {
+        if (pf) {
+            if (pf_dir && i + PF_DIR < c->n)
+                dshm_index_prefetch(env, dir, c->h[i + PF_DIR], limit, 0);
+            if (i + PF_BUCKET < c->n)
+                dshm_index_prefetch(env, dir, c->h[i + PF_BUCKET], limit, 1);
+            if (i + PF_RECORD < c->n)
+                dshm_index_prefetch(env, dir, c->h[i + PF_RECORD], limit, 2);
+        }
         size_t room = used <= c->cap ? c->cap - used : 0;
         int64_t r = dshm_index_read(env, c->h[i], c->keys + koff, c->klens[i],
                                     room ? c->buf + used : NULL, room, locked);

@@ -176,6 +176,41 @@ int64_t dshm_index_read(dshm_env *env, uint64_t h, const char *key, size_t klen,
     return dshm_rview_end(&v, env, h, result, locked);
 }
 
+/** Software prefetch for a later lookup of hash h (dshm_get_many's
+ *  pipeline), in three stages a few keys apart: 0 the directory entry,
+ *  1 the bucket page's header and first probe slot, 2 the record that
+ *  slot points to. Hints only: nothing read here is trusted (the lookup
+ *  proper reads it all again under the seqlock), a stale value costs only
+ *  a useless prefetch, and every offset is bounds-checked against limit
+ *  before a pointer is formed from it. */
+void dshm_index_prefetch(dshm_env *env, uint64_t dir, uint64_t h, uint64_t limit, int stage) {
+    uint64_t doff = DSHM_DIR_OFF(dir);
+    unsigned depth = DSHM_DIR_DEPTH(dir);
+    if (depth > DSHM_MAX_DEPTH || !dshm_in(doff, (uint64_t)8 << depth, limit))
+        return;
+    const _Atomic uint64_t *d = DSHM_AT(env, doff);
+    uint64_t idx = dir_index(h, depth);
+    if (stage == 0) {
+        __builtin_prefetch((const void *)&d[idx], 0, 3);
+        return;
+    }
+    uint64_t b = ld_rel(&d[idx]);
+    if (!dshm_page_ok(b, limit))
+        return;
+    dshm_bucket *bk = page_at(env, b);
+    unsigned s = (unsigned)(h % DSHM_SLOTS);
+    if (stage == 1) {
+        __builtin_prefetch((const void *)bk, 0, 3);
+        __builtin_prefetch((const void *)&bk->bk_slots[s], 0, 3);
+        return;
+    }
+    uint64_t r = ld_rel(&bk->bk_slots[s].sl_rec);
+    if (r % DSHM_ALIGN || !dshm_in(r, 128, limit))
+        return;
+    __builtin_prefetch(DSHM_AT(env, r), 0, 3);
+    __builtin_prefetch(DSHM_AT(env, r + 64), 0, 3);
+}
+
 /* ---------------------------------------------------------------------- */
 /* Writer side: everything below runs under the writer lock.               */
 
@@ -596,5 +631,6 @@ uint64_t dshm_index_room(dshm_env *env, uint64_t keys) {
     while (grow < 8 && ((uint64_t)1 << grow) < pages)
         grow++;
     unsigned nd = gd + grow > DSHM_MAX_DEPTH ? DSHM_MAX_DEPTH : gd + grow;
-    return pages * DSHM_BUCKET_SIZE + 2 * dshm_dir_bytes(nd) + 4096;
+    /* A new page is page-aligned: it may take up to twice its size. */
+    return pages * (2 * (uint64_t)DSHM_BUCKET_SIZE) + 2 * dshm_dir_bytes(nd) + 4096;
 }

@@ -372,6 +372,9 @@ uint64_t dshm_hash(const uint64_t seed[2], const void *data, size_t len);
 /** The hash of a key in this file (SipHash-1-3 under the file's seed). */
 uint64_t dshm_key_hash(const dshm_header *hd, const void *key, size_t klen);
 uint64_t dshm_header_checksum(const dshm_header *hd);
+/** Prefetch hint for a later dshm_index_read of h: stage 0 the directory
+ *  entry, 1 the bucket page, 2 the record (dshm_get_many's pipeline). */
+void dshm_index_prefetch(dshm_env *env, uint64_t dir, uint64_t h, uint64_t limit, int stage);
 /** Reader lookup in the current directory. Returns the value length,
  *  DSHM_NOTFOUND, DSHM_RETRY or DSHM_CORRUPT. Without the lock: DSHM_RETRY
  *  when a counter was odd or moved (or the view may be stale), and

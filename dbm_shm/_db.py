@@ -825,7 +825,7 @@ class Database(_fastglue.Base, MutableMapping[bytes, bytes]):   # fast path: C s
         return f"<dbm_shm.Database {self._path!r} ({state})>"
 
 
-_fastglue.install(Database)   # fast path: moves the five methods to _py_*
+_fastglue.install(Database)   # fast path: moves the six methods to _py_*
 _close = lib.dshm_close
 
 

@@ -3,7 +3,8 @@
  *
  * A small base type of Database written against the CPython C API. It
  * implements the hot mapping operations as type slots (mp_subscript,
- * mp_ass_subscript, sq_contains) and get() as a METH_FASTCALL method, and
+ * mp_ass_subscript, sq_contains) and get() and get_many() as METH_FASTCALL
+ * methods, and
  * calls the C core directly through entry points taken from the cffi
  * module dbm_shm._dshm (so there is one copy of the core per process; this
  * file includes no core header and links against nothing but Python).
@@ -41,6 +42,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -49,6 +51,8 @@ typedef struct dshm_db dshm_db;
 typedef int64_t (*get_fn)(dshm_db *, const char *, size_t, char *, size_t);
 typedef int (*put_fn)(dshm_db *, const char *, size_t, const char *, size_t, int);
 typedef int (*del_fn)(dshm_db *, const char *, size_t);
+typedef int64_t (*many_fn)(dshm_db *, size_t, const char *, const uint64_t *, char *, size_t,
+                           int64_t *, uint64_t *, uint64_t *);
 
 /* Largest value copied with the GIL held, through a stack buffer. */
 #define FAST_CAP 4096
@@ -57,6 +61,7 @@ static struct {
     get_fn get;
     put_fn put;
     del_fn del;
+    many_fn get_many;
     int64_t notfound;          /* DSHM_NOTFOUND */
     /* The Python path: Database's own methods, called as functions. */
     PyObject *py_getitem;      /* (self, key) */
@@ -64,6 +69,7 @@ static struct {
     PyObject *py_delitem;      /* (self, key) */
     PyObject *py_contains;     /* (self, key) */
     PyObject *py_get;          /* (self, *args, **kwargs) */
+    PyObject *py_get_many;     /* (self, *args, **kwargs) */
     PyObject *py_raise;        /* (self, code, what): raises the code's error */
 } core;
 
@@ -283,6 +289,143 @@ static PyObject *fast_get(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     return r;
 }
 
+PyDoc_STRVAR(fast_get_many_doc,
+"get_many(keys, default=None)\n--\n\n"
+"The values of ``keys``, in order (``default`` for an absent key), all\n"
+"current at one instant: one call of the core's dshm_get_many.");
+
+/* Value bytes first tried per key: enough for most values, so one call
+ * of the core does; a larger total is fetched again at the size it said. */
+#define MANY_GUESS 256
+
+/* get_many: the keys (bytes or str) copied into one buffer, one core call
+ * with the GIL released (it hashes every key, then reads them with
+ * prefetch across keys, as of one commit), and the list built here. Any
+ * other key type, keyword arguments or an open batch go to Python. */
+static PyObject *fast_get_many(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    FastBase *self = (FastBase *)op;
+    PyObject *seq = NULL, *result = NULL;
+    uint64_t *klens = NULL;
+    int64_t *vlens = NULL;
+    char *kbuf = NULL, *vbuf = NULL;
+    if (kwnames != NULL || nargs < 1 || nargs > 2 || !usable(self))
+        goto defer;
+    seq = PySequence_Fast(args[0], "keys");
+    if (seq == NULL) {
+        PyErr_Clear();   /* not iterable: the Python path raises its own error */
+        goto defer;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    size_t total = 0, un = (size_t)n;
+    klens = PyMem_Malloc((un ? un : 1) * sizeof *klens);
+    vlens = PyMem_Malloc((un ? un : 1) * sizeof *vlens);
+    if (klens == NULL || vlens == NULL) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const char *k;
+        Py_ssize_t kn;
+        if (!key_bytes(items[i], &k, &kn))
+            goto defer;
+        klens[i] = (uint64_t)kn;
+        total += (size_t)kn;
+    }
+    kbuf = PyMem_Malloc(total ? total : 1);
+    if (kbuf == NULL) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    size_t off = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const char *k = NULL;
+        Py_ssize_t kn = 0;
+        if (!key_bytes(items[i], &k, &kn))   /* a str's UTF-8 is cached by the first pass */
+            goto defer;
+        memcpy(kbuf + off, k, (size_t)kn);
+        off += (size_t)kn;
+    }
+    size_t cap = un * MANY_GUESS + 4096;
+    int64_t r;
+    for (;;) {
+        vbuf = PyMem_RawMalloc(cap);
+        if (vbuf == NULL) {
+            PyErr_NoMemory();
+            goto out;
+        }
+        uint64_t need = 0;
+        dshm_db *h = self->h;
+        PyObject *owner = self->owner;
+        Py_INCREF(owner);
+        Py_BEGIN_ALLOW_THREADS
+        r = core.get_many(h, un, kbuf, klens, vbuf, cap, vlens, NULL, &need);
+        Py_END_ALLOW_THREADS
+        Py_DECREF(owner);
+        if (r != -ERANGE)
+            break;
+        PyMem_RawFree(vbuf);
+        vbuf = NULL;
+        cap = need > cap * 2 ? (size_t)need : cap * 2;
+    }
+    if (r < 0) {
+        raise_code(self, r, "get_many");
+        goto out;
+    }
+    PyObject *dflt = nargs == 2 ? args[1] : Py_None;
+    result = PyList_New(n);
+    if (result == NULL)
+        goto out;
+    size_t pos = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v;
+        if (vlens[i] < 0) {
+            v = dflt;
+            Py_INCREF(v);
+        } else {
+            v = PyBytes_FromStringAndSize(vbuf + pos, (Py_ssize_t)vlens[i]);
+            if (v == NULL) {
+                Py_CLEAR(result);
+                goto out;
+            }
+            pos += (size_t)vlens[i];
+        }
+        PyList_SET_ITEM(result, i, v);
+    }
+    self->gets++;
+    goto out;
+defer:
+    self->fallbacks++;
+    {
+        /* Database.get_many(self, keys[, default]): the list made of an
+         * iterator stands in for it (the iterator is spent). */
+        Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+        PyObject *small[4], **stack = small;
+        if (1 + nargs + nkw > 4) {
+            stack = PyMem_Malloc((size_t)(1 + nargs + nkw) * sizeof *stack);
+            if (stack == NULL) {
+                PyErr_NoMemory();
+                goto out;
+            }
+        }
+        stack[0] = op;
+        for (Py_ssize_t i = 0; i < nargs + nkw; i++)
+            stack[1 + i] = args[i];
+        if (seq != NULL && nargs >= 1)
+            stack[1] = seq;
+        result = PyObject_Vectorcall(core.py_get_many, stack, (size_t)(1 + nargs), kwnames);
+        if (stack != small)
+            PyMem_Free(stack);
+    }
+out:
+    PyMem_Free(klens);
+    PyMem_Free(vlens);
+    PyMem_Free(kbuf);
+    PyMem_RawFree(vbuf);
+    Py_XDECREF(seq);
+    return result;
+}
+
 PyDoc_STRVAR(fast_attach_doc,
 "_fast_attach(handle, owner, batches)\n--\n\n"
 "Attach the core handle at address ``handle`` (an int; 0 detaches).\n"
@@ -361,6 +504,7 @@ static void fast_dealloc(PyObject *op) {
 
 static PyMethodDef fast_methods[] = {
     {"get", (PyCFunction)(void (*)(void))fast_get, METH_FASTCALL | METH_KEYWORDS, fast_get_doc},
+    {"get_many", (PyCFunction)(void (*)(void))fast_get_many, METH_FASTCALL | METH_KEYWORDS, fast_get_many_doc},
     {"_fast_attach", (PyCFunction)(void (*)(void))fast_attach, METH_FASTCALL, fast_attach_doc},
     {"_fast_counters", fast_counters, METH_NOARGS, fast_counters_doc},
     {NULL, NULL, 0, NULL},
@@ -395,20 +539,21 @@ static PyTypeObject FastBaseType = {
 };
 
 PyDoc_STRVAR(init_doc,
-"init(get, put, delete, notfound, getitem, setitem, delitem, contains, get_method, raise_for)\n--\n\n"
-"Register the core's entry points (addresses of dshm_get, dshm_put and\n"
-"dshm_del, as ints), DSHM_NOTFOUND, the Python-path methods of Database\n"
+"init(get, put, delete, get_many, notfound, getitem, setitem, delitem, contains, get_method,\n"
+"     get_many_method, raise_for)\n--\n\n"
+"Register the core's entry points (addresses of dshm_get, dshm_put,\n"
+"dshm_del and dshm_get_many, as ints), DSHM_NOTFOUND, the Python-path methods of Database\n"
 "that every case the fast path does not handle is handed to, and\n"
 "raise_for(db, code, what), which raises a core code's error.");
 
 static PyObject *mod_init(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
     (void)mod;
-    if (nargs != 10) {
-        PyErr_SetString(PyExc_TypeError, "init() takes 10 arguments");
+    if (nargs != 12) {
+        PyErr_SetString(PyExc_TypeError, "init() takes 12 arguments");
         return NULL;
     }
-    void *p[3];
-    for (int i = 0; i < 3; i++) {
+    void *p[4];
+    for (int i = 0; i < 4; i++) {
         p[i] = PyLong_AsVoidPtr(args[i]);
         if (p[i] == NULL) {
             if (!PyErr_Occurred())
@@ -416,25 +561,26 @@ static PyObject *mod_init(PyObject *mod, PyObject *const *args, Py_ssize_t nargs
             return NULL;
         }
     }
-    long long nf = PyLong_AsLongLong(args[3]);
+    long long nf = PyLong_AsLongLong(args[4]);
     if (nf == -1 && PyErr_Occurred())
         return NULL;
-    for (int i = 4; i < 10; i++)
+    for (int i = 5; i < 12; i++)
         if (!PyCallable_Check(args[i])) {
             PyErr_SetString(PyExc_TypeError, "init(): Python-path methods must be callable");
             return NULL;
         }
-    PyObject **slots[6] = {&core.py_getitem, &core.py_setitem, &core.py_delitem,
-                           &core.py_contains, &core.py_get, &core.py_raise};
-    for (int i = 0; i < 6; i++) {
-        Py_INCREF(args[4 + i]);
-        Py_XSETREF(*slots[i], args[4 + i]);
+    PyObject **slots[7] = {&core.py_getitem, &core.py_setitem, &core.py_delitem,
+                           &core.py_contains, &core.py_get, &core.py_get_many, &core.py_raise};
+    for (int i = 0; i < 7; i++) {
+        Py_INCREF(args[5 + i]);
+        Py_XSETREF(*slots[i], args[5 + i]);
     }
     /* Object pointers and function pointers: converted through uintptr_t,
      * as POSIX dlsym() users do. */
     core.get = (get_fn)(uintptr_t)p[0];
     core.put = (put_fn)(uintptr_t)p[1];
     core.del = (del_fn)(uintptr_t)p[2];
+    core.get_many = (many_fn)(uintptr_t)p[3];
     core.notfound = (int64_t)nf;
     Py_RETURN_NONE;
 }

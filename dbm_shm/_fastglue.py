@@ -9,7 +9,7 @@ case it does not handle to the Python methods of ``Database`` (see
 * picks the base class (``FastBase``, or ``object`` where the extension is
   missing or ``DSHM_NO_FASTPATH`` is set to anything but ``""``/``"0"`` at
   import);
-* :func:`install`: once ``Database`` is defined, moves its five Python
+* :func:`install`: once ``Database`` is defined, moves its six Python
   methods to ``_py_*`` names and puts the base type's C methods in their
   place, and
   registers the core's entry points (addresses taken from the cffi module,
@@ -31,7 +31,7 @@ __all__ = ["ENV_VAR", "ENABLED", "Base", "install", "attach", "counters"]
 ENV_VAR = "DSHM_NO_FASTPATH"
 
 #: The methods the fast path serves; their Python versions stay as ``_py_<name>``.
-METHODS = ("__getitem__", "__setitem__", "__delitem__", "__contains__", "get")
+METHODS = ("__getitem__", "__setitem__", "__delitem__", "__contains__", "get", "get_many")
 
 
 def _load() -> Optional[ModuleType]:
@@ -86,8 +86,8 @@ def install(cls: type) -> None:
     def addr(fn: str) -> int:
         return int(ffi.cast("uintptr_t", ffi.addressof(lib, fn)))
 
-    _fast.init(addr("dshm_get"), addr("dshm_put"), addr("dshm_del"), int(lib.DSHM_NOTFOUND), *methods,
-               _raise_for)
+    _fast.init(addr("dshm_get"), addr("dshm_put"), addr("dshm_del"), addr("dshm_get_many"),
+               int(lib.DSHM_NOTFOUND), *methods, _raise_for)
 
 
 def _raise_for(db: Any, rc: int, what: str) -> None:

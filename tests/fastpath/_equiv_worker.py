@@ -40,6 +40,8 @@ def decode(spec):
 
 def encode(result):
     """A result as JSON: bytes by content (a digest for big ones), the rest by repr."""
+    if isinstance(result, list):
+        return ["list", [encode(x) for x in result]]
     if isinstance(result, bytes):
         return ["bytes", result.hex() if len(result) <= 64 else f"{len(result)}:{hashlib.sha1(result).hexdigest()}"]
     return ["repr", repr(result)]
@@ -74,6 +76,10 @@ def run(ops):
                 r = db.get(decode(op[1]), default=decode(op[2]))
             elif name == "get_bad_args":
                 r = db.get(*[decode(a) for a in op[1]])
+            elif name == "get_many":
+                r = db.get_many([decode(a) for a in op[1]])
+            elif name == "get_many_default":
+                r = db.get_many(iter([decode(a) for a in op[1]]), decode(op[2]))
             elif name == "contains":
                 r = decode(op[1]) in db
             elif name == "del":

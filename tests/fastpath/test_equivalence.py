@@ -91,6 +91,8 @@ ops = st.one_of(
     st.tuples(st.just("get_default"), keys, values),
     st.tuples(st.just("get_kw"), keys, values),
     st.tuples(st.just("get_bad_args"), st.lists(keys, max_size=3).filter(lambda a: len(a) not in (1, 2))),
+    st.tuples(st.just("get_many"), st.lists(keys, max_size=4)),
+    st.tuples(st.just("get_many_default"), st.lists(keys, max_size=4), values),
     st.tuples(st.just("contains"), keys),
     st.tuples(st.just("del"), keys),
     st.just(("batch_begin",)),
@@ -118,7 +120,13 @@ def test_fixed_sequence_agrees(workers):
            ["contains", ["b", "61"]], ["del", ["b", "61"]], ["batch_end", False],
            ["del", ["b", "61"]], ["reopen", "r"], ["set", ["b", "65"], ["b", "00"]], ["del", ["b", "64"]],
            ["getitem", ["b", "64"]], ["close"], ["getitem", ["b", "64"]], ["get", ["b", "64"]],
-           ["contains", ["b", "64"]], ["set", ["b", "64"], ["b", "00"]], ["del", ["b", "64"]]]
+           ["contains", ["b", "64"]], ["set", ["b", "64"], ["b", "00"]], ["del", ["b", "64"]],
+           ["get_many", [["b", "64"]]], ["reopen", "w"], ["set", ["b", "66"], ["big", 2, 70000]],
+           ["get_many", [["b", "66"], ["s", "é"], ["b", "67"], ["ba", "66"], ["s", "\ud800"]]],
+           ["get_many", [["b", "66"], ["i", 5]]], ["get_many", []],
+           ["get_many_default", [["b", "66"], ["b", "67"]], ["b", "78"]],
+           ["batch_begin"], ["set", ["b", "67"], ["b", "01"]], ["get_many", [["b", "67"]]], ["batch_end", True],
+           ["close"], ["get_many", [["b", "66"]]]]
     a, b = workers[0].run(seq), workers[1].run(seq)
     assert a == b
     kinds = {r[0] for r in a}
