@@ -62,6 +62,7 @@ int dshm_open(const char *path, int flags, int mode, dshm_db **out);
 void dshm_close(dshm_db *db);
 void dshm_free(dshm_db *db);
 int64_t dshm_get(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap);
+int64_t dshm_get_try(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap);
 int dshm_put(dshm_db *db, const char *key, size_t klen, const char *val, size_t vlen, int flags);
 int dshm_del(dshm_db *db, const char *key, size_t klen);
 int64_t dshm_count(dshm_db *db);

@@ -137,6 +137,14 @@ void dshm_free(dshm_db *db);
  *         or DSHM_NOTFOUND, or another negative error. */
 int64_t dshm_get(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap);
 
+/** One lock-free try of dshm_get(): never waits, never takes a lock, never
+ *  retries. For callers that must not block where they are (the C fast
+ *  path holds the GIL for it) and can make the full call elsewhere.
+ * @return as dshm_get(), or DSHM_BUSY where the try was not conclusive (a
+ *         writer in the way, the file grew past the mapping, damage to look
+ *         at under the lock): call dshm_get() then. */
+int64_t dshm_get_try(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap);
+
 /** Store @p key -> @p val.
  * @return 0, DSHM_KEYEXIST (with DSHM_NOOVERWRITE), DSHM_READONLY,
  *         DSHM_TOOBIG, DSHM_FULL, or -errno (-ENOSPC, -EFBIG...). */

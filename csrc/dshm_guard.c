@@ -17,11 +17,14 @@
 
 /* ---------------------------------------------------------------------- */
 /* Test hooks: DSHM_CRASH_AT="point:n", DSHM_TEST_COLLIDE=n                */
+/* (DSHM_CRASH_SIGNAL=n: the signal sent at the point, SIGKILL by default;  */
+/* SIGSTOP leaves a live writer frozen inside its change.)                  */
 
 int dshm_crash_armed;
 int dshm_test_collide;
 static char crash_point[64];
 static long crash_count;
+static int crash_signal = SIGKILL;
 
 static void crash_init(void) {
     const char *s = getenv("DSHM_CRASH_AT");
@@ -32,11 +35,14 @@ static void crash_init(void) {
     crash_point[colon - s] = 0;
     crash_count = strtol(colon + 1, NULL, 10);
     dshm_crash_armed = crash_count > 0;
+    const char *sig = getenv("DSHM_CRASH_SIGNAL");
+    if (sig && atoi(sig) > 0)
+        crash_signal = atoi(sig);
 }
 
 void dshm_crash_hit(const char *point) {
     if (strcmp(point, crash_point) == 0 && --crash_count == 0)
-        kill(getpid(), SIGKILL);
+        kill(getpid(), crash_signal);
 }
 
 /* ---------------------------------------------------------------------- */

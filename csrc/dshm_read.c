@@ -2,7 +2,8 @@
  * @file dshm_read.c
  * @brief The read-retry protocol (lock-free tries while a writer is in
  *        the way, then one try under the writer lock), and the reads of
- *        one key or one counter: dshm_get, dshm_count, dshm_commit_id.
+ *        one key or one counter: dshm_get (and its one-try form
+ *        dshm_get_try), dshm_count, dshm_commit_id.
  *
  * Readers take no lock: they retry while a bucket's seqlock moves, and
  * after DSHM_READ_TRIES tries fall back to reading under the writer lock,
@@ -136,6 +137,17 @@ static int64_t get_unguarded(dshm_db *db, const char *key, size_t klen, char *bu
     return r;
 }
 
+static int64_t get_try_unguarded(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap) {
+    dshm_env *env;
+    int rc = dshm_enter_checked(db, &env, !key && klen ? DSHM_INVALID : 0);
+    if (rc)
+        return rc;
+    get_ctx c = { key, klen, buf, cap, NULL, 0 };
+    int64_t r = get_once(env, false, &c);
+    dshm_leave(db);
+    return r == DSHM_RETRY || r == DSHM_CORRUPT ? DSHM_BUSY : r;
+}
+
 static int64_t count_unguarded(dshm_db *db) {
     dshm_env *env;
     int rc = dshm_enter(db, &env);
@@ -161,6 +173,10 @@ static int commit_id_unguarded(dshm_db *db, uint64_t *out) {
 
 int64_t dshm_get(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap) {
     GUARDED(int64_t, get_unguarded(db, key, klen, buf, cap));
+}
+
+int64_t dshm_get_try(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap) {
+    GUARDED(int64_t, get_try_unguarded(db, key, klen, buf, cap));
 }
 
 int64_t dshm_count(dshm_db *db) { GUARDED(int64_t, count_unguarded(db)); }

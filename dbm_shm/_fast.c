@@ -26,19 +26,14 @@
  * calls other threads have in flight, so a set running with the GIL
  * released is never cut short by a close.
  *
- * GIL: a get or a membership test copies at most FAST_CAP bytes into a
- * stack buffer with the GIL held (the core's lock-free read); a larger
+ * GIL: a get or a membership test makes one lock-free try
+ * (dshm_get_try(), which never waits) with the GIL held, copying at most
+ * FAST_CAP bytes into a stack buffer; where that try is not conclusive (a
+ * writer in the way: DSHM_BUSY) the full dshm_get() -- its retries and
+ * its read under the writer lock -- runs with the GIL released. A larger
  * value is fetched by the Python path, with the GIL released. Sets and
  * deletes take the writer lock and may grow or sync the file: they always
  * run with the GIL released.
- *
- * Caveat: dshm_get() does its own retries (a writer in the way) and, after
- * DSHM_READ_TRIES of them, a read under the writer lock; with the public
- * API those happen inside the call, so here with the GIL held. They are
- * rare (a hot key rewritten non-stop) and short, but a get may then wait
- * for a writer. A core entry point that makes one lock-free try and
- * answers DSHM_RETRY instead (planned with issue 15's core work) lets this
- * file hand those cases to the GIL-released path.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -48,7 +43,7 @@
 
 /* The core's entry points (csrc/dbm_shm.h), by type only. */
 typedef struct dshm_db dshm_db;
-typedef int64_t (*get_fn)(dshm_db *, const char *, size_t, char *, size_t);
+typedef int64_t (*get_fn)(dshm_db *, const char *, size_t, char *, size_t);   /* dshm_get, dshm_get_try */
 typedef int (*put_fn)(dshm_db *, const char *, size_t, const char *, size_t, int);
 typedef int (*del_fn)(dshm_db *, const char *, size_t);
 typedef int64_t (*many_fn)(dshm_db *, size_t, const char *, const uint64_t *, char *, size_t,
@@ -59,10 +54,12 @@ typedef int64_t (*many_fn)(dshm_db *, size_t, const char *, const uint64_t *, ch
 
 static struct {
     get_fn get;
+    get_fn get_try;
     put_fn put;
     del_fn del;
     many_fn get_many;
     int64_t notfound;          /* DSHM_NOTFOUND */
+    int64_t busy;              /* DSHM_BUSY: dshm_get_try() was not conclusive */
     /* The Python path: Database's own methods, called as functions. */
     PyObject *py_getitem;      /* (self, key) */
     PyObject *py_setitem;      /* (self, key, value) */
@@ -114,8 +111,20 @@ static PyObject *call2(PyObject *fn, PyObject *a, PyObject *b) {
 
 /* A lookup with the GIL held: the value's length (copied into buf if it
  * fits in cap), DSHM_NOTFOUND, or another code. */
+/* One lock-free try with the GIL held; the full read (retries, the lock)
+ * with it released. k stays valid: the caller holds the key object. */
 static inline int64_t lookup(FastBase *self, const char *k, Py_ssize_t kn, char *buf, size_t cap) {
-    return core.get(self->h, k, (size_t)kn, buf, cap);
+    int64_t n = core.get_try(self->h, k, (size_t)kn, buf, cap);
+    if (n != core.busy)
+        return n;
+    dshm_db *h = self->h;
+    PyObject *owner = self->owner;   /* keeps h valid, as for a set */
+    Py_INCREF(owner);
+    Py_BEGIN_ALLOW_THREADS
+    n = core.get(h, k, (size_t)kn, buf, cap);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(owner);
+    return n;
 }
 
 enum { DEFER, FOUND, MISSING, FAILED };
@@ -539,21 +548,22 @@ static PyTypeObject FastBaseType = {
 };
 
 PyDoc_STRVAR(init_doc,
-"init(get, put, delete, get_many, notfound, getitem, setitem, delitem, contains, get_method,\n"
-"     get_many_method, raise_for)\n--\n\n"
+"init(get, put, delete, get_many, get_try, notfound, busy, getitem, setitem, delitem, contains,\n"
+"     get_method, get_many_method, raise_for)\n--\n\n"
 "Register the core's entry points (addresses of dshm_get, dshm_put,\n"
-"dshm_del and dshm_get_many, as ints), DSHM_NOTFOUND, the Python-path methods of Database\n"
+"dshm_del, dshm_get_many and dshm_get_try, as ints), DSHM_NOTFOUND and\n"
+"DSHM_BUSY, the Python-path methods of Database\n"
 "that every case the fast path does not handle is handed to, and\n"
 "raise_for(db, code, what), which raises a core code's error.");
 
 static PyObject *mod_init(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
     (void)mod;
-    if (nargs != 12) {
-        PyErr_SetString(PyExc_TypeError, "init() takes 12 arguments");
+    if (nargs != 14) {
+        PyErr_SetString(PyExc_TypeError, "init() takes 14 arguments");
         return NULL;
     }
-    void *p[4];
-    for (int i = 0; i < 4; i++) {
+    void *p[5];
+    for (int i = 0; i < 5; i++) {
         p[i] = PyLong_AsVoidPtr(args[i]);
         if (p[i] == NULL) {
             if (!PyErr_Occurred())
@@ -561,10 +571,13 @@ static PyObject *mod_init(PyObject *mod, PyObject *const *args, Py_ssize_t nargs
             return NULL;
         }
     }
-    long long nf = PyLong_AsLongLong(args[4]);
+    long long nf = PyLong_AsLongLong(args[5]);
     if (nf == -1 && PyErr_Occurred())
         return NULL;
-    for (int i = 5; i < 12; i++)
+    long long busy = PyLong_AsLongLong(args[6]);
+    if (busy == -1 && PyErr_Occurred())
+        return NULL;
+    for (int i = 7; i < 14; i++)
         if (!PyCallable_Check(args[i])) {
             PyErr_SetString(PyExc_TypeError, "init(): Python-path methods must be callable");
             return NULL;
@@ -572,8 +585,8 @@ static PyObject *mod_init(PyObject *mod, PyObject *const *args, Py_ssize_t nargs
     PyObject **slots[7] = {&core.py_getitem, &core.py_setitem, &core.py_delitem,
                            &core.py_contains, &core.py_get, &core.py_get_many, &core.py_raise};
     for (int i = 0; i < 7; i++) {
-        Py_INCREF(args[5 + i]);
-        Py_XSETREF(*slots[i], args[5 + i]);
+        Py_INCREF(args[7 + i]);
+        Py_XSETREF(*slots[i], args[7 + i]);
     }
     /* Object pointers and function pointers: converted through uintptr_t,
      * as POSIX dlsym() users do. */
@@ -581,7 +594,9 @@ static PyObject *mod_init(PyObject *mod, PyObject *const *args, Py_ssize_t nargs
     core.put = (put_fn)(uintptr_t)p[1];
     core.del = (del_fn)(uintptr_t)p[2];
     core.get_many = (many_fn)(uintptr_t)p[3];
+    core.get_try = (get_fn)(uintptr_t)p[4];
     core.notfound = (int64_t)nf;
+    core.busy = (int64_t)busy;
     Py_RETURN_NONE;
 }
 

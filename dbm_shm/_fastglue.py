@@ -87,7 +87,7 @@ def install(cls: type) -> None:
         return int(ffi.cast("uintptr_t", ffi.addressof(lib, fn)))
 
     _fast.init(addr("dshm_get"), addr("dshm_put"), addr("dshm_del"), addr("dshm_get_many"),
-               int(lib.DSHM_NOTFOUND), *methods, _raise_for)
+               addr("dshm_get_try"), int(lib.DSHM_NOTFOUND), int(lib.DSHM_BUSY), *methods, _raise_for)
 
 
 def _raise_for(db: Any, rc: int, what: str) -> None:
