@@ -175,6 +175,7 @@ int dshm_batch_recover(dshm_env *env) {
         int rc = apply_entry(env, jr->jr_ent[i], NULL);
         if (rc)
             return rc;
+        DSHM_CRASH_POINT("repair-batch");
     }
     journal_free(env, false);
     return 0;

@@ -603,6 +603,7 @@ int dshm_index_rebuild_page(dshm_env *env, uint64_t b) {
         memset(pg->bk_slots, 0, sizeof pg->bk_slots);
         atomic_store_explicit(&pg->bk_count, 0, memory_order_relaxed);
     }
+    DSHM_CRASH_POINT("repair-rebuild");
     for (size_t k = 0; k < n && !rc; k++) {
         dshm_rec *rec = DSHM_AT(env, recs[k]);
         if (!dshm_in(recs[k], dshm_rec_size(rec->rc_klen, rec->rc_vlen), limit))

@@ -218,6 +218,7 @@ int dshm_mutex_probe(dshm_header *hd, bool *repair, bool *reinit) {
     if (rc == EOWNERDEAD) {
         pthread_mutex_consistent(&hd->hd_mutex.m);
         pthread_mutex_unlock(&hd->hd_mutex.m);
+        DSHM_CRASH_POINT("repair-probe");
         *repair = true;
         return 0;
     }
@@ -245,6 +246,7 @@ int dshm_lock0(dshm_env *env, bool *recovered) {
          * fails, runs before any write. */
         hd->hd_repair = 1;
         pthread_mutex_consistent(&hd->hd_mutex.m);
+        DSHM_CRASH_POINT("repair-lock");
         rc = 0;
     } else if (rc == ENOTRECOVERABLE) {
         return DSHM_NEED_RECOVERY;

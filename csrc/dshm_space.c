@@ -470,6 +470,8 @@ int dshm_space_rebuild(dshm_env *env, bool compact) {
     e.n = m;
     uint64_t top = e.n ? e.v[e.n - 1].off + e.v[e.n - 1].size : DSHM_HEADER_SIZE;
     dshm_space_reset(env, top);
+    if (!compact)
+        DSHM_CRASH_POINT("repair-space-reset");
     hd->hd_bucket_free = pool;
     hd->hd_freed = 0;
     uint64_t prev = DSHM_HEADER_SIZE;

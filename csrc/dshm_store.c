@@ -431,9 +431,11 @@ int dshm_recover(dshm_env *env) {
     if (!(ss & 1))
         atomic_store_explicit(&hd->hd_struct_seq, ++ss, memory_order_relaxed);
     atomic_thread_fence(memory_order_release);
+    DSHM_CRASH_POINT("repair-begin");
     int rc = dshm_index_finish_split(env);
     if (rc)
         goto out;
+    DSHM_CRASH_POINT("repair-split");
     /* Rebuild every bucket its writer left inside an odd window. */
     uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
     uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed);
@@ -455,6 +457,7 @@ int dshm_recover(dshm_env *env) {
             if ((rc = dshm_index_rebuild_page(env, b)))
                 goto out;
             atomic_store_explicit(&bk->bk_seq, s + 1, memory_order_release);
+            DSHM_CRASH_POINT("repair-bucket");
         }
     }
     /* A batch that never reached its commit point is dropped (its records
@@ -462,8 +465,10 @@ int dshm_recover(dshm_env *env) {
     dshm_batch_drop_staged(env);
     if ((rc = dshm_space_rebuild(env, false)))
         goto out;
+    DSHM_CRASH_POINT("repair-space");
     if ((rc = dshm_batch_recover(env)))
         goto out;
+    DSHM_CRASH_POINT("repair-end");
     hd->hd_recoveries++;
     atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
     /* A recovery is a commit (a batch it finished became visible): wake
@@ -797,8 +802,10 @@ int dshm_open(const char *path, int flags, int mode, dshm_db **out) {
         struct stat st;
         if (flock(fd, LOCK_EX | LOCK_NB) == 0)
             rc = ftruncate(fd, 0) ? errno : init_file(fd, NULL);
-        else if ((rc = fstat(fd, &st) ? errno : create_renamed(path, (int)(st.st_mode & 07777), old_commit(fd))) == 0)
+        else if ((rc = fstat(fd, &st) ? errno : create_renamed(path, (int)(st.st_mode & 07777), old_commit(fd))) == 0) {
+            DSHM_CRASH_POINT("n-rename");
             mark_moved(fd);
+        }
         close(fd);
         if (rc)
             goto fail;
