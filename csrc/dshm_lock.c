@@ -216,6 +216,10 @@ int dshm_mutex_probe(dshm_header *hd, bool *repair, bool *reinit) {
         return 0;
     }
     if (rc == EOWNERDEAD) {
+        /* The owed repair goes into the file before the mutex stops saying
+         * so: a death after the unlock must not lose it. */
+        hd->hd_repair = 1;
+        atomic_thread_fence(memory_order_seq_cst);
         pthread_mutex_consistent(&hd->hd_mutex.m);
         pthread_mutex_unlock(&hd->hd_mutex.m);
         DSHM_CRASH_POINT("repair-probe");

@@ -398,11 +398,12 @@ static int env_open(const char *path, int flags, int mode, uint64_t want, dshm_e
                 dshm_header *hd = DSHM_HDR(env);
                 if ((rc = dshm_mutex_probe(hd, &repair, &reinit)))
                     goto fail;
+                if (repair)
+                    hd->hd_repair = 1;   /* before a reset mutex forgets its dead holder */
                 if (reinit && (rc = dshm_mutex_init(hd)))
                     goto fail;
                 if (repair) {
                     /* Repair now, before anyone writes. */
-                    hd->hd_repair = 1;
                     if ((rc = dshm_lock0(env, repaired)))
                         goto fail;
                     dshm_unlock0(env);
@@ -761,8 +762,10 @@ static void mark_moved(int fd) {
     int rc = dshm_mutex_kind_ours(hd) ? pthread_mutex_lock(&hd->hd_mutex.m) : EINVAL;
     if (rc == 0 || rc == EOWNERDEAD) {
         /* The store is being replaced: a dead writer's leftovers no longer matter. */
-        if (rc == EOWNERDEAD)
+        if (rc == EOWNERDEAD) {
+            hd->hd_repair = 1;   /* in the file before the mutex is made consistent */
             pthread_mutex_consistent(&hd->hd_mutex.m);
+        }
         atomic_store_explicit(&hd->hd_moved, 1, memory_order_release);
         atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
         pthread_mutex_unlock(&hd->hd_mutex.m);

@@ -89,8 +89,6 @@ def _cells():
 
 # Cells that fail on the code before the issue-13 fixes, and why.
 XFAIL = {}
-for _w in WRITER:
-    XFAIL[(_w, "repair-probe", "open")] = "issue 13 cause 3"
 for _w in ODD_BUCKET:
     XFAIL[(_w, "repair-rebuild", "open")] = "issue 13 cause 1"
 

@@ -78,7 +78,6 @@ def test_cause1_rebuild_killed_loses_nothing(tmp_path):
     R.assert_final(res)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 cause 3")
 def test_cause3_probe_killed_keeps_the_owed_repair(tmp_path):
     path = str(tmp_path / "s.dshm")
     # A delete dies inside its bucket's odd window before it touches the
