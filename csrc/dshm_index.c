@@ -515,6 +515,7 @@ static void page_remove(dshm_bucket *pg, unsigned i) {
     st_rel(&pg->bk_slots[i].sl_rec, 0);
     unsigned j = i;
     for (;;) {
+        DSHM_CRASH_POINT("remove-shift");   /* slot i is a hole here */
         j = j + 1 == DSHM_SLOTS ? 0 : j + 1;
         uint64_t r = ld_rel(&pg->bk_slots[j].sl_rec);
         if (!r || j == i)
@@ -560,14 +561,99 @@ void dshm_index_replace(dshm_env *env, const dshm_pos *pos, uint64_t rec) {
     bucket_end(bk);
 }
 
-/** Rebuild a bucket chain whose writer died inside its odd window: gather
- *  every entry, drop duplicates and entries whose records are unreadable,
- *  and reinsert them with their hashes recomputed. */
+/* The record at r, if its header and its whole extent lie inside
+ * [.., limit) with possible lengths (the pointer is formed only after r is
+ * checked); NULL otherwise. */
+static const dshm_rec *rec_sane(dshm_env *env, uint64_t r, uint64_t limit) {
+    if (!r || r % DSHM_ALIGN || !dshm_in(r, DSHM_REC_HDR, limit))
+        return NULL;
+    const dshm_rec *rec = DSHM_AT(env, r);
+    if (rec->rc_klen > DSHM_MAX_KEY || rec->rc_vlen > DSHM_MAX_VALUE ||
+        !dshm_in(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), limit))
+        return NULL;
+    return rec;
+}
+
+/* Is slot j (its entry's home slot `home`) reachable along its probe
+ * sequence: no empty slot in [home, j)? Otherwise the first empty slot on
+ * the way, in *hole. */
+static bool slot_reachable(dshm_bucket *pg, unsigned j, unsigned home, unsigned *hole) {
+    for (unsigned s = home; s != j; s = s + 1 == DSHM_SLOTS ? 0 : s + 1) {
+        if (!ld_rel(&pg->bk_slots[s].sl_rec)) {
+            *hole = s;
+            return false;
+        }
+    }
+    return true;
+}
+
+int dshm_index_page_repair(dshm_env *env, dshm_bucket *pg, uint64_t limit, bool rehash) {
+    dshm_header *hd = DSHM_HDR(env);
+    /* 1. Drop slots whose record cannot be one (out of the file, impossible
+     *    lengths, or, with rehash, a key whose hash tag does not match);
+     *    re-derive the slot hashes from the keys. */
+    for (unsigned s = 0; s < DSHM_SLOTS; s++) {
+        uint64_t r = ld_rel(&pg->bk_slots[s].sl_rec);
+        if (!r)
+            continue;
+        const dshm_rec *rec = rec_sane(env, r, limit);
+        if (rec && rehash) {
+            uint64_t h = dshm_key_hash(hd, (const char *)rec + DSHM_REC_HDR, rec->rc_klen);
+            if ((uint32_t)h != rec->rc_check)
+                rec = NULL;
+            else if (ld_rel(&pg->bk_slots[s].sl_hash) != h)
+                st_rel(&pg->bk_slots[s].sl_hash, h);
+        }
+        if (!rec)
+            st_rel(&pg->bk_slots[s].sl_rec, 0);
+    }
+    /* 2. Make every entry reachable from its home slot: an entry behind a
+     *    hole (a dropped slot, a backward shift cut short) moves into the
+     *    hole. The copy is written before the old slot is cleared (release),
+     *    so every record is in some slot at every instant: a repair killed
+     *    here leaves at worst a duplicate, which the next one drops. Each
+     *    move brings an entry strictly nearer its home: this ends. */
+    for (bool moved = true; moved;) {
+        moved = false;
+        for (unsigned j = 0; j < DSHM_SLOTS; j++) {
+            uint64_t r = ld_rel(&pg->bk_slots[j].sl_rec);
+            if (!r)
+                continue;
+            uint64_t h = ld_rel(&pg->bk_slots[j].sl_hash);
+            unsigned hole;
+            if (slot_reachable(pg, j, (unsigned)(h % DSHM_SLOTS), &hole))
+                continue;
+            st_rel(&pg->bk_slots[hole].sl_hash, h);
+            atomic_store_explicit(&pg->bk_slots[hole].sl_rec, r, memory_order_release);
+            DSHM_CRASH_POINT("repair-rebuild-move");
+            atomic_store_explicit(&pg->bk_slots[j].sl_rec, 0, memory_order_release);
+            moved = true;
+        }
+    }
+    /* 3. The count is the slots. */
+    uint32_t used = 0;
+    for (unsigned s = 0; s < DSHM_SLOTS; s++)
+        used += ld_rel(&pg->bk_slots[s].sl_rec) != 0;
+    atomic_store_explicit(&pg->bk_count, used, memory_order_relaxed);
+    return (int)used;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/** Repair, in place, a bucket chain whose writer died inside its odd
+ *  window. Restartable: no step holds the only copy of anything in process
+ *  memory. Slots naming the same record twice (a backward shift cut short)
+ *  keep the first; then each page is repaired (dshm_index_page_repair):
+ *  damaged slots dropped, hashes re-derived, every entry made reachable
+ *  along its probe sequence, counts recomputed. */
 int dshm_index_rebuild_page(dshm_env *env, uint64_t b) {
     dshm_header *hd = DSHM_HDR(env);
     uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
-    uint64_t *recs = NULL;
-    size_t n = 0, cap = 0;
+    uint64_t *recs = NULL, *dups = NULL;
+    size_t n = 0, cap = 0, nd = 0;
     int rc = 0;
     unsigned hops = 0;
     for (uint64_t page = b; page; page = ld_rel(&page_at(env, page)->bk_next)) {
@@ -578,12 +664,7 @@ int dshm_index_rebuild_page(dshm_env *env, uint64_t b) {
         dshm_bucket *pg = page_at(env, page);
         for (unsigned s = 0; s < DSHM_SLOTS; s++) {
             uint64_t r = ld_rel(&pg->bk_slots[s].sl_rec);
-            if (!r || r % DSHM_ALIGN || !dshm_in(r, DSHM_REC_HDR, limit))
-                continue;
-            bool dup = false;
-            for (size_t k = 0; k < n && !dup; k++)   /* a chain is short */
-                dup = recs[k] == r;
-            if (dup)
+            if (!r)
                 continue;
             if (n == cap) {
                 cap = cap ? cap * 2 : DSHM_SLOTS;
@@ -597,22 +678,36 @@ int dshm_index_rebuild_page(dshm_env *env, uint64_t b) {
             recs[n++] = r;
         }
     }
-    /* Clear every page of the chain, keeping the chain itself. */
-    for (uint64_t page = b; page; page = ld_rel(&page_at(env, page)->bk_next)) {
-        dshm_bucket *pg = page_at(env, page);
-        memset(pg->bk_slots, 0, sizeof pg->bk_slots);
-        atomic_store_explicit(&pg->bk_count, 0, memory_order_relaxed);
+    /* Records named twice (a lookup table, not a copy: the slots keep them). */
+    qsort(recs, n, sizeof *recs, cmp_u64);
+    for (size_t k = 0; k + 1 < n; k++)
+        if (recs[k] == recs[k + 1] && (nd == 0 || recs[nd - 1] != recs[k]))
+            recs[nd++] = recs[k];
+    if (nd) {
+        if (!(dups = calloc(nd, 1))) {
+            rc = ENOMEM;
+            goto out;
+        }
+        for (uint64_t page = b; page; page = ld_rel(&page_at(env, page)->bk_next)) {
+            dshm_bucket *pg = page_at(env, page);
+            for (unsigned s = 0; s < DSHM_SLOTS; s++) {
+                uint64_t r = ld_rel(&pg->bk_slots[s].sl_rec);
+                uint64_t *at = r ? bsearch(&r, recs, nd, sizeof *recs, cmp_u64) : NULL;
+                if (!at)
+                    continue;
+                if (((char *)dups)[at - recs])
+                    atomic_store_explicit(&pg->bk_slots[s].sl_rec, 0, memory_order_release);
+                else
+                    ((char *)dups)[at - recs] = 1;
+            }
+        }
     }
     DSHM_CRASH_POINT("repair-rebuild");
-    for (size_t k = 0; k < n && !rc; k++) {
-        dshm_rec *rec = DSHM_AT(env, recs[k]);
-        if (!dshm_in(recs[k], dshm_rec_size(rec->rc_klen, rec->rc_vlen), limit))
-            continue;
-        uint64_t h = dshm_key_hash(hd, (const char *)rec + DSHM_REC_HDR, rec->rc_klen);
-        rc = chain_put(env, b, h, recs[k]);
-    }
+    for (uint64_t page = b; page; page = ld_rel(&page_at(env, page)->bk_next))
+        dshm_index_page_repair(env, page_at(env, page), limit, true);
 out:
     free(recs);
+    free(dups);
     return rc;
 }
 

@@ -152,6 +152,12 @@ uint64_t dshm_bucket_for(dshm_env *env, uint64_t dir, uint64_t h, uint64_t limit
 bool dshm_bucket_covers(dshm_bucket *bk, uint64_t h);
 int dshm_index_finish_split(dshm_env *env);
 int dshm_index_rebuild_page(dshm_env *env, uint64_t bucket);
+/** Repair one bucket page in place (restartable): drop slots whose record
+ *  is out of [.., limit) or has impossible lengths (with rehash: whose key
+ *  does not match its hash tag; slot hashes re-derived from the keys),
+ *  move every entry cut off from its home slot into the hole on its probe
+ *  sequence (copy first, then clear), recount bk_count. Returns the count. */
+int dshm_index_page_repair(dshm_env *env, dshm_bucket *pg, uint64_t limit, bool rehash);
 
 /* ---- space (dshm_space.c) ---- */
 int dshm_alloc(dshm_env *env, uint64_t size, uint64_t *off);

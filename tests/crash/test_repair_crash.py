@@ -16,7 +16,10 @@ Repair crash points (csrc/):
   repair-lock         dshm_lock0: EOWNERDEAD, mutex made consistent
   repair-begin        dshm_recover: hd_struct_seq odd
   repair-split        dshm_recover: split intent finished
-  repair-rebuild      dshm_index_rebuild_page: in the middle of the rebuild
+  repair-rebuild      dshm_index_rebuild_page: duplicates dropped, pages not
+                      yet repaired
+  repair-rebuild-move dshm_index_page_repair: an entry copied into the hole
+                      on its probe sequence, its old slot not yet cleared
   repair-bucket       dshm_recover: one odd bucket rebuilt and made even
   repair-space-reset  dshm_space_rebuild: free lists reset, not refilled
   repair-space        dshm_recover: free space rebuilt
@@ -53,6 +56,7 @@ WRITER = {
     "put-replaced": ("set", 300, 2000),
     "insert": ("grow", 500, 2000),
     "remove": ("delete", 200, 2000),
+    "remove-shift": ("delete", 20, 2000),
     "del-removed": ("delete", 200, 2000),
     "double": ("grow", 4, 0),
     "split-intent": ("grow", 20, 0),
@@ -64,7 +68,7 @@ WRITER = {
     "batch-apply": ("batch", 450, 2000),
 }
 
-ODD_BUCKET = ("insert", "remove")          # leave a bucket's counter odd
+ODD_BUCKET = ("insert", "remove", "remove-shift")   # leave a bucket's counter odd
 SPLIT = ("split-intent", "split-switch")   # leave a split intent
 COMMITTED = ("batch-committed", "batch-apply")
 
@@ -82,6 +86,8 @@ def _cells():
         if w in ODD_BUCKET:
             cells += [(w, "repair-rebuild", "open"), (w, "repair-bucket", "open"),
                       (w, "repair-lock", "read")]
+        if w == "remove-shift":      # a hole in a probe chain: entries move into it
+            cells.append((w, "repair-rebuild-move", "open"))
         if w in COMMITTED:
             cells.append((w, "repair-batch", "open"))
     return cells
@@ -89,13 +95,12 @@ def _cells():
 
 # Cells that fail on the code before the issue-13 fixes, and why.
 XFAIL = {}
-for _w in ODD_BUCKET:
-    XFAIL[(_w, "repair-rebuild", "open")] = "issue 13 cause 1"
 
 SAMPLE = {
     ("insert", "repair-rebuild", "open"),
     ("insert", "repair-probe", "open"),
     ("remove", "repair-bucket", "open"),
+    ("remove-shift", "repair-rebuild-move", "open"),
     ("split-switch", "repair-split", "open"),
     ("batch-apply", "repair-batch", "open"),
     ("insert", "repair-lock", "read"),

@@ -31,7 +31,7 @@ import _repair as R  # noqa: E402
 from _helpers import Log, apply_op  # noqa: E402
 
 N_UNTOUCHED = 50_000
-POINTS = ("repair-probe", "repair-lock", "repair-begin", "repair-split", "repair-rebuild",
+POINTS = ("repair-probe", "repair-lock", "repair-begin", "repair-split", "repair-rebuild", "repair-rebuild-move",
           "repair-bucket", "repair-space-reset", "repair-space", "repair-end")
 
 

@@ -68,7 +68,6 @@ def _killed_insert(path, tmp_path, point="insert:500", scenario="grow"):
     return [model, after]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 cause 1")
 def test_cause1_rebuild_killed_loses_nothing(tmp_path):
     path = str(tmp_path / "s.dshm")
     cands = _killed_insert(path, tmp_path)
