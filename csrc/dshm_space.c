@@ -418,6 +418,10 @@ int dshm_space_rebuild(dshm_env *env, bool compact) {
             dshm_bucket *pg = DSHM_AT(env, page);
             if (page != b)
                 overflow++;
+            /* A repair drops damaged slots with the probe chains kept whole
+             * (entries behind a dropped slot move up) and recounts. */
+            if (!compact)
+                dshm_index_page_repair(env, pg, limit, false);
             if ((rc = ext_add(&e, page, DSHM_BUCKET_SIZE)))
                 goto out;
             uint32_t used = 0;
@@ -428,7 +432,8 @@ int dshm_space_rebuild(dshm_env *env, bool compact) {
                 /* The pointer is formed only once r is known to be inside
                  * the file (a wild offset would overflow it: UB). */
                 dshm_rec *rec = r % DSHM_ALIGN || !dshm_in(r, DSHM_REC_HDR, limit) ? NULL : DSHM_AT(env, r);
-                if (!rec || !dshm_in(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), limit)) {
+                if (!rec || rec->rc_klen > DSHM_MAX_KEY || rec->rc_vlen > DSHM_MAX_VALUE ||
+                    !dshm_in(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), limit)) {
                     if (compact) {
                         rc = DSHM_CORRUPT;
                         goto out;

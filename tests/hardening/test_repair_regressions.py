@@ -166,7 +166,6 @@ def _displaced_slot(path):
     raise AssertionError("no displaced slot found")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 cause 5")
 def test_cause5_dropped_slot_keeps_probe_chain(tmp_path):
     path = str(tmp_path / "s.dshm")
     model = R.populate(path, 2000)
@@ -186,7 +185,6 @@ def test_cause5_dropped_slot_keeps_probe_chain(tmp_path):
         assert len(set(db.keys())) == len(db.keys())
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 cause 5")
 def test_cause5_impossible_lengths_dropped(tmp_path):
     path = str(tmp_path / "s.dshm")
     model = R.populate(path, 2000)
