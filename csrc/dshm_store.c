@@ -478,9 +478,12 @@ int dshm_recover(dshm_env *env) {
      * lock does not matter. */
     dshm_wake_waiters(env);
 out:
-    /* Even on failure: readers keep reading what is there (every offset
-     * they follow is checked); writers retry the repair (hd_repair). */
-    atomic_store_explicit(&hd->hd_struct_seq, ss + 1, memory_order_release);
+    /* Parity restored (odd -> even) only by a repair that finished. One
+     * that failed leaves the window odd, never even over a half-applied
+     * batch or a half-rebuilt bucket: readers fall back to the lock, which
+     * repairs (a writer: hd_repair stays set) or reports. */
+    if (rc == 0)
+        atomic_store_explicit(&hd->hd_struct_seq, ss + 1, memory_order_release);
     return rc;
 }
 

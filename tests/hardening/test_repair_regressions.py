@@ -110,7 +110,6 @@ def test_cause2_n_killed_after_rename_no_split_brain(tmp_path):
         assert db.get(b"old") is None, "'n' left the old contents"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 cause 4")
 def test_cause4_failed_repair_leaves_struct_seq_odd(tmp_path):
     path = str(tmp_path / "s.dshm")
     before = R.populate(path, 2000)
