@@ -190,11 +190,12 @@ typedef struct dshm_guard {
     struct dshm_db *entered;  /**< the handle whose call is in flight */
     dshm_env *locked;         /**< the mapping whose writer lock is held */
     int locked_ro;            /**< held by a read-only taker: give it back, mark nothing */
+    pthread_mutex_t *db_locked; /**< a handle's db_lock held by this call (refresh) */
 } dshm_guard;
 extern __attribute__((tls_model("initial-exec"))) _Thread_local dshm_guard dshm_guard_tls;
 /** Back from a SIGBUS inside a guarded call: unblock the signal, give back
- *  the writer lock if this thread held it (marking the store for repair),
- *  and end the call. */
+ *  the writer lock if this thread held it (marking the store for repair)
+ *  and the handle's db_lock if it held that, and end the call. */
 void dshm_guard_fault(dshm_guard *g);
 
 /** Run `call` under the guard; DSHM_TRUNCATED (as `type`) after a SIGBUS. */

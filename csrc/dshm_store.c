@@ -115,6 +115,11 @@ void dshm_guard_fault(dshm_guard *g) {
             dshm_unlock0(env);
         }
     }
+    if (g->db_locked) {
+        pthread_mutex_t *m = g->db_locked;
+        g->db_locked = NULL;
+        pthread_mutex_unlock(m);
+    }
     if (g->entered)
         leave(g->entered);
 }
@@ -504,6 +509,7 @@ static bool moved_stale(dshm_env *env, uint64_t commit) {
 static int refresh(dshm_db *db, dshm_env **envp, uint64_t want) {
     int rc = 0;
     pthread_mutex_lock(&db->db_lock);
+    dshm_guard_tls.db_locked = &db->db_lock;   /* a SIGBUS below gives it back */
     dshm_env *cur = atomic_load_explicit(&db->db_env, memory_order_acquire);
     dshm_header *hd = DSHM_HDR(cur);
     dshm_env *nenv = NULL;
@@ -558,6 +564,7 @@ static int refresh(dshm_db *db, dshm_env **envp, uint64_t want) {
         atomic_store_explicit(&db->db_has_retired, 1, memory_order_relaxed);
         cur = nenv;
     }
+    dshm_guard_tls.db_locked = NULL;
     pthread_mutex_unlock(&db->db_lock);
     *envp = cur;
     return rc;

@@ -240,7 +240,6 @@ _CAUSE6 = textwrap.dedent(r"""
 """)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 cause 6")
 def test_cause6_sigbus_in_refresh_releases_db_lock(tmp_path):
     tmpl = str(tmp_path / "t.dshm")
     R.populate_untouched(tmpl, 30000)
