@@ -528,7 +528,11 @@ static int refresh(dshm_db *db, dshm_env **envp, uint64_t want) {
             nenv = NULL;
             if (!(db->db_flags & DSHM_RDONLY) && cur->ev_writable) {
                 if (dshm_lock0(cur, NULL) == 0) {
-                    atomic_store_explicit(&hd->hd_moved, 0, memory_order_release);
+                    /* Looked at again under the lock: an 'n' or reorganize
+                     * renames over the path while it holds this lock. */
+                    struct stat named;
+                    if (stat(db->db_path, &named) == 0 && named.st_ino == b.st_ino && named.st_dev == b.st_dev)
+                        atomic_store_explicit(&hd->hd_moved, 0, memory_order_release);
                     dshm_unlock0(cur);
                 }
             } else {
@@ -752,37 +756,67 @@ static int create_renamed(const char *path, int mode, uint64_t commit) {
     return rc;
 }
 
-/* The commit number the store open at fd will have once mark_moved()
- * bumped it (0 if it is not a valid store). */
-static uint64_t old_commit(int fd) {
+/* 'n' on a file others have open: a fresh store is renamed over the path
+ * while the old file's writer lock is held, and the old file is marked
+ * moved before that lock is given back, so no writer can commit to the
+ * old file between the rename and the mark. Waits for the lock at most
+ * DSHM_OPEN_WAIT_NS (a live writer makes 'n' fail with DSHM_BUSY rather
+ * than wait for ever). A death between the rename and the mark leaves the
+ * lock's holder dead: the next lock holder repairs, finds the path naming
+ * another file (check_replaced) and marks it moved. */
+static int replace_in_use(int fd, const char *path) {
+    struct stat st;
     dshm_header hdr;
-    if (pread(fd, &hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr || validate_header(&hdr, UINT64_MAX) != 0)
-        return 0;
-    return atomic_load_explicit(&hdr.hd_commit, memory_order_relaxed) + 1;
-}
-
-/* Tell the users of the (valid) store open at fd to reopen the path. */
-static void mark_moved(int fd) {
-    dshm_header hdr;
-    if (pread(fd, &hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr || validate_header(&hdr, UINT64_MAX) != 0)
-        return;
-    dshm_header *hd = mmap(NULL, DSHM_HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (hd == MAP_FAILED)
-        return;
-    int rc = dshm_mutex_kind_ours(hd) ? pthread_mutex_lock(&hd->hd_mutex.m) : EINVAL;
-    if (rc == 0 || rc == EOWNERDEAD) {
-        /* The store is being replaced: a dead writer's leftovers no longer matter. */
-        if (rc == EOWNERDEAD) {
+    if (fstat(fd, &st) != 0)
+        return errno;
+    dshm_header *hd = MAP_FAILED;
+    int lrc = EINVAL;
+    if (pread(fd, &hdr, sizeof hdr, 0) == (ssize_t)sizeof hdr && validate_header(&hdr, UINT64_MAX) == 0)
+        hd = mmap(NULL, DSHM_HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (hd != MAP_FAILED && dshm_mutex_kind_ours(hd)) {
+        uint64_t until = dshm_now_ns() + DSHM_OPEN_WAIT_NS;   /* monotonic deadline */
+        struct timespec rt;
+        for (;;) {
+            clock_gettime(CLOCK_REALTIME, &rt);
+            rt.tv_nsec += 100000000;   /* wake every 0.1 s to look at the monotonic deadline */
+            if (rt.tv_nsec >= 1000000000) {
+                rt.tv_sec++;
+                rt.tv_nsec -= 1000000000;
+            }
+            lrc = pthread_mutex_timedlock(&hd->hd_mutex.m, &rt);
+            if (lrc != ETIMEDOUT || dshm_now_ns() >= until)
+                break;
+        }
+        if (lrc == ETIMEDOUT) {
+            munmap(hd, DSHM_HEADER_SIZE);
+            return DSHM_BUSY;
+        }
+        if (lrc == EOWNERDEAD) {
             hd->hd_repair = 1;   /* in the file before the mutex is made consistent */
             pthread_mutex_consistent(&hd->hd_mutex.m);
+            lrc = 0;
         }
-        atomic_store_explicit(&hd->hd_moved, 1, memory_order_release);
-        atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
-        pthread_mutex_unlock(&hd->hd_mutex.m);
-        dshm_env tmp = { .ev_fd = fd, .ev_writable = 1, .ev_base = (char *)hd, .ev_resv = DSHM_HEADER_SIZE };
-        dshm_wake_waiters(&tmp);
     }
-    munmap(hd, DSHM_HEADER_SIZE);
+    /* The commit numbers go on from the old store's (it is bumped below). */
+    uint64_t commit = hd == MAP_FAILED ? 0
+                    : atomic_load_explicit(&hd->hd_commit, memory_order_relaxed) + 1;
+    int rc = create_renamed(path, (int)(st.st_mode & 07777), commit);
+    if (!rc)
+        DSHM_CRASH_POINT("n-rename");
+    if (hd != MAP_FAILED) {
+        if (!rc) {
+            atomic_store_explicit(&hd->hd_moved, 1, memory_order_release);
+            atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
+        }
+        if (lrc == 0)
+            pthread_mutex_unlock(&hd->hd_mutex.m);
+        if (!rc) {
+            dshm_env tmp = { .ev_fd = fd, .ev_writable = 1, .ev_base = (char *)hd, .ev_resv = DSHM_HEADER_SIZE };
+            dshm_wake_waiters(&tmp);
+        }
+        munmap(hd, DSHM_HEADER_SIZE);
+    }
+    return rc;
 }
 
 int dshm_open(const char *path, int flags, int mode, dshm_db **out) {
@@ -812,13 +846,10 @@ int dshm_open(const char *path, int flags, int mode, dshm_db **out) {
             rc = errno;
             goto fail;
         }
-        struct stat st;
         if (flock(fd, LOCK_EX | LOCK_NB) == 0)
             rc = ftruncate(fd, 0) ? errno : init_file(fd, NULL);
-        else if ((rc = fstat(fd, &st) ? errno : create_renamed(path, (int)(st.st_mode & 07777), old_commit(fd))) == 0) {
-            DSHM_CRASH_POINT("n-rename");
-            mark_moved(fd);
-        }
+        else
+            rc = replace_in_use(fd, path);
         close(fd);
         if (rc)
             goto fail;

@@ -92,7 +92,6 @@ def test_cause3_probe_killed_keeps_the_owed_repair(tmp_path):
     R.assert_final(res)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 cause 2")
 def test_cause2_n_killed_after_rename_no_split_brain(tmp_path):
     path = str(tmp_path / "s.dshm")
     with dbm_shm.open(path, "n") as db:
@@ -249,3 +248,36 @@ def test_cause6_sigbus_in_refresh_releases_db_lock(tmp_path):
     out = r.stdout.split()
     assert out and out[0] != "MISSED", "never truncated the file inside the repair"
     assert out[0] == "CLOSED", "close() deadlocked: db_lock left held by the SIGBUS in refresh()"
+
+
+_HOLD_LOCK = textwrap.dedent(r"""
+    import ctypes, mmap, os, sys, time
+    fd = os.open(sys.argv[1], os.O_RDWR)
+    mm = mmap.mmap(fd, 4096)
+    libc = ctypes.CDLL(None)
+    m = ctypes.addressof(ctypes.c_char.from_buffer(mm, 128))   # hd_mutex
+    assert libc.pthread_mutex_lock(ctypes.c_void_p(m)) == 0
+    print("L", flush=True)
+    time.sleep(600)
+""")
+
+
+def test_cause2_n_with_a_live_writer_fails_cleanly(tmp_path):
+    """'n' waits for the old file's writer lock for a bounded time: a live
+    holder makes it fail with an error, and the old store is untouched."""
+    path = str(tmp_path / "s.dshm")
+    with dbm_shm.open(path, "n") as db:
+        db[b"old"] = b"1"
+    held = dbm_shm.open(path, "r")       # the file is in use: 'n' must rename
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, path], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "L"
+        with pytest.raises(dbm_shm.error):
+            dbm_shm.open(path, "n")
+        assert held.get(b"old") == b"1"
+    finally:
+        holder.kill()
+        holder.wait(60)
+        held.close()
+    with dbm_shm.open(path, "w") as db:   # the holder died: repaired, still the old store
+        assert db.get(b"old") == b"1"
