@@ -587,6 +587,11 @@ static bool slot_reachable(dshm_bucket *pg, unsigned j, unsigned home, unsigned 
     return true;
 }
 
+bool dshm_slot_reachable(dshm_bucket *pg, unsigned j) {
+    unsigned hole;
+    return slot_reachable(pg, j, (unsigned)(ld_rel(&pg->bk_slots[j].sl_hash) % DSHM_SLOTS), &hole);
+}
+
 int dshm_index_page_repair(dshm_env *env, dshm_bucket *pg, uint64_t limit, bool rehash) {
     dshm_header *hd = DSHM_HDR(env);
     /* 1. Drop slots whose record cannot be one (out of the file, impossible

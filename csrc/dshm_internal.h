@@ -158,6 +158,9 @@ int dshm_index_rebuild_page(dshm_env *env, uint64_t bucket);
  *  move every entry cut off from its home slot into the hole on its probe
  *  sequence (copy first, then clear), recount bk_count. Returns the count. */
 int dshm_index_page_repair(dshm_env *env, dshm_bucket *pg, uint64_t limit, bool rehash);
+/** Is the entry in slot j of pg found by a probe from its home slot (no
+ *  empty slot in between)? */
+bool dshm_slot_reachable(dshm_bucket *pg, unsigned j);
 
 /* ---- space (dshm_space.c) ---- */
 int dshm_alloc(dshm_env *env, uint64_t size, uint64_t *off);

@@ -1740,7 +1740,7 @@ static int dshm_stat0(dshm_db *db, dshm_stat_t *st) {
     return 0;
 }
 
-typedef struct report { char *buf; size_t cap, len; int64_t problems; } report;
+typedef struct report { char *buf; size_t cap, len; int64_t problems; bool locked; } report;
 
 static void problem(report *rp, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void problem(report *rp, const char *fmt, ...) {
@@ -1758,6 +1758,31 @@ static void problem(report *rp, const char *fmt, ...) {
 }
 
 typedef struct cext { uint64_t off, size; const char *what; } cext;
+
+/* A key of a bucket chain, for finding a key filed twice. */
+typedef struct ckey { uint64_t h, r; } ckey;
+
+static int cmp_ckey(const void *a, const void *b) {
+    const ckey *x = a, *y = b;
+    return x->h < y->h ? -1 : x->h > y->h ? 1 : x->r < y->r ? -1 : x->r > y->r;
+}
+
+/* Report every key filed twice in keys[0..n) (records already checked). */
+static void check_dups(dshm_env *env, report *rp, uint64_t b, ckey *keys, size_t n) {
+    qsort(keys, n, sizeof *keys, cmp_ckey);
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = i + 1; j < n && keys[j].h == keys[i].h; j++) {
+            const dshm_rec *x = DSHM_AT(env, keys[i].r), *y = DSHM_AT(env, keys[j].r);
+            if (keys[i].r == keys[j].r ||
+                (x->rc_klen == y->rc_klen &&
+                 memcmp((const char *)x + DSHM_REC_HDR, (const char *)y + DSHM_REC_HDR, x->rc_klen) == 0)) {
+                problem(rp, "bucket %" PRIu64 ": a key is filed twice (records %" PRIu64 " and %" PRIu64 ")",
+                        b, keys[i].r, keys[j].r);
+                break;
+            }
+        }
+    }
+}
 
 static int cmp_cext(const void *a, const void *b) {
     const cext *x = a, *y = b;
@@ -1792,6 +1817,8 @@ static int64_t check_locked(dshm_env *env, report *rp) {
         return rp->problems;
     }
     ADD(DSHM_DIR_OFF(dir), dshm_dir_bytes(gd), "directory");
+    if (hd->hd_batch && rp->locked)
+        problem(rp, "header: a batch journal is pending (a writer died; the next writer finishes or drops it)");
     if (hd->hd_intent_op != DSHM_INTENT_NONE)
         problem(rp, "header: an unfinished split is recorded (a writer died; the next writer repairs it)");
     if (atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed) & 1)
@@ -1824,6 +1851,8 @@ static int64_t check_locked(dshm_env *env, report *rp) {
         if (atomic_load_explicit(&bk->bk_seq, memory_order_relaxed) & 1)
             problem(rp, "bucket %" PRIu64 ": change in progress (a writer died; the next writer repairs it)", b);
         unsigned hops = 0;
+        size_t nk = 0, kcap = 0;
+        ckey *keys = NULL;
         for (uint64_t page = b; page; hops++) {
             if (page % 64 || !dshm_in(page, DSHM_BUCKET_SIZE, limit) || hops > limit / DSHM_BUCKET_SIZE) {
                 problem(rp, "bucket %" PRIu64 ": overflow link %" PRIu64 " is out of bounds", b, page);
@@ -1842,12 +1871,28 @@ static int64_t check_locked(dshm_env *env, report *rp) {
                     problem(rp, "page %" PRIu64 " slot %u: record offset %" PRIu64 " is out of bounds", page, s, r);
                     continue;
                 }
+                if (!dshm_slot_reachable(pg, s))
+                    problem(rp, "page %" PRIu64 " slot %u: not reachable from its home slot %u (a probe stops "
+                                "at an empty slot before it)", page, s, (unsigned)(h % DSHM_SLOTS));
                 dshm_rec *rec = DSHM_AT(env, r);
-                if (rec->rc_vlen > DSHM_MAX_VALUE || !dshm_in(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), top)) {
+                if (rec->rc_klen > DSHM_MAX_KEY || rec->rc_vlen > DSHM_MAX_VALUE ||
+                    !dshm_in(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), top)) {
                     problem(rp, "record %" PRIu64 ": lengths %u/%" PRIu64 " run past the end", r, rec->rc_klen, rec->rc_vlen);
                     continue;
                 }
                 ADD(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), "record");
+                if (nk == kcap) {
+                    kcap = kcap ? kcap * 2 : DSHM_SLOTS;
+                    ckey *v = realloc(keys, kcap * sizeof *v);
+                    if (!v) {
+                        free(keys);
+                        free(ex);
+                        return -ENOMEM;
+                    }
+                    keys = v;
+                }
+                keys[nk].h = h;
+                keys[nk++].r = r;
                 uint64_t kh = dshm_key_hash(hd, (const char *)rec + DSHM_REC_HDR, rec->rc_klen);
                 if (kh != h)
                     problem(rp, "record %" PRIu64 ": key does not hash to its slot's hash", r);
@@ -1860,6 +1905,8 @@ static int64_t check_locked(dshm_env *env, report *rp) {
             count += used;
             page = atomic_load_explicit(&pg->bk_next, memory_order_relaxed);
         }
+        check_dups(env, rp, b, keys, nk);
+        free(keys);
     }
     if (count != atomic_load_explicit(&hd->hd_count, memory_order_relaxed))
         problem(rp, "header: count says %" PRIu64 ", %" PRIu64 " keys found", atomic_load_explicit(&hd->hd_count, memory_order_relaxed), count);
@@ -1962,6 +2009,7 @@ static int64_t dshm_check0(dshm_db *db, char *buf, size_t cap) {
             leave(db);
             return rc > 0 ? -rc : rc;
         }
+        rp.locked = true;
         r = check_locked(env, &rp);
         dshm_unlock0(env);
     } else {
@@ -1970,6 +2018,7 @@ static int64_t dshm_check0(dshm_db *db, char *buf, size_t cap) {
         bool owed = false;
         int lrc = env->ev_writable ? rlock(db, &env, &owed) : DSHM_READONLY;
         if (lrc == 0) {
+            rp.locked = true;
             r = check_locked(env, &rp);
             if (r >= 0)
                 owed_problems(env, &rp, false);

@@ -281,3 +281,56 @@ def test_cause2_n_with_a_live_writer_fails_cleanly(tmp_path):
         held.close()
     with dbm_shm.open(path, "w") as db:   # the holder died: repaired, still the old store
         assert db.get(b"old") == b"1"
+
+
+# ---------------------------------------------------------------------------
+# check() as the oracle the tests trust: it sees every kind of damage a
+# repair could leave.
+
+def _check_r(path):
+    with dbm_shm.open(path, "r") as db:
+        return db.check()
+
+
+def test_check_sees_a_broken_probe_chain(tmp_path):
+    path = str(tmp_path / "s.dshm")
+    R.populate(path, 2000)
+    slot, _ = _displaced_slot(path)
+    R.write_u64(path, slot + 8, 0)            # a hole before a displaced entry
+    probs = _check_r(path)
+    assert any("not reachable from its home slot" in p for p in probs), probs
+
+
+def test_check_sees_a_key_filed_twice(tmp_path):
+    path = str(tmp_path / "s.dshm")
+    R.populate(path, 2000)
+    slot, s = _displaced_slot(path)
+    page = slot - 64 - 16 * s
+    with open(path, "r+b") as f:
+        f.seek(slot)
+        entry = f.read(16)
+        for t in range(252):                   # an empty slot of the same page
+            f.seek(page + 64 + 16 * t + 8)
+            if struct.unpack("<Q", f.read(8))[0] == 0:
+                f.seek(page + 64 + 16 * t)
+                f.write(entry)
+                break
+    probs = _check_r(path)
+    assert any("filed twice" in p for p in probs), probs
+
+
+def test_check_sees_a_pending_journal(tmp_path):
+    path = str(tmp_path / "s.dshm")
+    R.populate(path, 2000)
+    r = R.batch_writer(path, "batch-apply:450")
+    assert R.killed(r)
+    jr = R.read_u64(path, R.HD_BATCH)
+    assert jr
+    probs = _check_r(path)                  # the dead holder: a repair is owed
+    assert any("repair is owed" in p for p in probs), probs
+    # A journal left behind in a store whose lock nobody holds.
+    path2 = str(tmp_path / "s2.dshm")
+    R.populate(path2, 10)
+    R.write_u64(path2, R.HD_BATCH, 4096 * 3)
+    probs = _check_r(path2)
+    assert any("batch journal is pending" in p for p in probs), probs
