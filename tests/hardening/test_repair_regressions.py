@@ -334,3 +334,68 @@ def test_check_sees_a_pending_journal(tmp_path):
     R.write_u64(path2, R.HD_BATCH, 4096 * 3)
     probs = _check_r(path2)
     assert any("batch journal is pending" in p for p in probs), probs
+
+
+# ---------------------------------------------------------------------------
+# The SIGBUS guard: in front of handlers installed later, chaining foreign
+# signals, never left replaced.
+
+_LATER_HANDLER = textwrap.dedent(r"""
+    import os, signal, sys
+    import dbm_shm
+    a = dbm_shm.open(sys.argv[1] + ".a", "n"); a[b"x"] = b"1"
+    # A SIGBUS handler installed after ours that does not chain (Python's
+    # returns, so a fault it got would re-run for ever).
+    signal.signal(signal.SIGBUS, lambda s, f: None)
+    db = dbm_shm.open(sys.argv[1], "n")
+    for i in range(3000):
+        db[b"k%d" % i] = b"v" * 100
+    os.truncate(sys.argv[1], 4096)       # pages of the mapping now fault
+    try:
+        db.get(b"k2999")
+        print("NOERROR")
+    except dbm_shm.error as e:
+        print("ERROR", e)
+""")
+
+
+def test_sigbus_guard_in_front_of_a_later_handler(tmp_path):
+    try:
+        r = subprocess.run([sys.executable, "-c", _LATER_HANDLER, str(tmp_path / "s.dshm")],
+                           capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError("the fault went to the later handler, which returned: a loop")
+    assert r.returncode == 0, f"died ({r.returncode}): {r.stderr[-2000:]}"
+    assert r.stdout.startswith("ERROR"), r.stdout
+
+
+_SENT = textwrap.dedent(r"""
+    import os, signal, sys
+    import dbm_shm
+    got = []
+    signal.signal(signal.SIGBUS, lambda s, f: got.append(s))   # installed before ours
+    db = dbm_shm.open(sys.argv[1], "n"); db[b"x"] = b"1"
+    os.kill(os.getpid(), signal.SIGBUS)   # a sent SIGBUS: not ours, chained
+    os.kill(os.getpid(), signal.SIGBUS)
+    print("GOT", len(got), flush=True)
+""")
+
+_SENT_DFL = textwrap.dedent(r"""
+    import os, signal, sys
+    import dbm_shm
+    db = dbm_shm.open(sys.argv[1], "n"); db[b"x"] = b"1"
+    os.kill(os.getpid(), signal.SIGBUS)   # no handler before ours: the default action
+    print("SURVIVED", flush=True)
+""")
+
+
+def test_sigbus_sent_is_chained_or_default(tmp_path):
+    r = subprocess.run([sys.executable, "-c", _SENT, str(tmp_path / "s.dshm")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "GOT 2" in r.stdout, (r.stdout, r.stderr[-2000:])
+    r = subprocess.run([sys.executable, "-c", _SENT_DFL, str(tmp_path / "t.dshm")],
+                       capture_output=True, text=True, timeout=120)
+    # As without the library; the old handler reset itself to SIG_DFL and
+    # returned, so the process went on with its guard gone.
+    assert "SURVIVED" not in r.stdout
+    assert r.returncode == -7, r.returncode   # SIGBUS
