@@ -952,6 +952,11 @@ static void backoff(int attempt) {
  * moved (see dshm_index_read); with the lock, a definitive answer. */
 typedef int64_t (*read_fn)(dshm_env *env, bool locked, void *ctx);
 
+/* Lock-free tries after the 16th stop once this much time went by. */
+#define DSHM_READ_SPIN_NS ((uint64_t)2000000)      /* 2 ms */
+/* A handle that cannot take the lock keeps trying this long at most. */
+#define DSHM_READ_WAIT_NS ((uint64_t)5000000000)   /* 5 s */
+
 /* Where this thread's last lock-free read met an odd counter. */
 _Thread_local dshm_odd dshm_read_odd;
 
@@ -1003,8 +1008,19 @@ static bool window_abandoned(dshm_env *env) {
  * unless a repair is plainly owed (DSHM_NEED_RECOVERY at once). */
 static int64_t read_retry_n(dshm_db *db, dshm_env **envp, read_fn fn, void *ctx, int tries) {
     int64_t r = DSHM_RETRY;
+    uint64_t t0 = 0;
     for (int i = 0; i < tries && r == DSHM_RETRY; i++) {
         if (i) {
+            /* Bounded in time, not only in count (a yield under load can
+             * take a whole time slice), and not at all for a window nobody
+             * will close (a dead writer's, or a failed repair's): the
+             * locked try repairs or reports at once. */
+            if (window_abandoned(*envp))
+                break;
+            if (i == 16)
+                t0 = dshm_now_ns();
+            else if (i > 16 && dshm_now_ns() - t0 > DSHM_READ_SPIN_NS)
+                break;
             atomic_fetch_add_explicit(&db->db_retries, 1, memory_order_relaxed);
             backoff(i);
             dshm_env *env = *envp;
@@ -1044,7 +1060,8 @@ static int64_t read_retry_n(dshm_db *db, dshm_env **envp, read_fn fn, void *ctx,
         return r;
     }
     struct timespec ms = {0, 1000000};
-    for (int i = 0; i < 5000 && r == DSHM_RETRY; i++) {
+    uint64_t until = dshm_now_ns() + DSHM_READ_WAIT_NS;   /* a bound in time, whatever the load */
+    for (int i = 0; i < 5000 && r == DSHM_RETRY && dshm_now_ns() < until; i++) {
         if (dshm_lock_owner_died(DSHM_HDR(*envp)) || window_abandoned(*envp))
             return DSHM_NEED_RECOVERY;
         nanosleep(&ms, NULL);
