@@ -88,6 +88,8 @@ static int cmp_ckey(const void *a, const void *b) {
 
 /* Report every key filed twice in keys[0..n) (records already checked). */
 static void check_dups(dshm_env *env, report *rp, uint64_t b, ckey *keys, size_t n) {
+    if (n < 2)
+        return;   /* keys may be NULL: qsort must not see it */
     qsort(keys, n, sizeof *keys, cmp_ckey);
     for (size_t i = 0; i < n; i++) {
         for (size_t j = i + 1; j < n && keys[j].h == keys[i].h; j++) {

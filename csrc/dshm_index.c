@@ -576,7 +576,8 @@ int dshm_index_rebuild_page(dshm_env *env, uint64_t b) {
     if ((rc = more))
         goto out;
     /* Records named twice (a lookup table, not a copy: the slots keep them). */
-    qsort(recs, n, sizeof *recs, cmp_u64);
+    if (n > 1)   /* recs is NULL for an empty chain */
+        qsort(recs, n, sizeof *recs, cmp_u64);
     for (size_t k = 0; k + 1 < n; k++)
         if (recs[k] == recs[k + 1] && (nd == 0 || recs[nd - 1] != recs[k]))
             recs[nd++] = recs[k];
