@@ -59,7 +59,7 @@ static int stat_unguarded(dshm_db *db, dshm_stat_t *st) {
     return 0;
 }
 
-typedef struct report { char *buf; size_t cap, len; int64_t problems; } report;
+typedef struct report { char *buf; size_t cap, len; int64_t problems; bool locked; } report;
 
 static void problem(report *rp, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void problem(report *rp, const char *fmt, ...) {
@@ -77,6 +77,33 @@ static void problem(report *rp, const char *fmt, ...) {
 }
 
 typedef struct cext { uint64_t off, size; const char *what; } cext;
+
+/* A key of a bucket chain, for finding a key filed twice. */
+typedef struct ckey { uint64_t h, r; } ckey;
+
+static int cmp_ckey(const void *a, const void *b) {
+    const ckey *x = a, *y = b;
+    return x->h < y->h ? -1 : x->h > y->h ? 1 : x->r < y->r ? -1 : x->r > y->r;
+}
+
+/* Report every key filed twice in keys[0..n) (records already checked). */
+static void check_dups(dshm_env *env, report *rp, uint64_t b, ckey *keys, size_t n) {
+    if (n < 2)
+        return;   /* keys may be NULL: qsort must not see it */
+    qsort(keys, n, sizeof *keys, cmp_ckey);
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = i + 1; j < n && keys[j].h == keys[i].h; j++) {
+            const dshm_rec *x = DSHM_AT(env, keys[i].r), *y = DSHM_AT(env, keys[j].r);
+            if (keys[i].r == keys[j].r ||
+                (x->rc_klen == y->rc_klen &&
+                 memcmp((const char *)x + DSHM_REC_HDR, (const char *)y + DSHM_REC_HDR, x->rc_klen) == 0)) {
+                problem(rp, "bucket %" PRIu64 ": a key is filed twice (records %" PRIu64 " and %" PRIu64 ")",
+                        b, keys[i].r, keys[j].r);
+                break;
+            }
+        }
+    }
+}
 
 static int cmp_cext(const void *a, const void *b) {
     const cext *x = a, *y = b;
@@ -96,9 +123,11 @@ static int64_t check_locked(dshm_env *env, report *rp) {
     unsigned gd = DSHM_DIR_DEPTH(dir);
     cext *ex = NULL;
     size_t n = 0, cap = 0;
+    ckey *keys = NULL;   /* one bucket chain's keys, for check_dups */
+    size_t nk = 0, kcap = 0;
 #define ADD(o, s, w) do { \
         if (n == cap) { cap = cap ? cap * 2 : 4096; cext *v_ = realloc(ex, cap * sizeof *v_); \
-                        if (!v_) { free(ex); return -ENOMEM; } ex = v_; } \
+                        if (!v_) { free(ex); free(keys); return -ENOMEM; } ex = v_; } \
         ex[n].off = (o); ex[n].size = (s); ex[n].what = (w); n++; } while (0)
     if (top > limit || top < DSHM_HEADER_SIZE) {
         problem(rp, "header: top %" PRIu64 " outside the file (%" PRIu64 " bytes)", top, limit);
@@ -112,6 +141,8 @@ static int64_t check_locked(dshm_env *env, report *rp) {
         return rp->problems;
     }
     ADD(DSHM_DIR_OFF(dir), dshm_dir_bytes(gd), "directory");
+    if (hd->hd_batch && rp->locked)
+        problem(rp, "header: a batch journal is pending (a writer died; the next writer finishes or drops it)");
     if (hd->hd_intent_op != DSHM_INTENT_NONE)
         problem(rp, "header: an unfinished split is recorded (a writer died; the next writer repairs it)");
     if (atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed) & 1)
@@ -146,6 +177,7 @@ static int64_t check_locked(dshm_env *env, report *rp) {
         dshm_chain ch;
         uint64_t page;
         int link;
+        nk = 0;
         dshm_chain_start(&ch, env, b, limit);
         while ((link = dshm_chain_next(&ch, &page)) != 0) {
             if (link < 0) {
@@ -165,12 +197,28 @@ static int64_t check_locked(dshm_env *env, report *rp) {
                     problem(rp, "page %" PRIu64 " slot %u: record offset %" PRIu64 " is out of bounds", page, s, r);
                     continue;
                 }
-                dshm_rec *rec = DSHM_AT(env, r);
-                if (rec->rc_vlen > DSHM_MAX_VALUE || !dshm_in(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), top)) {
-                    problem(rp, "record %" PRIu64 ": lengths %u/%" PRIu64 " run past the end", r, rec->rc_klen, rec->rc_vlen);
+                if (!dshm_slot_reachable(pg, s))
+                    problem(rp, "page %" PRIu64 " slot %u: not reachable from its home slot %u (a probe stops "
+                                "at an empty slot before it)", page, s, (unsigned)(h % DSHM_SLOTS));
+                const dshm_rec *rec = dshm_rec_sane(env, r, top);
+                if (!rec) {
+                    const dshm_rec *bad = DSHM_AT(env, r);   /* its header is inside (checked above) */
+                    problem(rp, "record %" PRIu64 ": lengths %u/%" PRIu64 " run past the end", r, bad->rc_klen, bad->rc_vlen);
                     continue;
                 }
                 ADD(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), "record");
+                if (nk == kcap) {
+                    kcap = kcap ? kcap * 2 : DSHM_SLOTS;
+                    ckey *v = realloc(keys, kcap * sizeof *v);
+                    if (!v) {
+                        free(keys);
+                        free(ex);
+                        return -ENOMEM;
+                    }
+                    keys = v;
+                }
+                keys[nk].h = h;
+                keys[nk++].r = r;
                 uint64_t kh = dshm_key_hash(hd, (const char *)rec + DSHM_REC_HDR, rec->rc_klen);
                 if (kh != h)
                     problem(rp, "record %" PRIu64 ": key does not hash to its slot's hash", r);
@@ -182,7 +230,10 @@ static int64_t check_locked(dshm_env *env, report *rp) {
                         atomic_load_explicit(&pg->bk_count, memory_order_relaxed), used);
             count += used;
         }
+        check_dups(env, rp, b, keys, nk);
     }
+    free(keys);
+    keys = NULL;
     if (count != atomic_load_explicit(&hd->hd_count, memory_order_relaxed))
         problem(rp, "header: count says %" PRIu64 ", %" PRIu64 " keys found", atomic_load_explicit(&hd->hd_count, memory_order_relaxed), count);
     /* Free lists: every block inside the allocated space, bounded walks. */
@@ -281,6 +332,7 @@ static int64_t check_unguarded(dshm_db *db, char *buf, size_t cap) {
             dshm_leave(db);
             return rc;
         }
+        rp.locked = true;
         r = check_locked(env, &rp);
         dshm_unlock_rw(env);
     } else {
@@ -289,6 +341,7 @@ static int64_t check_unguarded(dshm_db *db, char *buf, size_t cap) {
         bool owed = false;
         int lrc = env->ev_writable ? dshm_rlock(db, &env, &owed) : DSHM_READONLY;
         if (lrc == 0) {
+            rp.locked = true;
             r = check_locked(env, &rp);
             if (r >= 0)
                 owed_problems(env, &rp, false);

@@ -295,11 +295,12 @@ int dshm_env_open(const char *path, int flags, int mode, uint64_t want, dshm_env
                 dshm_header *hd = DSHM_HDR(env);
                 if ((rc = dshm_mutex_probe(hd, &repair, &reinit)))
                     goto fail;
+                if (repair)
+                    hd->hd_repair = 1;   /* before a reset mutex forgets its dead holder */
                 if (reinit && (rc = dshm_mutex_init(hd)))
                     goto fail;
                 if (repair) {
                     /* Repair now, before anyone writes. */
-                    hd->hd_repair = 1;
                     if ((rc = dshm_lock_repair(env, repaired)))
                         goto fail;
                     dshm_unlock_rw(env);
@@ -364,41 +365,48 @@ static int create_renamed(const char *path, int mode, uint64_t commit) {
     return rc;
 }
 
-/* The commit number the store open at fd will have once mark_moved()
- * bumped it (0 if it is not a valid store). */
-static uint64_t old_commit(int fd) {
-    dshm_header hdr;
-    if (pread(fd, &hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr || validate_header(&hdr, UINT64_MAX) != 0)
-        return 0;
-    return atomic_load_explicit(&hdr.hd_commit, memory_order_relaxed) + 1;
-}
-
-/* Tell the users of the (valid) store open at fd to reopen the path. */
-static void mark_moved(int fd) {
-    dshm_header hdr;
-    if (pread(fd, &hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr || validate_header(&hdr, UINT64_MAX) != 0)
-        return;
-    dshm_header *hd = mmap(NULL, DSHM_HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (hd == MAP_FAILED)
-        return;
-    int rc = dshm_mutex_kind_ours(hd) ? pthread_mutex_lock(&hd->hd_mutex.m) : EINVAL;
-    if (rc == 0 || rc == EOWNERDEAD) {
-        /* The store is being replaced: a dead writer's leftovers no longer matter. */
-        if (rc == EOWNERDEAD)
-            pthread_mutex_consistent(&hd->hd_mutex.m);
-        atomic_store_explicit(&hd->hd_moved, 1, memory_order_release);
-        atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
-        pthread_mutex_unlock(&hd->hd_mutex.m);
-        dshm_env tmp = { .ev_fd = fd, .ev_writable = 1, .ev_base = (char *)hd, .ev_resv = DSHM_HEADER_SIZE };
-        dshm_wake_waiters(&tmp);
-    }
-    munmap(hd, DSHM_HEADER_SIZE);
-}
-
+/* 'n' on a file others have open: a fresh store is renamed over the path
+ * while the old file's writer lock is held, and the old file is marked
+ * moved before that lock is given back, so no writer can commit to the
+ * old file between the rename and the mark. Waits for the lock at most
+ * DSHM_OPEN_WAIT_NS (a live writer makes 'n' fail with DSHM_BUSY, nothing
+ * renamed, rather than wait for ever). A death between the rename and the
+ * mark leaves the lock's holder dead: the next lock holder repairs, finds
+ * the path naming another file (check_replaced) and marks it moved. */
 int dshm_replace_file(const char *path, int fd) {
     struct stat st;
-    int rc = fstat(fd, &st) ? -errno : create_renamed(path, (int)(st.st_mode & 07777), old_commit(fd));
-    if (rc == 0)
-        mark_moved(fd);
+    dshm_header hdr;
+    if (fstat(fd, &st) != 0)
+        return -errno;
+    dshm_header *hd = MAP_FAILED;
+    int lrc = -EINVAL;
+    if (pread(fd, &hdr, sizeof hdr, 0) == (ssize_t)sizeof hdr && validate_header(&hdr, UINT64_MAX) == 0)
+        hd = mmap(NULL, DSHM_HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (hd != MAP_FAILED) {
+        lrc = dshm_mutex_lock_timed(hd, DSHM_OPEN_WAIT_NS);
+        if (lrc == DSHM_BUSY) {
+            munmap(hd, DSHM_HEADER_SIZE);
+            return DSHM_BUSY;
+        }
+    }
+    /* The commit numbers go on from the old store's (bumped below). */
+    uint64_t commit = hd == MAP_FAILED ? 0
+                    : atomic_load_explicit(&hd->hd_commit, memory_order_relaxed) + 1;
+    int rc = create_renamed(path, (int)(st.st_mode & 07777), commit);
+    if (!rc)
+        DSHM_CRASH_POINT("n-rename");
+    if (hd != MAP_FAILED) {
+        if (!rc) {
+            atomic_store_explicit(&hd->hd_moved, 1, memory_order_release);
+            atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
+        }
+        if (lrc == 0)
+            pthread_mutex_unlock(&hd->hd_mutex.m);
+        if (!rc) {
+            dshm_env tmp = { .ev_fd = fd, .ev_writable = 1, .ev_base = (char *)hd, .ev_resv = DSHM_HEADER_SIZE };
+            dshm_wake_waiters(&tmp);
+        }
+        munmap(hd, DSHM_HEADER_SIZE);
+    }
     return rc;
 }

@@ -59,32 +59,56 @@ static struct sigaction old_bus;
 
 static void bus_handler(int sig, siginfo_t *si, void *uc) {
     dshm_guard *g = &dshm_guard_tls;
-    if (g->active) {
+    /* Ours: a fault the kernel raised (si_code > 0, e.g. BUS_ADRERR past
+     * the end of a truncated file) inside a guarded call. A SIGBUS sent
+     * with kill() or sigqueue() (si_code <= 0) is never taken for one. */
+    if (g->active && si && si->si_code > 0) {
         g->active = 0;
         siglongjmp(g->jb, 1);
     }
+    /* Foreign: to the handler that was there before ours. */
     if (old_bus.sa_flags & SA_SIGINFO) {
         if (old_bus.sa_sigaction) {
             old_bus.sa_sigaction(sig, si, uc);
             return;
         }
-    } else if (old_bus.sa_handler != SIG_DFL && old_bus.sa_handler != SIG_IGN) {
+    } else if (old_bus.sa_handler == SIG_IGN) {
+        return;
+    } else if (old_bus.sa_handler != SIG_DFL) {
         old_bus.sa_handler(sig);
         return;
     }
-    signal(SIGBUS, SIG_DFL);   /* returning re-runs the access: default action */
+    /* The default action, as without this library: a fault re-runs the
+     * access on return and ends the process; a sent signal is raised
+     * again now (our handler is not left replaced by SIG_DFL in a process
+     * that goes on). */
+    signal(SIGBUS, SIG_DFL);
+    if (!si || si->si_code <= 0)
+        raise(SIGBUS);
 }
 
+static pthread_mutex_t guard_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* Install bus_handler, keeping the handler it replaces (to chain to). Run
+ * at the first open, and again at every open if another handler was
+ * installed since (faulthandler, a runtime's own): ours goes back in
+ * front, chaining to it. */
 static void guard_init(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_sigaction = bus_handler;
-    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGBUS, &sa, &old_bus);
+    struct sigaction sa, cur;
+    pthread_mutex_lock(&guard_mu);
+    if (sigaction(SIGBUS, NULL, &cur) == 0 &&
+        !((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == bus_handler)) {
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = bus_handler;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+        sigemptyset(&sa.sa_mask);
+        old_bus = cur;
+        sigaction(SIGBUS, &sa, NULL);
+    }
+    pthread_mutex_unlock(&guard_mu);
 }
 
-/* Test hooks and the handler, once per process, at the first open. */
+/* Test hooks once per process, at the first open; the handler at every open. */
 static pthread_once_t hooks_once = PTHREAD_ONCE_INIT;
 
 static void hooks_init(void) {
@@ -94,9 +118,9 @@ static void hooks_init(void) {
         dshm_test_collide = n < 0 ? 0 : n > 64 ? 64 : (int)n;
     }
     crash_init();
-    guard_init();
 }
 
 void dshm_hooks_init(void) {
     pthread_once(&hooks_once, hooks_init);
+    guard_init();   /* at every open: back in front of a handler installed since */
 }

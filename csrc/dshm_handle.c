@@ -29,6 +29,7 @@
 int dshm_refresh(dshm_db *db, dshm_env **envp, uint64_t want) {
     int rc = 0;
     pthread_mutex_lock(&db->db_lock);
+    dshm_guard_tls.db_locked = &db->db_lock;   /* a SIGBUS below gives it back */
     dshm_env *cur = atomic_load_explicit(&db->db_env, memory_order_acquire);
     dshm_header *hd = DSHM_HDR(cur);
     dshm_env *nenv = NULL;
@@ -47,7 +48,11 @@ int dshm_refresh(dshm_db *db, dshm_env **envp, uint64_t want) {
             nenv = NULL;
             if (!(db->db_flags & DSHM_RDONLY) && cur->ev_writable) {
                 if (dshm_lock_repair(cur, NULL) == 0) {
-                    atomic_store_explicit(&hd->hd_moved, 0, memory_order_release);
+                    /* Looked at again under the lock: an 'n' or reorganize
+                     * renames over the path while it holds this lock. */
+                    struct stat named;
+                    if (stat(db->db_path, &named) == 0 && named.st_ino == b.st_ino && named.st_dev == b.st_dev)
+                        atomic_store_explicit(&hd->hd_moved, 0, memory_order_release);
                     dshm_unlock_rw(cur);
                 }
             } else {
@@ -83,6 +88,7 @@ int dshm_refresh(dshm_db *db, dshm_env **envp, uint64_t want) {
         atomic_store_explicit(&db->db_has_retired, 1, memory_order_relaxed);
         cur = nenv;
     }
+    dshm_guard_tls.db_locked = NULL;
     pthread_mutex_unlock(&db->db_lock);
     *envp = cur;
     return rc;
@@ -210,8 +216,7 @@ int dshm_rlock(dshm_db *db, dshm_env **envp, bool *owed) {
     }
 }
 
-int dshm_open(const char *path, int flags, int mode, dshm_db **out) {
-    dshm_hooks_init();
+static int open_unguarded(const char *path, int flags, int mode, dshm_db **out) {
     if (!path || !out || (flags & ~(DSHM_RDONLY | DSHM_CREATE | DSHM_TRUNC | DSHM_SYNC)) ||
         ((flags & DSHM_RDONLY) && (flags & (DSHM_CREATE | DSHM_TRUNC))))
         return DSHM_INVALID;
@@ -266,6 +271,12 @@ fail:
     free(db->db_path);
     free(db);
     return rc;
+}
+
+int dshm_open(const char *path, int flags, int mode, dshm_db **out) {
+    dshm_hooks_init();   /* the SIGBUS handler back in front, at every open */
+    /* The probe and a repair at open touch the mapping: under the guard. */
+    GUARDED(int, open_unguarded(path, flags, mode, out));
 }
 
 /* For dshm_close(): the closed flag is set; wake this handle's waiters,
@@ -326,6 +337,11 @@ void dshm_guard_fault(dshm_guard *g) {
             DSHM_HDR(env)->hd_repair = 1;
             dshm_unlock_rw(env);
         }
+    }
+    if (g->db_locked) {
+        pthread_mutex_t *m = g->db_locked;
+        g->db_locked = NULL;
+        pthread_mutex_unlock(m);
     }
     if (g->entered)
         dshm_leave(g->entered);

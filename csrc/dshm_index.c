@@ -491,6 +491,7 @@ static void page_remove(dshm_bucket *pg, unsigned i) {
     st_rel(&pg->bk_slots[i].sl_rec, 0);
     unsigned j = i;
     for (;;) {
+        DSHM_CRASH_POINT("remove-shift");   /* slot i is a hole here */
         j = j + 1 == DSHM_SLOTS ? 0 : j + 1;
         uint64_t r = ld_rel(&pg->bk_slots[j].sl_rec);
         if (!r || j == i)
@@ -549,14 +550,41 @@ void dshm_index_replace(dshm_env *env, const dshm_pos *pos, uint64_t rec) {
     dshm_bucket_end(bk);
 }
 
-/** Rebuild a bucket chain whose writer died inside its odd window: gather
- *  every entry, drop duplicates and entries whose records are unreadable,
- *  and reinsert them with their hashes recomputed. */
+/* Mend a page of a chain left inside its odd window: first drop the
+ * slots whose key does not match its record's hash tag and re-derive each
+ * slot's hash from its key, then dshm_page_mend. */
+static void page_rehash_mend(dshm_env *env, dshm_bucket *pg, uint64_t limit) {
+    dshm_header *hd = DSHM_HDR(env);
+    for (unsigned s = 0; s < DSHM_SLOTS; s++) {
+        const dshm_rec *rec = dshm_rec_sane(env, ld_rel(&pg->bk_slots[s].sl_rec), limit);
+        if (!rec)
+            continue;   /* empty, or dropped by dshm_page_mend */
+        uint64_t h = dshm_key_hash(hd, (const char *)rec + DSHM_REC_HDR, rec->rc_klen);
+        if ((uint32_t)h != rec->rc_check)
+            atomic_store_explicit(&pg->bk_slots[s].sl_rec, 0, memory_order_release);
+        else if (ld_rel(&pg->bk_slots[s].sl_hash) != h)
+            st_rel(&pg->bk_slots[s].sl_hash, h);
+    }
+    dshm_page_mend(env, pg, limit);
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/** Repair, in place, a bucket chain whose writer died inside its odd
+ *  window. Restartable: no step holds the only copy of anything in process
+ *  memory. Slots naming the same record twice (a backward shift cut short)
+ *  keep the first; then each page is mended (page_rehash_mend):
+ *  damaged slots dropped, hashes re-derived, every entry made reachable
+ *  along its probe sequence, counts recomputed. */
 int dshm_index_rebuild_page(dshm_env *env, uint64_t b) {
     dshm_header *hd = DSHM_HDR(env);
     uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
     uint64_t *recs = NULL;
-    size_t n = 0, cap = 0;
+    unsigned char *seen = NULL;
+    size_t n = 0, cap = 0, nd = 0;
     int rc = 0;
     dshm_chain ch;
     uint64_t page;
@@ -566,12 +594,7 @@ int dshm_index_rebuild_page(dshm_env *env, uint64_t b) {
         dshm_bucket *pg = page_at(env, page);
         for (unsigned s = 0; s < DSHM_SLOTS; s++) {
             uint64_t r = ld_rel(&pg->bk_slots[s].sl_rec);
-            if (!r || r % DSHM_ALIGN || !dshm_in(r, DSHM_REC_HDR, limit))
-                continue;
-            bool dup = false;
-            for (size_t k = 0; k < n && !dup; k++)   /* a chain is short */
-                dup = recs[k] == r;
-            if (dup)
+            if (!r)
                 continue;
             if (n == cap) {
                 cap = cap ? cap * 2 : DSHM_SLOTS;
@@ -587,21 +610,39 @@ int dshm_index_rebuild_page(dshm_env *env, uint64_t b) {
     }
     if ((rc = more))
         goto out;
-    /* Clear every page of the chain, keeping the chain itself. */
-    for (page = b; page; page = ld_rel(&page_at(env, page)->bk_next)) {
-        dshm_bucket *pg = page_at(env, page);
-        memset(pg->bk_slots, 0, sizeof pg->bk_slots);
-        atomic_store_explicit(&pg->bk_count, 0, memory_order_relaxed);
+    /* Records named twice (a lookup table, not a copy: the slots keep them). */
+    if (n > 1)   /* recs is NULL for an empty chain */
+        qsort(recs, n, sizeof *recs, cmp_u64);
+    for (size_t k = 0; k + 1 < n; k++)
+        if (recs[k] == recs[k + 1] && (nd == 0 || recs[nd - 1] != recs[k]))
+            recs[nd++] = recs[k];
+    if (nd) {
+        if (!(seen = calloc(nd, 1))) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        dshm_chain_start(&ch, env, b, limit);
+        while (dshm_chain_next(&ch, &page) == 1) {
+            dshm_bucket *pg = page_at(env, page);
+            for (unsigned s = 0; s < DSHM_SLOTS; s++) {
+                uint64_t r = ld_rel(&pg->bk_slots[s].sl_rec);
+                uint64_t *at = r ? bsearch(&r, recs, nd, sizeof *recs, cmp_u64) : NULL;
+                if (!at)
+                    continue;
+                if (seen[at - recs])
+                    atomic_store_explicit(&pg->bk_slots[s].sl_rec, 0, memory_order_release);
+                else
+                    seen[at - recs] = 1;
+            }
+        }
     }
-    for (size_t k = 0; k < n && !rc; k++) {
-        dshm_rec *rec = DSHM_AT(env, recs[k]);
-        if (!dshm_in(recs[k], dshm_rec_size(rec->rc_klen, rec->rc_vlen), limit))
-            continue;
-        uint64_t h = dshm_key_hash(hd, (const char *)rec + DSHM_REC_HDR, rec->rc_klen);
-        rc = chain_put(env, b, h, recs[k]);
-    }
+    DSHM_CRASH_POINT("repair-rebuild");
+    dshm_chain_start(&ch, env, b, limit);
+    while (dshm_chain_next(&ch, &page) == 1)
+        page_rehash_mend(env, page_at(env, page), limit);
 out:
     free(recs);
+    free(seen);
     return rc;
 }
 

@@ -178,11 +178,12 @@ typedef struct dshm_guard {
     struct dshm_db *entered;  /**< the handle whose call is in flight */
     dshm_env *locked;         /**< the mapping whose writer lock is held */
     int locked_ro;            /**< held by a read-only taker: give it back, mark nothing */
+    pthread_mutex_t *db_locked; /**< a handle's db_lock held by this call (refresh) */
 } dshm_guard;
 extern __attribute__((tls_model("initial-exec"))) _Thread_local dshm_guard dshm_guard_tls;
 /** Back from a SIGBUS inside a guarded call: unblock the signal, give back
- *  the writer lock if this thread held it (marking the store for repair),
- *  and end the call (dshm_handle.c: it knows the lock and the handle). */
+ *  the writer lock if this thread held it (marking the store for repair)
+ *  and the handle's db_lock if it held that, and end the call (dshm_handle.c: it knows the lock and the handle). */
 void dshm_guard_fault(dshm_guard *g);
 
 /** The body of every public entry point: run `call` under the guard;
@@ -296,6 +297,77 @@ int dshm_space_rebuild(dshm_env *env, bool compact);
  *  (never 0). */
 uint64_t dshm_alloc_checksum(const dshm_header *hd);
 
+/* ---- bucket pages: soundness and in-place mending (inline) ---- */
+
+/** The record at r if its header and its whole extent lie inside
+ *  [.., limit) with possible lengths (the pointer is formed only once r is
+ *  known to be inside), else NULL. */
+static inline const dshm_rec *dshm_rec_sane(dshm_env *env, uint64_t r, uint64_t limit) {
+    if (!r || r % DSHM_ALIGN || !dshm_in(r, DSHM_REC_HDR, limit))
+        return NULL;
+    const dshm_rec *rec = DSHM_AT(env, r);
+    if (rec->rc_klen > DSHM_MAX_KEY || rec->rc_vlen > DSHM_MAX_VALUE ||
+        !dshm_in(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), limit))
+        return NULL;
+    return rec;
+}
+
+/** Is slot j reachable along the probe sequence from `home` (no empty
+ *  slot in [home, j))? Otherwise the first empty slot on the way in *hole. */
+static inline bool dshm_slot_reachable_from(const dshm_bucket *pg, unsigned j, unsigned home, unsigned *hole) {
+    for (unsigned s = home % DSHM_SLOTS; s != j; s = s + 1 == DSHM_SLOTS ? 0 : s + 1) {
+        if (!atomic_load_explicit(&pg->bk_slots[s].sl_rec, memory_order_relaxed)) {
+            *hole = s;
+            return false;
+        }
+    }
+    return true;
+}
+
+/** Is the entry in slot j found by a probe from its home slot? */
+static inline bool dshm_slot_reachable(const dshm_bucket *pg, unsigned j) {
+    unsigned hole;
+    uint64_t h = atomic_load_explicit(&pg->bk_slots[j].sl_hash, memory_order_relaxed);
+    return dshm_slot_reachable_from(pg, j, (unsigned)(h % DSHM_SLOTS), &hole);
+}
+
+/** Mend one bucket page in place, under the lock in a repair (restartable,
+ *  nothing held only in process memory): drop the slots whose record
+ *  cannot be one (dshm_rec_sane), move every entry cut off from its home
+ *  slot by a hole into that hole (the copy is published before the old
+ *  slot is cleared: a kill in between leaves a duplicate the next repair
+ *  drops, never a lost entry), recount bk_count. Each move brings an entry
+ *  strictly nearer its home, so it ends. Returns the count. */
+static inline uint32_t dshm_page_mend(dshm_env *env, dshm_bucket *pg, uint64_t limit) {
+    for (unsigned s = 0; s < DSHM_SLOTS; s++) {
+        uint64_t r = atomic_load_explicit(&pg->bk_slots[s].sl_rec, memory_order_relaxed);
+        if (r && !dshm_rec_sane(env, r, limit))
+            atomic_store_explicit(&pg->bk_slots[s].sl_rec, 0, memory_order_release);
+    }
+    for (bool moved = true; moved;) {
+        moved = false;
+        for (unsigned j = 0; j < DSHM_SLOTS; j++) {
+            uint64_t r = atomic_load_explicit(&pg->bk_slots[j].sl_rec, memory_order_relaxed);
+            if (!r)
+                continue;
+            uint64_t h = atomic_load_explicit(&pg->bk_slots[j].sl_hash, memory_order_relaxed);
+            unsigned hole;
+            if (dshm_slot_reachable_from(pg, j, (unsigned)(h % DSHM_SLOTS), &hole))
+                continue;
+            atomic_store_explicit(&pg->bk_slots[hole].sl_hash, h, memory_order_relaxed);
+            atomic_store_explicit(&pg->bk_slots[hole].sl_rec, r, memory_order_release);
+            DSHM_CRASH_POINT("repair-rebuild-move");
+            atomic_store_explicit(&pg->bk_slots[j].sl_rec, 0, memory_order_release);
+            moved = true;
+        }
+    }
+    uint32_t used = 0;
+    for (unsigned s = 0; s < DSHM_SLOTS; s++)
+        used += atomic_load_explicit(&pg->bk_slots[s].sl_rec, memory_order_relaxed) != 0;
+    atomic_store_explicit(&pg->bk_count, used, memory_order_relaxed);
+    return used;
+}
+
 /* ---- the batch journal, read-only views (inline; used by space and journal) ---- */
 
 /** The journal at hd_batch if it is well formed inside [.., limit), else NULL. */
@@ -319,12 +391,8 @@ static inline uint64_t dshm_journal_size(uint64_t cap) {
  *  *size); 0 if damaged. */
 static inline uint64_t dshm_journal_rec(dshm_env *env, uint64_t ent, uint64_t limit, uint64_t *size) {
     uint64_t r = ent & ~DSHM_JR_DEL;
-    if (r % DSHM_ALIGN || !dshm_in(r, DSHM_REC_HDR, limit))
-        return 0;
-    const dshm_rec *rec = DSHM_AT(env, r);
-    if (rec->rc_klen > DSHM_MAX_KEY || rec->rc_vlen > DSHM_MAX_VALUE ||
-        ((ent & DSHM_JR_DEL) && rec->rc_vlen) ||
-        !dshm_in(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), limit))
+    const dshm_rec *rec = dshm_rec_sane(env, r, limit);
+    if (!rec || ((ent & DSHM_JR_DEL) && rec->rc_vlen))
         return 0;
     *size = dshm_rec_size(rec->rc_klen, rec->rc_vlen);
     return r;
@@ -410,6 +478,9 @@ uint64_t dshm_bucket_for(dshm_env *env, uint64_t dir, uint64_t h, uint64_t limit
 /** Is bk a primary bucket whose hash range holds h? */
 bool dshm_bucket_covers(dshm_bucket *bk, uint64_t h);
 int dshm_index_finish_split(dshm_env *env);
+/** Repair, in place, a chain left inside its odd window (restartable):
+ *  slots naming a record twice cleared, then each page mended with the
+ *  hashes re-derived from the keys (dshm_page_mend). */
 int dshm_index_rebuild_page(dshm_env *env, uint64_t bucket);
 /** Room a write may need beyond the top for the index to take `keys` new
  *  keys: split pages, overflow pages and directory doublings (generous; a
@@ -548,6 +619,10 @@ void dshm_unlock_ro(dshm_env *env);
 int dshm_lock_rw(dshm_env *env, bool *owed);
 void dshm_unlock_rw(dshm_env *env);
 int dshm_mutex_probe(dshm_header *hd, bool *repair, bool *reinit);
+/** Take a header's mutex, waiting at most wait_ns (monotonic): 0 (held;
+ *  a dead holder's repair marked in hd_repair first), DSHM_BUSY on
+ *  timeout, DSHM_NEED_RECOVERY or -errno. */
+int dshm_mutex_lock_timed(dshm_header *hd, uint64_t wait_ns);
 
 /* ---- journal (dshm_journal.c) ---- */
 /** Apply one journal entry (under the lock, inside the batch's window);

@@ -99,6 +99,7 @@ int dshm_journal_recover(dshm_env *env) {
         int rc = dshm_journal_apply(env, jr->jr_ent[i], NULL);
         if (rc)
             return rc;
+        DSHM_CRASH_POINT("repair-batch");
     }
     dshm_journal_free(env, false);
     return 0;

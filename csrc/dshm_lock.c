@@ -220,8 +220,13 @@ int dshm_mutex_probe(dshm_header *hd, bool *repair, bool *reinit) {
         return 0;
     }
     if (rc == EOWNERDEAD) {
+        /* The owed repair goes into the file before the mutex stops saying
+         * so: a death after the unlock must not lose it. */
+        hd->hd_repair = 1;
+        atomic_thread_fence(memory_order_seq_cst);
         pthread_mutex_consistent(&hd->hd_mutex.m);
         pthread_mutex_unlock(&hd->hd_mutex.m);
+        DSHM_CRASH_POINT("repair-probe");
         *repair = true;
         return 0;
     }
@@ -250,6 +255,7 @@ int dshm_lock_rw(dshm_env *env, bool *owed) {
          * fails, runs before any write. */
         hd->hd_repair = 1;
         pthread_mutex_consistent(&hd->hd_mutex.m);
+        DSHM_CRASH_POINT("repair-lock");
         rc = 0;
     } else if (rc == ENOTRECOVERABLE) {
         return DSHM_NEED_RECOVERY;
@@ -267,6 +273,42 @@ int dshm_lock_rw(dshm_env *env, bool *owed) {
         hd->hd_repair = 1;
     *owed = hd->hd_repair != 0;
     return 0;
+}
+
+/** Take the mutex of a header mapped on its own (no handle: 'n' replacing
+ *  a file others have open), waiting at most wait_ns on the monotonic
+ *  clock (timed waits of 0.1 s each, so a clock change cannot stretch it).
+ *  On EOWNERDEAD the owed repair is marked in the file before the mutex is
+ *  made consistent. Returns 0 with the mutex held, DSHM_BUSY (a live
+ *  holder kept it), DSHM_NEED_RECOVERY (not a usable mutex) or -errno. */
+int dshm_mutex_lock_timed(dshm_header *hd, uint64_t wait_ns) {
+    if (!dshm_mutex_kind_ours(hd))
+        return DSHM_NEED_RECOVERY;
+    uint64_t until = dshm_now_ns() + wait_ns;
+    int rc;
+    for (;;) {
+        struct timespec rt;
+        clock_gettime(CLOCK_REALTIME, &rt);
+        rt.tv_nsec += 100000000;
+        if (rt.tv_nsec >= 1000000000) {
+            rt.tv_sec++;
+            rt.tv_nsec -= 1000000000;
+        }
+        rc = pthread_mutex_timedlock(&hd->hd_mutex.m, &rt);
+        if (rc != ETIMEDOUT || dshm_now_ns() >= until)
+            break;
+    }
+    if (rc == EOWNERDEAD) {
+        hd->hd_repair = 1;
+        atomic_thread_fence(memory_order_seq_cst);
+        pthread_mutex_consistent(&hd->hd_mutex.m);
+        return 0;
+    }
+    if (rc == ETIMEDOUT)
+        return DSHM_BUSY;
+    if (rc == ENOTRECOVERABLE)
+        return DSHM_NEED_RECOVERY;
+    return -rc;
 }
 
 void dshm_unlock_rw(dshm_env *env) {

@@ -18,6 +18,11 @@
 
 #include "dshm_internal.h"
 
+/* Lock-free tries after the 16th stop once this much time went by. */
+#define DSHM_READ_SPIN_NS ((uint64_t)2000000)      /* 2 ms */
+/* A handle that cannot take the lock keeps trying this long at most. */
+#define DSHM_READ_WAIT_NS ((uint64_t)5000000000)   /* 5 s */
+
 /* Wait a little after losing to the writer: spin first, then yield. */
 void dshm_backoff(int attempt) {
     if (attempt < 16) {
@@ -53,8 +58,19 @@ static bool window_abandoned(dshm_env *env) {
  * unless a repair is plainly owed (DSHM_NEED_RECOVERY at once). */
 int64_t dshm_read_retry(dshm_db *db, dshm_env **envp, dshm_read_fn fn, void *ctx, int tries) {
     int64_t r = DSHM_RETRY;
+    uint64_t t0 = 0;
     for (int i = 0; i < tries && r == DSHM_RETRY; i++) {
         if (i) {
+            /* Bounded in time, not only in count (a yield under load can
+             * take a whole time slice), and not at all for a window nobody
+             * will close (a dead writer's, or a failed repair's): the
+             * locked try repairs or reports at once. */
+            if (window_abandoned(*envp))
+                break;
+            if (i == 16)
+                t0 = dshm_now_ns();
+            else if (i > 16 && dshm_now_ns() - t0 > DSHM_READ_SPIN_NS)
+                break;
             atomic_fetch_add_explicit(&db->db_retries, 1, memory_order_relaxed);
             dshm_backoff(i);
             dshm_env *env = *envp;
@@ -94,7 +110,8 @@ int64_t dshm_read_retry(dshm_db *db, dshm_env **envp, dshm_read_fn fn, void *ctx
         return r;
     }
     struct timespec ms = {0, 1000000};
-    for (int i = 0; i < 5000 && r == DSHM_RETRY; i++) {
+    uint64_t until = dshm_now_ns() + DSHM_READ_WAIT_NS;   /* a bound in time, whatever the load */
+    for (int i = 0; i < 5000 && r == DSHM_RETRY && dshm_now_ns() < until; i++) {
         if (dshm_lock_owner_died(DSHM_HDR(*envp)) || window_abandoned(*envp))
             return DSHM_NEED_RECOVERY;
         nanosleep(&ms, NULL);

@@ -19,9 +19,11 @@ int dshm_recover(dshm_env *env) {
      * window of hd_struct_seq (opened here, or left open by the writer
      * that died) and closes it at the end whoever opened it. */
     dshm_struct_begin(hd);
+    DSHM_CRASH_POINT("repair-begin");
     int rc = dshm_index_finish_split(env);
     if (rc)
         goto out;
+    DSHM_CRASH_POINT("repair-split");
     /* Rebuild every bucket its writer left inside an odd window. */
     uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
     dshm_dirwalk w;
@@ -33,6 +35,7 @@ int dshm_recover(dshm_env *env) {
             if ((rc = dshm_index_rebuild_page(env, w.dw_bucket)))
                 goto out;
             dshm_bucket_end(bk);
+            DSHM_CRASH_POINT("repair-bucket");
         }
     }
     if (rc)
@@ -42,8 +45,10 @@ int dshm_recover(dshm_env *env) {
     dshm_journal_drop_staged(env);
     if ((rc = dshm_space_rebuild(env, false)))
         goto out;
+    DSHM_CRASH_POINT("repair-space");
     if ((rc = dshm_journal_recover(env)))
         goto out;
+    DSHM_CRASH_POINT("repair-end");
     hd->hd_recoveries++;
     atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
     /* A recovery is a commit (a batch it finished became visible): wake
@@ -52,9 +57,11 @@ int dshm_recover(dshm_env *env) {
      * lock does not matter. */
     dshm_wake_waiters(env);
 out:
-    /* Even on failure: readers keep reading what is there (every offset
-     * they follow is checked); writers retry the repair (hd_repair). */
-    dshm_struct_end(hd, true);
+    /* Parity restored (odd -> even) only by a repair that finished. One
+     * that failed leaves the window odd, never even over a half-applied
+     * batch or a half-rebuilt bucket: readers fall back to the lock, which
+     * repairs (a writer: hd_repair stays set) or reports. */
+    dshm_struct_end(hd, rc == 0);
     return rc;
 }
 

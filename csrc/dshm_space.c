@@ -428,6 +428,10 @@ int dshm_space_rebuild(dshm_env *env, bool compact) {
             dshm_bucket *pg = DSHM_AT(env, page);
             if (page != b)
                 overflow++;
+            /* A repair drops damaged slots with the probe chains kept whole
+             * (entries behind a dropped slot move up) and recounts. */
+            if (!compact)
+                dshm_page_mend(env, pg, limit);
             if ((rc = ext_add(&e, page, DSHM_BUCKET_SIZE)))
                 goto out;
             uint32_t used = 0;
@@ -437,8 +441,8 @@ int dshm_space_rebuild(dshm_env *env, bool compact) {
                     continue;
                 /* The pointer is formed only once r is known to be inside
                  * the file (a wild offset would overflow it: UB). */
-                dshm_rec *rec = r % DSHM_ALIGN || !dshm_in(r, DSHM_REC_HDR, limit) ? NULL : DSHM_AT(env, r);
-                if (!rec || !dshm_in(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), limit)) {
+                const dshm_rec *rec = dshm_rec_sane(env, r, limit);
+                if (!rec) {
                     if (compact) {
                         rc = DSHM_CORRUPT;
                         goto out;
@@ -482,6 +486,8 @@ int dshm_space_rebuild(dshm_env *env, bool compact) {
     e.n = m;
     uint64_t top = e.n ? e.v[e.n - 1].off + e.v[e.n - 1].size : DSHM_HEADER_SIZE;
     dshm_space_reset(env, top);
+    if (!compact)
+        DSHM_CRASH_POINT("repair-space-reset");
     hd->hd_bucket_free = pool;
     hd->hd_freed = 0;
     uint64_t prev = DSHM_HEADER_SIZE;

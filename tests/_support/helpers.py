@@ -881,6 +881,18 @@ def apply_op(model: Model, op: Tuple[str, ...]) -> None:
         model.clear()
 
 
+def bad_values(state: Dict[bytes, bytes]) -> List[str]:
+    """What check_value says of each value of ``state`` that is not one a
+    writer wrote (empty: every value checks)."""
+    problems: List[str] = []
+    for k, v in state.items():
+        try:
+            check_value(k, v)
+        except BadValue as e:
+            problems.append(str(e))
+    return problems
+
+
 def store_state(db: Any, skip: Iterable[bytes] = ()) -> Dict[bytes, bytes]:
     skip = set(skip)
     return {k: v for k, v in db.items() if k not in skip}
@@ -899,12 +911,7 @@ def verify_after_crash(db: Any, before: Model, log: Log, skip: Iterable[bytes] =
         apply_op(after, log.inflight)
     skip = set(skip)
     state = store_state(db, skip)
-    problems: List[str] = []
-    for k, v in state.items():
-        try:
-            check_value(k, v)
-        except BadValue as e:
-            problems.append(str(e))
+    problems = bad_values(state)
     if problems:
         raise AssertionError("invalid values after the crash:\n" + "\n".join(problems[:20]))
     got = {k: (value_version(v), len(v) - MIN_VALUE) for k, v in state.items()}
