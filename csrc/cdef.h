@@ -87,3 +87,18 @@ const char *dshm_strerror(int rc);
 const char *dshm_errhint(int rc);
 int64_t dshm_pop(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap);
 int64_t dshm_popitem(dshm_db *db, char *buf, size_t cap, uint64_t *klen);
+
+typedef struct dshm_salvage_t {
+    uint64_t sv_pass;
+    uint64_t sv_entry;
+    uint64_t sv_page;
+    uint64_t sv_slot;
+    uint64_t sv_done;
+    uint64_t sv_records;
+    uint64_t sv_bad_records;
+    uint64_t sv_bad_pages;
+    uint64_t sv_cycles;
+    uint64_t sv_entries;
+    uint64_t sv_expected;
+} dshm_salvage_t;
+int64_t dshm_salvage(const char *path, dshm_salvage_t *sv, char *buf, size_t cap, uint64_t *need);

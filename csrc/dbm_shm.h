@@ -289,6 +289,48 @@ int64_t dshm_pop(dshm_db *db, const char *key, size_t klen, char *buf, size_t ca
 int64_t dshm_popitem(dshm_db *db, char *buf, size_t cap, uint64_t *klen);
 /** @} */
 
+/** @name Salvage
+ *  @{ */
+/** The cursor and the counts of a salvage (dshm_salvage()). Zero it all
+ *  before the first call; pass it back unchanged to go on. */
+typedef struct dshm_salvage_t {
+    uint64_t sv_pass;         /**< cursor: 0 reachable records, 1 strays */
+    uint64_t sv_entry;        /**< cursor: directory entry */
+    uint64_t sv_page;         /**< cursor: page along the bucket's chain */
+    uint64_t sv_slot;         /**< cursor: slot in that page */
+    uint64_t sv_done;         /**< 1: every record was handed over */
+    uint64_t sv_records;      /**< records handed over (both passes) */
+    uint64_t sv_bad_records;  /**< slots whose record could not be read:
+                                   misaligned or outside the file, a length
+                                   over the maximum, a wrong hash tag */
+    uint64_t sv_bad_pages;    /**< buckets (or the rest of one) skipped: a
+                                   directory entry or an overflow link naming
+                                   no bucket page of the right kind in the file */
+    uint64_t sv_cycles;       /**< overflow chains that loop back (cut where
+                                   they first come back; nothing lost) */
+    uint64_t sv_entries;      /**< directory entries */
+    uint64_t sv_expected;     /**< the key count the header states (damaged
+                                   or not) */
+} dshm_salvage_t;
+
+/** Salvage, as gdbm's recover: hand over every record of the file at
+ * @p path that can still be read, into @p buf as records
+ * `[u32 klen][u64 vlen][u64 hash][key][value]` (as dshm_scan() with
+ * DSHM_SCAN_VALUES), skipping and counting in @p *sv what cannot be read.
+ * Opens the file read-only and takes no lock: works on a file dshm_open()
+ * refuses or would repair (an owed repair, odd counters, a bad allocator
+ * or header checksum), never writes it. Records get() would find come
+ * first (pass 0), then strays (pass 1): keep the first copy of a key.
+ * Call again with the same @p *sv until sv_done is 1.
+ * @return the bytes written (0 is possible before the end); -ERANGE if
+ *         the next record does not fit in an empty @p buf (its size in
+ *         @p *need); DSHM_BAD_MAGIC, DSHM_VERSION_MISMATCH, DSHM_TRUNCATED,
+ *         DSHM_CORRUPT (the header's page sizes or the directory itself
+ *         unreadable), DSHM_INVALID, or -errno. */
+int64_t dshm_salvage(const char *path, dshm_salvage_t *sv, char *buf, size_t cap, uint64_t *need);
+/** @} */
+
+
 #ifdef __cplusplus
 }
 #endif

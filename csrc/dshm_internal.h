@@ -14,6 +14,8 @@
  *   7  dshm_read.c     the read-retry protocol; get, count, commit_id
  *      dshm_write.c    put, del, sync, clear; put_locked, finish_write
  *      dshm_wait.c     dshm_wait, dshm_interrupt
+ *      dshm_salvage.c  salvage: every readable record of a damaged file,
+ *                      read through a private read-only mapping
  *   6  dshm_handle.c   open/close, enter/leave/refresh, the writer lock for
  *                      a handle (wlock, rlock, write entry), SIGBUS undo
  *   5  dshm_file.c     mappings; creating, validating, opening, replacing

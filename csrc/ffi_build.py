@@ -29,6 +29,7 @@ SOURCES = [   # bottom layer first (see the top of dshm_internal.h)
     "dshm_take.c",
     "dshm_check.c",
     "dshm_wait.c",
+    "dshm_salvage.c",
     "dshm_reorg.c",
     "dshm_batch.c",
 ]

@@ -20,6 +20,7 @@ from ._compat import convert, open_shelf
 from ._db import Database, Snapshot, open, open_flags
 from ._errors import error
 from ._registry import register, whichdb
+from ._salvage import SalvageReport, salvage
 
 __version__ = "0.1.0"
 
@@ -32,6 +33,8 @@ __all__ = [
     "open_flags",
     "open_shelf",
     "register",
+    "salvage",
+    "SalvageReport",
     "whichdb",
     "__version__",
 ]

@@ -41,6 +41,7 @@ from ._db import Database
 from ._db import open as open_db
 from ._dumpfmt import DumpError
 from ._registry import whichdb
+from ._salvage import salvage
 from ._valuefmt import ValueFormat, parse_value_format
 
 T = TypeVar("T")
@@ -51,6 +52,8 @@ EXIT_OK = 0
 EXIT_NOT_FOUND = 1
 EXIT_USAGE = 2
 EXIT_DB_ERROR = 3
+#: recover: some records could not be read (the new store has the rest)
+EXIT_SALVAGE_LOSS = 1
 
 
 class CLIError(Exception):
@@ -765,6 +768,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_recover(args: argparse.Namespace) -> int:
+    new = args.new if args.new is not None else args.db + ".recovered"
+    if not os.path.exists(args.db):
+        raise CLIError(f"{args.db}: no such file")
+    if os.path.exists(new):
+        if _same_file(new, args.db):
+            raise UsageError(f"{new}: the new store is the damaged one itself")
+        if not args.force:
+            raise UsageError(f"{new}: exists; refusing to overwrite it (pass --force)")
+    r = salvage(args.db, new, force=args.force)
+    _line(f"{args.db} -> {new}: {r.copied} records copied "
+          f"(the header states {r.expected})")
+    _line(f"  bad records skipped: {r.bad_records}")
+    _line(f"  bad pages skipped:   {r.bad_pages}")
+    _line(f"  chain cycles cut:    {r.cycles}")
+    _line(f"  duplicates dropped:  {r.duplicates}")
+    return EXIT_SALVAGE_LOSS if r.damaged else EXIT_OK
+
+
 # -- watch
 
 
@@ -867,7 +889,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Inspect and manage dbm_shm databases (a gdbmtool for shared memory).",
-        epilog="Exit status: 0 ok, 1 key not found, 2 usage error, 3 database error. "
+        epilog="Exit status: 0 ok, 1 key not found (recover: records skipped), 2 usage error, "
+               "3 database error. "
                "'%(prog)s COMMAND --help' describes each command.")
     parser.add_argument("--version", action="version",
                         version=f"%(prog)s (dbm_shm {_version()})")
@@ -961,6 +984,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("reorganize", cmd_reorganize,
             "compact the file, giving the space of deleted values back to the file system")
     p.add_argument("db", metavar="DB_FILE")
+
+    p = add("recover", cmd_recover,
+            "copy every record that can still be read from a damaged database into a new "
+            "one, as gdbm's recover (exit 1 if some could not be read)")
+    p.add_argument("db", metavar="DB_FILE", help="the damaged database (only read)")
+    p.add_argument("new", metavar="NEW", nargs="?",
+                   help="the new database (default: DB_FILE.recovered)")
+    p.add_argument("--force", action="store_true", help="replace NEW if it exists")
 
     p = add("check", cmd_check,
             "verify the file's structures and read every record (exit 3 on problems)",

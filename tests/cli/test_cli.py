@@ -36,7 +36,7 @@ needs_gdbm_tools = pytest.mark.skipif(
     reason="needs gdbm_dump, gdbm_load and a Python with dbm.gnu")
 
 COMMANDS = ["info", "list", "keys", "get", "set", "del", "delete", "count", "dump", "load",
-            "convert", "reorganize", "check", "watch", "demo"]
+            "convert", "reorganize", "recover", "check", "watch", "demo"]
 
 SAMPLE = {
     b"alpha": b"1",
