@@ -32,8 +32,8 @@ class SalvageReport(NamedTuple):
     #: slots whose record could not be read (outside the file, misaligned,
     #: impossible lengths, a hash tag that does not match the key)
     bad_records: int
-    #: buckets (or the rest of an overflow chain) skipped: a directory entry
-    #: or an overflow link naming no bucket page of the right kind
+    #: bucket pages skipped, or the rest of an overflow chain, where a
+    #: directory entry or an overflow link names no bucket page of the right kind
     bad_pages: int
     #: overflow chains that loop back on themselves (cut; nothing lost)
     cycles: int
