@@ -141,7 +141,10 @@ static int64_t get_once(dshm_env *env, bool locked, void *p) {
     return dshm_index_read(env, c->h, c->key, c->klen, c->buf, c->cap, locked);
 }
 
-static int64_t get_unguarded(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap) {
+/* A get: one lock-free try, then (unless only_try) the retry protocol.
+ * With only_try, a try that is not conclusive answers DSHM_BUSY. */
+static int64_t get_unguarded(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap,
+                             bool only_try) {
     dshm_env *env;
     int rc = dshm_enter_checked(db, &env, !key && klen ? DSHM_INVALID : 0);
     if (rc)
@@ -149,20 +152,9 @@ static int64_t get_unguarded(dshm_db *db, const char *key, size_t klen, char *bu
     get_ctx c = { key, klen, buf, cap, NULL, 0 };
     int64_t r = get_once(env, false, &c);
     if (r == DSHM_RETRY || r == DSHM_CORRUPT)
-        r = dshm_read_retry(db, &env, get_once, &c, DSHM_READ_TRIES);
+        r = only_try ? DSHM_BUSY : dshm_read_retry(db, &env, get_once, &c, DSHM_READ_TRIES);
     dshm_leave(db);
     return r;
-}
-
-static int64_t get_try_unguarded(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap) {
-    dshm_env *env;
-    int rc = dshm_enter_checked(db, &env, !key && klen ? DSHM_INVALID : 0);
-    if (rc)
-        return rc;
-    get_ctx c = { key, klen, buf, cap, NULL, 0 };
-    int64_t r = get_once(env, false, &c);
-    dshm_leave(db);
-    return r == DSHM_RETRY || r == DSHM_CORRUPT ? DSHM_BUSY : r;
 }
 
 static int64_t count_unguarded(dshm_db *db) {
@@ -189,11 +181,11 @@ static int commit_id_unguarded(dshm_db *db, uint64_t *out) {
 /* Public entry points                                                     */
 
 int64_t dshm_get(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap) {
-    GUARDED(int64_t, get_unguarded(db, key, klen, buf, cap));
+    GUARDED(int64_t, get_unguarded(db, key, klen, buf, cap, false));
 }
 
 int64_t dshm_get_try(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap) {
-    GUARDED(int64_t, get_try_unguarded(db, key, klen, buf, cap));
+    GUARDED(int64_t, get_unguarded(db, key, klen, buf, cap, true));
 }
 
 int64_t dshm_count(dshm_db *db) { GUARDED(int64_t, count_unguarded(db)); }
