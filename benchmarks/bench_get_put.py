@@ -222,7 +222,7 @@ def make_dbm_shm() -> Backend:
             "rerun benchmarks/setup_peers.sh once setup.py exists"
         ) from exc
     return Backend(
-        "dbm_shm", package_version("dbm_shm", dbm_shm),
+        "dbm_shm", dbm_shm_version(dbm_shm),
         dbm_shm.open, put_mapping, get_mapping, close_handle,
         note="opened 'n' to write, 'r' to read",
     )
@@ -238,7 +238,7 @@ def make_dbm_shm_py() -> Backend:
     if not _fastglue.ENABLED:
         raise Unavailable("the fast path is off (DSHM_NO_FASTPATH) or missing: dbm_shm is this path")
     return Backend(
-        "dbm_shm-py", package_version("dbm_shm", dbm_shm),
+        "dbm_shm-py", dbm_shm_version(dbm_shm),
         dbm_shm.open, put_dbm_shm_py, get_dbm_shm_py, close_handle,
         note="dbm_shm's Python methods (Database._py_getitem/_py_setitem) called "
              "directly: the cffi path, without the C fast path",
@@ -380,6 +380,15 @@ def package_version(dist: str, module: object) -> str:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return str(getattr(module, "__version__", "unknown version"))
+
+
+def dbm_shm_version(module: Any) -> str:
+    """The version, where it was imported from and whether its C fast path is
+    on: a stale copy in the benchmark venv (rerun setup_peers.sh) shows here."""
+    from dbm_shm import _fastglue
+    where = os.path.dirname(os.path.abspath(module.__file__))
+    fast = "fast path on" if _fastglue.ENABLED else "fast path OFF"
+    return f"{package_version('dbm_shm', module)} from {where}, {fast}"
 
 
 def gdbm_library_version() -> str:
