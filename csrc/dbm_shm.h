@@ -68,6 +68,12 @@ extern "C" {
 
 /** Flag for dshm_put(): fail with DSHM_KEYEXIST if the key is present. */
 #define DSHM_NOOVERWRITE 0x01
+/** Flag for dshm_put(): never wait. Answer DSHM_BUSY, having changed
+ *  nothing, where the put would wait or take long: the writer lock held by
+ *  another thread or process, a repair owed, a handle opened with
+ *  DSHM_SYNC. For callers that must not block where they are (the C fast
+ *  path holds the GIL for it) and can make the full call elsewhere. */
+#define DSHM_TRY 0x02
 
 /** Flag for dshm_scan(): also copy the values. */
 #define DSHM_SCAN_VALUES 0x01
@@ -146,8 +152,9 @@ int64_t dshm_get(dshm_db *db, const char *key, size_t klen, char *buf, size_t ca
 int64_t dshm_get_try(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap);
 
 /** Store @p key -> @p val.
- * @return 0, DSHM_KEYEXIST (with DSHM_NOOVERWRITE), DSHM_READONLY,
- *         DSHM_TOOBIG, DSHM_FULL, or -errno (-ENOSPC, -EFBIG...). */
+ * @return 0, DSHM_KEYEXIST (with DSHM_NOOVERWRITE), DSHM_BUSY (with
+ *         DSHM_TRY), DSHM_READONLY, DSHM_TOOBIG, DSHM_FULL, or -errno
+ *         (-ENOSPC, -EFBIG...). */
 int dshm_put(dshm_db *db, const char *key, size_t klen,
              const char *val, size_t vlen, int flags);
 

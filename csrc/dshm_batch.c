@@ -190,7 +190,7 @@ static int write_batch_unguarded(dshm_db *db, size_t n, const char *keys, const 
         free(ops);
         return rc;
     }
-    if ((rc = dshm_write_enter(db, &env, rc, room, n))) {
+    if ((rc = dshm_write_enter(db, &env, rc, room, n, true))) {
         free(ops);
         return rc;
     }

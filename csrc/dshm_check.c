@@ -328,7 +328,7 @@ static int64_t check_unguarded(dshm_db *db, char *buf, size_t cap) {
     int64_t r;
     if (!(db->db_flags & DSHM_RDONLY)) {
         /* A writable handle: its lock first runs a repair that is owed. */
-        if ((rc = dshm_wlock(db, &env, 0))) {
+        if ((rc = dshm_wlock(db, &env, 0, true))) {
             dshm_leave(db);
             return rc;
         }

@@ -301,7 +301,7 @@ int dshm_env_open(const char *path, int flags, int mode, uint64_t want, dshm_env
                     goto fail;
                 if (repair) {
                     /* Repair now, before anyone writes. */
-                    if ((rc = dshm_lock_repair(env, repaired)))
+                    if ((rc = dshm_lock_repair(env, repaired, true)))
                         goto fail;
                     dshm_unlock_rw(env);
                 }

@@ -47,7 +47,7 @@ int dshm_refresh(dshm_db *db, dshm_env **envp, uint64_t want) {
             dshm_env_free(nenv);
             nenv = NULL;
             if (!(db->db_flags & DSHM_RDONLY) && cur->ev_writable) {
-                if (dshm_lock_repair(cur, NULL) == 0) {
+                if (dshm_lock_repair(cur, NULL, true) == 0) {
                     /* Looked at again under the lock: an 'n' or reorganize
                      * renames over the path while it holds this lock. */
                     struct stat named;
@@ -158,7 +158,7 @@ static void check_replaced(dshm_db *db, dshm_env *env) {
 
 /* Take the writer lock on the current file, with room in the mapping for
  * `room` more bytes. Follows a reorganize that happened while waiting. */
-int dshm_wlock(dshm_db *db, dshm_env **envp, uint64_t room) {
+int dshm_wlock(dshm_db *db, dshm_env **envp, uint64_t room, bool wait) {
     for (;;) {
         dshm_env *env = *envp;
         if (!env->ev_writable)
@@ -169,7 +169,7 @@ int dshm_wlock(dshm_db *db, dshm_env **envp, uint64_t room) {
          * the uncontended path. */
         bool held = atomic_load_explicit(&hd->hd_lock_pid, memory_order_relaxed) != 0;
         uint64_t t0 = held ? dshm_now_ns() : 0;
-        int rc = dshm_lock_repair(env, &recovered);
+        int rc = dshm_lock_repair(env, &recovered, wait);
         if (rc)
             return rc;
         if (held) {
@@ -347,13 +347,13 @@ void dshm_guard_fault(dshm_guard *g) {
         dshm_leave(g->entered);
 }
 
-int dshm_write_enter(dshm_db *db, dshm_env **envp, int argrc, uint64_t bytes, uint64_t keys) {
+int dshm_write_enter(dshm_db *db, dshm_env **envp, int argrc, uint64_t bytes, uint64_t keys, bool wait) {
     /* A bad argument first, then a read-only handle, then what the
      * arguments ask for that cannot be had (too big, too many). */
     if (argrc != DSHM_INVALID && (db && (db->db_flags & DSHM_RDONLY)))
         argrc = DSHM_READONLY;
     int rc = dshm_enter_checked(db, envp, argrc);
-    if (rc == 0 && (rc = dshm_wlock(db, envp, bytes + dshm_index_room(*envp, keys))))
+    if (rc == 0 && (rc = dshm_wlock(db, envp, bytes + dshm_index_room(*envp, keys), wait)))
         dshm_leave(db);
     return rc;
 }

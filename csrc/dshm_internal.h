@@ -617,8 +617,9 @@ void dshm_unlock_ro(dshm_env *env);
 /** Take the writer lock to write. Returns 0 with the lock held and *owed
  *  set if a repair is owed (its holder died, or hd_repair, or allocator
  *  fields that do not match their checksum): the caller runs it
- *  (dshm_lock_repair) before it writes. Never runs the repair itself. */
-int dshm_lock_rw(dshm_env *env, bool *owed);
+ *  (dshm_lock_repair) before it writes. Never runs the repair itself.
+ *  Without `wait`, DSHM_BUSY (not held) where another holds it. */
+int dshm_lock_rw(dshm_env *env, bool *owed, bool wait);
 void dshm_unlock_rw(dshm_env *env);
 int dshm_mutex_probe(dshm_header *hd, bool *repair, bool *reinit);
 /** Take a header's mutex, waiting at most wait_ns (monotonic): 0 (held;
@@ -649,8 +650,10 @@ int dshm_recover(dshm_env *env);
  *  on success. Returns 0, DSHM_CORRUPT or DSHM_NEED_RECOVERY. */
 int dshm_repair(dshm_env *env);
 /** dshm_lock_rw, then the repair it reports owed (*recovered set when one
- *  ran; may be NULL). The lock is not held on error. */
-int dshm_lock_repair(dshm_env *env, bool *recovered);
+ *  ran; may be NULL). The lock is not held on error. Without `wait`,
+ *  DSHM_BUSY where the lock is taken, or a repair owed (left to a caller
+ *  that may wait: the mark stays in the file). */
+int dshm_lock_repair(dshm_env *env, bool *recovered, bool wait);
 
 /* ====================================================================== */
 /* Layer 5: files and mappings (dshm_file.c)                               */
@@ -735,17 +738,19 @@ static inline int dshm_enter_checked(dshm_db *db, dshm_env **envp, int argrc) {
 }
 
 /** Take the writer lock with room in the mapping for `room` more bytes
- *  (running a repair that is owed); follows a reorganize. */
-int dshm_wlock(dshm_db *db, dshm_env **envp, uint64_t room);
+ *  (running a repair that is owed); follows a reorganize. Without `wait`,
+ *  DSHM_BUSY where that would wait (dshm_lock_repair). */
+int dshm_wlock(dshm_db *db, dshm_env **envp, uint64_t room, bool wait);
 /** The read-only take of the writer lock (dshm_lock_ro) for a handle,
  *  following a reorganize or a growth as dshm_wlock does. */
 int dshm_rlock(dshm_db *db, dshm_env **envp, bool *owed);
 /** The start of every write: enter, report argrc (the caller's argument
  *  check: DSHM_INVALID before a read-only handle's DSHM_READONLY, any other
  *  code after it), take the writer lock with room for `bytes` of records
- *  and the index's growth for `keys` new keys (dshm_index_room). On error
- *  the call has left. */
-int dshm_write_enter(dshm_db *db, dshm_env **envp, int argrc, uint64_t bytes, uint64_t keys);
+ *  and the index's growth for `keys` new keys (dshm_index_room); without
+ *  `wait`, DSHM_BUSY where taking it would wait. On error the call has
+ *  left. */
+int dshm_write_enter(dshm_db *db, dshm_env **envp, int argrc, uint64_t bytes, uint64_t keys, bool wait);
 
 /* ====================================================================== */
 /* Layer 7: reads (dshm_read.c), and writes (dshm_write.c) below          */

@@ -242,12 +242,14 @@ int dshm_mutex_probe(dshm_header *hd, bool *repair, bool *reinit) {
  *  whether a repair is owed, which the caller runs before it writes
  *  (dshm_lock_repair): the lock never calls into recovery. Returns 0 or
  *  an error (the lock is not held on error). */
-int dshm_lock_rw(dshm_env *env, bool *owed) {
+int dshm_lock_rw(dshm_env *env, bool *owed, bool wait) {
     dshm_header *hd = DSHM_HDR(env);
     *owed = false;
     if (!dshm_mutex_kind_ours(hd))
         return DSHM_NEED_RECOVERY;   /* a damaged mutex: reset by a writable opener alone with the file */
-    int rc = pthread_mutex_lock(&hd->hd_mutex.m);
+    int rc = wait ? pthread_mutex_lock(&hd->hd_mutex.m) : pthread_mutex_trylock(&hd->hd_mutex.m);
+    if (rc == EBUSY && !wait)
+        return DSHM_BUSY;
     if (rc == EOWNERDEAD) {
         /* The previous holder died inside a write. The mutex is made
          * consistent at once (so it stays usable) and the store marked for

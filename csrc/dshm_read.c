@@ -91,7 +91,7 @@ int64_t dshm_read_retry(dshm_db *db, dshm_env **envp, dshm_read_fn fn, void *ctx
     atomic_fetch_add_explicit(&db->db_fallbacks, 1, memory_order_relaxed);
     if (!rdonly) {
         /* A writable handle: its lock first runs a repair that is owed. */
-        int rc = dshm_wlock(db, envp, 0);
+        int rc = dshm_wlock(db, envp, 0, true);
         if (rc)
             return rc;
         r = fn(*envp, true, ctx);

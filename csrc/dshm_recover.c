@@ -75,13 +75,17 @@ int dshm_repair(dshm_env *env) {
     return 0;
 }
 
-int dshm_lock_repair(dshm_env *env, bool *recovered) {
+int dshm_lock_repair(dshm_env *env, bool *recovered, bool wait) {
     bool owed;
     if (recovered)
         *recovered = false;
-    int rc = dshm_lock_rw(env, &owed);
+    int rc = dshm_lock_rw(env, &owed, wait);
     if (rc || !owed)
         return rc;
+    if (!wait) {
+        dshm_unlock_rw(env);   /* hd_repair stays set: the next holder repairs */
+        return DSHM_BUSY;
+    }
     if ((rc = dshm_repair(env))) {
         dshm_unlock_rw(env);
         return rc;

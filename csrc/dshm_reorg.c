@@ -55,7 +55,7 @@ static int copy_all(dshm_env *env, dshm_env *nenv) {
 
 static int reorganize_unguarded(dshm_db *db) {
     dshm_env *env;
-    int rc = dshm_write_enter(db, &env, 0, 0, 0);
+    int rc = dshm_write_enter(db, &env, 0, 0, 0, true);
     if (rc)
         return rc;
     dshm_header *hd = DSHM_HDR(env);

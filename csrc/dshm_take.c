@@ -64,7 +64,7 @@ static int64_t take_end(dshm_db *db, dshm_env *env, int64_t r, size_t cap) {
 
 static int64_t pop_unguarded(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap) {
     dshm_env *env;
-    int rc = dshm_write_enter(db, &env, (!key && klen) || (!buf && cap) ? DSHM_INVALID : 0, 0, 0);
+    int rc = dshm_write_enter(db, &env, (!key && klen) || (!buf && cap) ? DSHM_INVALID : 0, 0, 0, true);
     if (rc)
         return rc;
     uint64_t h = dshm_key_hash(DSHM_HDR(env), key, klen);
@@ -135,7 +135,7 @@ static int64_t popitem_locked(dshm_env *env, char *buf, size_t cap, uint64_t *kl
 
 static int64_t popitem_unguarded(dshm_db *db, char *buf, size_t cap, uint64_t *klen) {
     dshm_env *env;
-    int rc = dshm_write_enter(db, &env, (!buf && cap) || !klen ? DSHM_INVALID : 0, 0, 0);
+    int rc = dshm_write_enter(db, &env, (!buf && cap) || !klen ? DSHM_INVALID : 0, 0, 0, true);
     if (rc)
         return rc;
     return take_end(db, env, popitem_locked(env, buf, cap, klen), cap);

@@ -102,9 +102,13 @@ int dshm_finish_write(dshm_db *db, dshm_env *env, int rc) {
 
 static int put_unguarded(dshm_db *db, const char *key, size_t klen, const char *val, size_t vlen, int flags) {
     dshm_env *env;
-    int arg = (!key && klen) || (!val && vlen) || (flags & ~DSHM_NOOVERWRITE) ? DSHM_INVALID
+    int arg = (!key && klen) || (!val && vlen) || (flags & ~(DSHM_NOOVERWRITE | DSHM_TRY)) ? DSHM_INVALID
             : klen > DSHM_MAX_KEY || vlen > DSHM_MAX_VALUE ? DSHM_TOOBIG : 0;
-    int rc = dshm_write_enter(db, &env, arg, arg ? 0 : dshm_rec_size(klen, vlen), DSHM_ROOM_PUT);
+    bool wait = !(flags & DSHM_TRY);
+    /* A put that syncs waits for the disk: never a try's. */
+    if (!wait && !arg && db && (db->db_flags & DSHM_SYNC))
+        return DSHM_BUSY;
+    int rc = dshm_write_enter(db, &env, arg, arg ? 0 : dshm_rec_size(klen, vlen), DSHM_ROOM_PUT, wait);
     if (rc)
         return rc;
     uint64_t h = dshm_key_hash(DSHM_HDR(env), key, klen);
@@ -113,7 +117,7 @@ static int put_unguarded(dshm_db *db, const char *key, size_t klen, const char *
 
 static int del_unguarded(dshm_db *db, const char *key, size_t klen) {
     dshm_env *env;
-    int rc = dshm_write_enter(db, &env, !key && klen ? DSHM_INVALID : 0, 0, 0);
+    int rc = dshm_write_enter(db, &env, !key && klen ? DSHM_INVALID : 0, 0, 0, true);
     if (rc)
         return rc;
     uint64_t h = dshm_key_hash(DSHM_HDR(env), key, klen);
@@ -136,7 +140,7 @@ static int sync_unguarded(dshm_db *db) {
 
 static int clear_unguarded(dshm_db *db) {
     dshm_env *env;
-    int rc = dshm_write_enter(db, &env, 0, 0, DSHM_ROOM_PUT);
+    int rc = dshm_write_enter(db, &env, 0, 0, DSHM_ROOM_PUT, true);
     if (rc)
         return rc;
     /* Build an empty directory and bucket in free space and publish it

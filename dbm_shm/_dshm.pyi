@@ -38,6 +38,7 @@ class _Lib:
     DSHM_TRUNC: int
     DSHM_SYNC: int
     DSHM_NOOVERWRITE: int
+    DSHM_TRY: int
     DSHM_SCAN_VALUES: int
     DSHM_MAX_KEY: int
     DSHM_MAX_VALUE: int

@@ -31,9 +31,15 @@
  * FAST_CAP bytes into a stack buffer; where that try is not conclusive (a
  * writer in the way: DSHM_BUSY) the full dshm_get() -- its retries and
  * its read under the writer lock -- runs with the GIL released. A larger
- * value is fetched by the Python path, with the GIL released. Sets and
- * deletes take the writer lock and may grow or sync the file: they always
- * run with the GIL released.
+ * value is fetched by the Python path, with the GIL released. A set of a
+ * value of at most FAST_PUT_CAP bytes first tries dshm_put(DSHM_TRY) with
+ * the GIL held: it takes the writer lock only if it is free at once, and
+ * answers DSHM_BUSY, having changed nothing, where it would wait (the lock
+ * taken, a repair owed, a syncing handle); then, as for larger values and
+ * for deletes, the full call runs with the GIL released. Holding the GIL
+ * while holding the writer lock cannot deadlock: the core never takes the
+ * GIL, so a thread that waits for the lock never holds what the holder
+ * needs.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -51,6 +57,9 @@ typedef int64_t (*many_fn)(dshm_db *, size_t, const char *, const uint64_t *, ch
 
 /* Largest value copied with the GIL held, through a stack buffer. */
 #define FAST_CAP 4096
+/* Values up to this size are first stored with the GIL held, by a put that
+ * never waits (DSHM_TRY): its copy is short. */
+#define FAST_PUT_CAP 65536
 
 static struct {
     get_fn get;
@@ -59,7 +68,9 @@ static struct {
     del_fn del;
     many_fn get_many;
     int64_t notfound;          /* DSHM_NOTFOUND */
-    int64_t busy;              /* DSHM_BUSY: dshm_get_try() was not conclusive */
+    int64_t busy;              /* DSHM_BUSY: dshm_get_try() was not conclusive,
+                                  or dshm_put(DSHM_TRY) would have waited */
+    int try_flag;              /* DSHM_TRY, the put flag */
     /* The Python path: Database's own methods, called as functions. */
     PyObject *py_getitem;      /* (self, key) */
     PyObject *py_setitem;      /* (self, key, value) */
@@ -226,9 +237,12 @@ static int fast_ass_subscript(PyObject *op, PyObject *key, PyObject *value) {
         if (value != NULL) {
             const char *v = PyBytes_AS_STRING(value);
             size_t vn = (size_t)PyBytes_GET_SIZE(value);
-            Py_BEGIN_ALLOW_THREADS
-            rc = core.put(h, k, (size_t)kn, v, vn, 0);
-            Py_END_ALLOW_THREADS
+            rc = vn <= FAST_PUT_CAP ? core.put(h, k, (size_t)kn, v, vn, core.try_flag) : (int)core.busy;
+            if (rc == (int)core.busy) {
+                Py_BEGIN_ALLOW_THREADS
+                rc = core.put(h, k, (size_t)kn, v, vn, 0);
+                Py_END_ALLOW_THREADS
+            }
         } else {
             Py_BEGIN_ALLOW_THREADS
             rc = core.del(h, k, (size_t)kn);
@@ -548,18 +562,18 @@ static PyTypeObject FastBaseType = {
 };
 
 PyDoc_STRVAR(init_doc,
-"init(get, put, delete, get_many, get_try, notfound, busy, getitem, setitem, delitem, contains,\n"
-"     get_method, get_many_method, raise_for)\n--\n\n"
+"init(get, put, delete, get_many, get_try, notfound, busy, try_flag, getitem, setitem,\n"
+"     delitem, contains, get_method, get_many_method, raise_for)\n--\n\n"
 "Register the core's entry points (addresses of dshm_get, dshm_put,\n"
-"dshm_del, dshm_get_many and dshm_get_try, as ints), DSHM_NOTFOUND and\n"
-"DSHM_BUSY, the Python-path methods of Database\n"
+"dshm_del, dshm_get_many and dshm_get_try, as ints), DSHM_NOTFOUND,\n"
+"DSHM_BUSY and DSHM_TRY, the Python-path methods of Database\n"
 "that every case the fast path does not handle is handed to, and\n"
 "raise_for(db, code, what), which raises a core code's error.");
 
 static PyObject *mod_init(PyObject *mod, PyObject *const *args, Py_ssize_t nargs) {
     (void)mod;
-    if (nargs != 14) {
-        PyErr_SetString(PyExc_TypeError, "init() takes 14 arguments");
+    if (nargs != 15) {
+        PyErr_SetString(PyExc_TypeError, "init() takes 15 arguments");
         return NULL;
     }
     void *p[5];
@@ -577,7 +591,10 @@ static PyObject *mod_init(PyObject *mod, PyObject *const *args, Py_ssize_t nargs
     long long busy = PyLong_AsLongLong(args[6]);
     if (busy == -1 && PyErr_Occurred())
         return NULL;
-    for (int i = 7; i < 14; i++)
+    long try_flag = PyLong_AsLong(args[7]);
+    if (try_flag == -1 && PyErr_Occurred())
+        return NULL;
+    for (int i = 8; i < 15; i++)
         if (!PyCallable_Check(args[i])) {
             PyErr_SetString(PyExc_TypeError, "init(): Python-path methods must be callable");
             return NULL;
@@ -585,8 +602,8 @@ static PyObject *mod_init(PyObject *mod, PyObject *const *args, Py_ssize_t nargs
     PyObject **slots[7] = {&core.py_getitem, &core.py_setitem, &core.py_delitem,
                            &core.py_contains, &core.py_get, &core.py_get_many, &core.py_raise};
     for (int i = 0; i < 7; i++) {
-        Py_INCREF(args[7 + i]);
-        Py_XSETREF(*slots[i], args[7 + i]);
+        Py_INCREF(args[8 + i]);
+        Py_XSETREF(*slots[i], args[8 + i]);
     }
     /* Object pointers and function pointers: converted through uintptr_t,
      * as POSIX dlsym() users do. */
@@ -597,6 +614,7 @@ static PyObject *mod_init(PyObject *mod, PyObject *const *args, Py_ssize_t nargs
     core.get_try = (get_fn)(uintptr_t)p[4];
     core.notfound = (int64_t)nf;
     core.busy = (int64_t)busy;
+    core.try_flag = (int)try_flag;
     Py_RETURN_NONE;
 }
 

@@ -17,7 +17,7 @@ class FastBase:
     def _fast_attach(self, handle: int, owner: object, batches: Dict[int, Any], /) -> None: ...
     def _fast_counters(self) -> Tuple[int, int, int]: ...
 
-def init(get: int, put: int, delete: int, get_many: int, notfound: int,
-         getitem: Callable[..., Any], setitem: Callable[..., Any], delitem: Callable[..., Any],
+def init(get: int, put: int, delete: int, get_many: int, get_try: int, notfound: int,
+         busy: int, try_flag: int, getitem: Callable[..., Any], setitem: Callable[..., Any], delitem: Callable[..., Any],
          contains: Callable[..., Any], get_method: Callable[..., Any], get_many_method: Callable[..., Any],
          raise_for: Callable[[Any, int, str], None], /) -> None: ...

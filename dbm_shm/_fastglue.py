@@ -87,7 +87,8 @@ def install(cls: type) -> None:
         return int(ffi.cast("uintptr_t", ffi.addressof(lib, fn)))
 
     _fast.init(addr("dshm_get"), addr("dshm_put"), addr("dshm_del"), addr("dshm_get_many"),
-               addr("dshm_get_try"), int(lib.DSHM_NOTFOUND), int(lib.DSHM_BUSY), *methods, _raise_for)
+               addr("dshm_get_try"), int(lib.DSHM_NOTFOUND), int(lib.DSHM_BUSY), int(lib.DSHM_TRY),
+               *methods, _raise_for)
 
 
 def _raise_for(db: Any, rc: int, what: str) -> None:

@@ -1,13 +1,15 @@
-"""The fast path holds the GIL only for a lock-free try: a get that has to
-wait for the writer (its bucket's counter odd under a live writer) waits
-with the GIL released, so the process's other threads run meanwhile.
+"""The fast path holds the GIL only for a try that never waits: a get that
+has to wait for the writer (its bucket's counter odd under a live writer),
+and a set that has to wait for the writer lock, wait with the GIL
+released, so the process's other threads run meanwhile.
 
 A writer process is frozen by SIGSTOP inside an insert (the crash hook
 with ``DSHM_CRASH_SIGNAL``), its bucket's counter odd and the writer lock
-held. A thread of the test process then reads that bucket through the
-fast path: the lock-free try is not conclusive, and the full read ends up
-waiting for the lock. The main thread must keep running meanwhile; once
-the writer is killed, the read answers (after the repair).
+held. A thread of the test process then reads that bucket, or sets a key,
+through the fast path: the try is not conclusive (a get) or answers
+DSHM_BUSY (a set's ``DSHM_TRY``), and the full call ends up waiting for
+the lock. The main thread must keep running meanwhile; once the writer is
+killed, the call answers (after the repair).
 """
 
 import os
@@ -31,7 +33,11 @@ _READER = textwrap.dedent("""
     before = db.stats()
     out = {}
     def read():
-        out["v"] = db.get(b"frozen-key", b"absent")
+        if sys.argv[2] == "get":
+            out["v"] = db.get(b"frozen-key", b"absent")
+        else:
+            db[b"set-key"] = b"w" * 10
+            out["v"] = db[b"set-key"]
     t = threading.Thread(target=read)
     t.start()
     # The main thread runs Python while the reader waits for the writer.
@@ -43,7 +49,7 @@ _READER = textwrap.dedent("""
     t.join(60)
     after = db.stats()
     print("value", out.get("v"), "joined", not t.is_alive(),
-          "fast", after["fast_gets"] - before["fast_gets"],
+          "fast", after["fast_" + sys.argv[2] + "s"] - before["fast_" + sys.argv[2] + "s"],
           "fallbacks", after["fast_fallbacks"] - before["fast_fallbacks"], flush=True)
 """)
 
@@ -54,7 +60,8 @@ _WRITER = textwrap.dedent("""
 """)
 
 
-def test_get_waits_for_a_writer_without_the_gil(tmp_path):
+@pytest.mark.parametrize("op", ["get", "set"])
+def test_a_call_waits_for_a_writer_without_the_gil(tmp_path, op):
     path = str(tmp_path / "db")
     with dbm_shm.open(path, "c") as db:
         for i in range(20):
@@ -65,7 +72,7 @@ def test_get_waits_for_a_writer_without_the_gil(tmp_path):
         _, status = os.waitpid(writer.pid, os.WUNTRACED)
         assert os.WIFSTOPPED(status), f"the writer did not stop at its insert: status {status:#x}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("DSHM_CRASH")}
-        reader = subprocess.Popen([sys.executable, "-c", _READER, path], env=env, text=True,
+        reader = subprocess.Popen([sys.executable, "-c", _READER, path, op], env=env, text=True,
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         try:
             ready, _, _ = select.select([reader.stdout], [], [], 60)
@@ -73,7 +80,7 @@ def test_get_waits_for_a_writer_without_the_gil(tmp_path):
             first = reader.stdout.readline().split()
             assert first[:1] == ["ticks"], first
             assert int(first[1]) > 1000, f"the main thread hardly ran while a get waited: {first}"
-            assert first[3] == "True", f"the get did not wait for the frozen writer: {first}"
+            assert first[3] == "True", f"the {op} did not wait for the frozen writer: {first}"
             writer.kill()
             writer.wait(30)
             out, _ = reader.communicate("go\n", timeout=60)
@@ -82,7 +89,8 @@ def test_get_waits_for_a_writer_without_the_gil(tmp_path):
                 reader.kill()
                 reader.wait()
         words = out.split()
-        assert words[0] == "value" and words[1] in ("b'absent'", "b'vvvvvvvvvv'"), out
+        want = ("b'absent'", "b'vvvvvvvvvv'") if op == "get" else ("b'wwwwwwwwww'",)
+        assert words[0] == "value" and words[1] in want, out
         assert words[3] == "True", out
         assert words[5] == "1" and words[7] == "0", f"not served by the fast path: {out}"
     finally:
@@ -91,4 +99,4 @@ def test_get_waits_for_a_writer_without_the_gil(tmp_path):
             writer.wait()
     with dbm_shm.open(path, "r") as db:
         assert db.check() == []
-        assert len(db) in (20, 21)
+        assert len(db) in ((20, 21) if op == "get" else (21, 22))
