@@ -44,21 +44,14 @@ import pytest
 import dbm_shm
 from _support import repair as R
 from _support.helpers import CrashChild, apply_op
+from _support.points import WRITER_POINTS
 
-# writer point -> (scenario, n-th pass, keys to start with); "batch" is
+# writer point -> (scenario, n-th pass, keys to start with): the points of
+# test_sigkill.py (_support/points.py), and more; "batch" is
 # _support/repair.py batch-writer (one batch of 900 entries).
 WRITER = {
-    "put-written": ("set", 300, 2000),
-    "put-replaced": ("set", 300, 2000),
-    "insert": ("grow", 500, 2000),
-    "remove": ("delete", 200, 2000),
+    **WRITER_POINTS,
     "remove-shift": ("delete", 20, 2000),
-    "del-removed": ("delete", 200, 2000),
-    "double": ("grow", 4, 0),
-    "split-intent": ("grow", 20, 0),
-    "split-switch": ("grow", 20, 0),
-    "clear": ("clear", 1, 2000),
-    "reorganize": ("reorganize", 2, 2000),
     "batch-staged": ("batch", 1, 2000),
     "batch-committed": ("batch", 1, 2000),
     "batch-apply": ("batch", 450, 2000),
