@@ -508,17 +508,31 @@ class Case:
 @dataclasses.dataclass
 class Outcome:
     case: Case
-    status: str              # "ok", "signal", "timeout", "exit", "unexpected", "r_changed", "leftover"
+    status: str              # "ok", "signal", "timeout", "exit", "unexpected", "r_changed", "leftover",
+                             # "data_loss"
     detail: str = ""
     ops: Dict[str, str] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
     last_op: str = ""
+    # for "data_loss": what salvage made of the lost keys (see _fuzz_worker.py)
+    salvage: Optional[Dict[str, Any]] = None
+
+    @property
+    def salvaged(self) -> bool:
+        """Data loss that is only the store's: keys readable before the
+        write phase, not written by it, unreadable after it (a repair that
+        failed on the damage leaves the store refusing reads), and every
+        one of them is in the salvaged copy with its value."""
+        sv = self.salvage
+        return (self.status == "data_loss" and sv is not None and "error" not in sv
+                and sv["lost"] > 0 and sv["back"] == sv["lost"] and not sv["missing"])
 
     @property
     def bad(self) -> bool:
-        """A failure. ("data_loss" is reported, not failed: writing to a
-        damaged file may legitimately lose what the damage reached.)"""
-        return self.status not in ("ok", "data_loss")
+        """A failure. "data_loss" is one unless salvage brings every lost
+        key back with its value (writing to a damaged file may leave it
+        unreadable until salvaged, but may not destroy what was readable)."""
+        return self.status != "ok" and not self.salvaged
 
     def line(self) -> str:
         return (f"[{self.status}] case {self.case.id} base={self.case.base} seed={self.case.seed} "
@@ -630,7 +644,7 @@ class _Batch:
             elif "end" in msg:
                 done.append(Outcome(self.cases[self.idx], msg["status"], msg.get("detail", ""),
                                     msg.get("ops", {}), time.monotonic() - self.case_start,
-                                    msg.get("last_op", "")))
+                                    msg.get("last_op", ""), msg.get("salvage")))
                 self.idx += 1
         return done
 
