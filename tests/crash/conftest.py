@@ -15,3 +15,4 @@ def pytest_configure(config):
     # pyproject.toml declares these too (and deselects them by default);
     # here for a run from another rootdir (as tests/conftest.py does).
     config.addinivalue_line("markers", "crashmatrix: the kill-the-repairer matrix beyond its sample")
+    config.addinivalue_line("markers", "underload: crash and damaged-file cases under CPU load")

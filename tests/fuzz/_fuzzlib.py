@@ -539,6 +539,38 @@ class Outcome:
                 f"during {self.last_op or '-'}: {self.detail}\n      damage: {'; '.join(self.case.desc)}")
 
 
+#: Seconds a worker may spend on one case (every operation of it, both
+#: phases) before the case counts as a hang.
+CASE_TIMEOUT = float(os.environ.get("FUZZ_CASE_TIMEOUT", "10"))
+
+
+def judge(outcomes: List[Outcome], what: str) -> None:
+    """For a test: fail on a new kind of failure; xfail if every failure is
+    a known bug. Data loss that salvage fully undoes passes; it is counted
+    in the printed summary."""
+    import collections
+
+    import pytest
+    stats = collections.Counter(o.status for o in outcomes)
+    bad = [o for o in outcomes if o.bad]
+    unknown = [o for o in bad if not known_bug(o)]
+    salvaged = [o for o in outcomes if o.salvaged]
+    print(f"{what}: {len(outcomes)} cases {dict(stats)}; in {len(salvaged)} of them keys were lost "
+          f"from the store in the write phase and salvage brought back all "
+          f"{sum(o.salvage['lost'] for o in salvaged)} of them"
+          + (": " + ", ".join(f"{o.case.id} ({o.salvage['lost']})" for o in salvaged[:8]) if salvaged else ""))
+    if unknown:
+        pytest.fail(f"{what}: {len(unknown)} new failures ({dict(stats)}):\n"
+                    + "\n".join(o.line() for o in unknown[:25]), pytrace=False)
+    if bad:
+        by_bug = collections.Counter(known_bug(o) for o in bad)
+        examples: Dict[Optional[str], str] = {}
+        for o in bad:
+            examples.setdefault(known_bug(o), o.line().splitlines()[0])
+        pytest.xfail(f"{what}: {len(bad)} cases hit known bugs {dict(by_bug)}; e.g. "
+                     + " | ".join(examples.values()))
+
+
 def make_cases(bases: Dict[str, Base], directory: Path, seed: int, n: int,
                names: Optional[List[str]] = None) -> List[Case]:
     """n damaged files in ``directory``: case i uses seed*1_000_003 + i."""
