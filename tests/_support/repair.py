@@ -14,7 +14,8 @@ process of its own so that its SIGKILL (DSHM_CRASH_AT) ends only it:
       the last repair and the verdict: open 'w', write a probe key,
       check() == [], every key read with get, keys() without duplicates,
       len(), every value self-checking; the store must equal one of the
-      candidate models in JSON. Prints one JSON line.
+      candidate models in JSON (or, with "lose_one", one of them less any
+      one key: a popitem() was in flight). Prints one JSON line.
   python tests/_support/repair.py n-open PATH
       opens PATH with 'n' (DSHM_CRASH_AT="n-rename:1" kills it after its rename).
   python tests/_support/repair.py batch-writer PATH
@@ -184,10 +185,22 @@ def repairer(path: str, mode: str, crash_at: Optional[str], keysfile: Optional[s
 # ---------------------------------------------------------------------------
 # The final repair and the verdict
 
-def verify_store(db: Any, candidates: List[Model], skip: Sequence[bytes] = (PROBE,)) -> int:
+def _match(got: Model, c: Model, lose_one: bool) -> bool:
+    if got == c:
+        return True
+    if not lose_one or len(got) != len(c) - 1:
+        return False
+    gone = set(c) - set(got)
+    return len(gone) == 1 and all(c.get(k) == v for k, v in got.items())
+
+
+def verify_store(db: Any, candidates: List[Model], skip: Sequence[bytes] = (PROBE,),
+                 lose_one: bool = False, counts: Optional[Dict[str, int]] = None) -> int:
     """The store equals one of the candidate models: its index. Every key
     read by iteration and by get, no duplicates in keys(), len() right,
-    every value one a writer wrote."""
+    every value one a writer wrote. ``lose_one``: a candidate less any one
+    of its keys matches too (a popitem() in flight, its key unknown).
+    ``counts["reads"]`` (if given) grows by the gets done."""
     skip = set(skip)
     keys = [k for k in db.keys() if k not in skip]
     if len(keys) != len(set(keys)):
@@ -195,8 +208,11 @@ def verify_store(db: Any, candidates: List[Model], skip: Sequence[bytes] = (PROB
         raise AssertionError(f"keys() lists {len(keys) - len(set(keys))} keys twice: {dups}")
     state: Dict[bytes, bytes] = {}
     missing = []
+    counts = counts if counts is not None else {}
+    counts.setdefault("reads", 0)
     for k in keys:
         v = db.get(k)
+        counts["reads"] += 1
         if v is None:
             missing.append(k)
         else:
@@ -208,11 +224,12 @@ def verify_store(db: Any, candidates: List[Model], skip: Sequence[bytes] = (PROB
         raise AssertionError("invalid values:\n" + "\n".join(problems[:20]))
     got = {k: (value_version(v), len(v) - MIN_VALUE) for k, v in state.items()}
     for i, c in enumerate(candidates):
-        if got == c:
+        if _match(got, c, lose_one):
             n = len(db) - len([k for k in skip if k in db])
-            if n != len(c):
-                raise AssertionError(f"len() says {n} keys, the store holds {len(c)}")
-            for k in c:          # point reads of keys the model holds
+            if n != len(got):
+                raise AssertionError(f"len() says {n} keys, the store holds {len(got)}")
+            for k in got:        # point reads of keys the model holds
+                counts["reads"] += 1
                 if db.get(k) is None:
                     raise AssertionError(f"{k!r} not found by get")
             return i
@@ -234,19 +251,20 @@ def _final(path: str, infile: str) -> None:
     db[PROBE] = b"p"
     problems = db.check()
     res: Dict[str, Any] = {"recoveries": db.stats()["recoveries"], "rec_at_open": rec0,
-                           "check": problems}
+                           "check": problems, "reads": 0}
     try:
-        res["chosen"] = verify_store(db, cands)
+        res["chosen"] = verify_store(db, cands, lose_one=data.get("lose_one", False), counts=res)
     except AssertionError as e:
         res["error"] = str(e)
     db.close()
     print(json.dumps(res))
 
 
-def final_repair(path: str, candidates: List[Model], workdir: Path) -> Dict[str, Any]:
+def final_repair(path: str, candidates: List[Model], workdir: Path,
+                 lose_one: bool = False) -> Dict[str, Any]:
     infile = workdir / "final.json"
     infile.write_text(json.dumps({"candidates": [{k.decode(): list(v) for k, v in c.items()}
-                                                 for c in candidates]}))
+                                                 for c in candidates], "lose_one": lose_one}))
     r = run_script(["final", path, str(infile)])
     if r.returncode != 0:
         how = (f"killed by {signal.Signals(-r.returncode).name}" if r.returncode < 0

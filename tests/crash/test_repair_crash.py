@@ -1,7 +1,10 @@
 """Kill the repairer (issue 13; DESIGN.md §3 property 9).
 
 A writer is killed at one of its crash points (DSHM_CRASH_AT); the file it
-leaves is made once per writer point and copied for each cell. Then the
+leaves is made once per writer point and copied for each cell. The writer
+points include "pop-removed" (csrc/dshm_take.c: the slot removed, the
+record not yet freed), reached through pop() and through popitem(): the
+key in flight may be present or absent, everything else exact. Then the
 process that repairs it is killed at one of the repair crash points, and a
 last process repairs and is checked against the model of acknowledged
 operations (present, absent, or either for the one in flight; a batch all
@@ -32,62 +35,15 @@ Modes (how the repairer meets the dead writer):
         runs at the lock (EOWNERDEAD)
   read  as lock, but reads every key: the repair runs in a read's fallback
 
-The full matrix is marked slow; the default run samples it (SAMPLE).
+The cells are _support/repair_matrix.py's. The default run samples them
+(SAMPLE); the others are marked ``crashmatrix``, which the default run
+deselects and the tox env ``crash`` runs (``tox -e crash``: the whole
+matrix, once, on one interpreter).
 """
-
-import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
-import dbm_shm
-from _support import repair as R
-from _support.helpers import CrashChild, apply_op
-
-# writer point -> (scenario, n-th pass, keys to start with); "batch" is
-# _support/repair.py batch-writer (one batch of 900 entries).
-WRITER = {
-    "put-written": ("set", 300, 2000),
-    "put-replaced": ("set", 300, 2000),
-    "insert": ("grow", 500, 2000),
-    "remove": ("delete", 200, 2000),
-    "remove-shift": ("delete", 20, 2000),
-    "del-removed": ("delete", 200, 2000),
-    "double": ("grow", 4, 0),
-    "split-intent": ("grow", 20, 0),
-    "split-switch": ("grow", 20, 0),
-    "clear": ("clear", 1, 2000),
-    "reorganize": ("reorganize", 2, 2000),
-    "batch-staged": ("batch", 1, 2000),
-    "batch-committed": ("batch", 1, 2000),
-    "batch-apply": ("batch", 450, 2000),
-}
-
-ODD_BUCKET = ("insert", "remove", "remove-shift")   # leave a bucket's counter odd
-SPLIT = ("split-intent", "split-switch")   # leave a split intent
-COMMITTED = ("batch-committed", "batch-apply")
-
-GENERIC = ("repair-probe", "repair-begin", "repair-space-reset", "repair-space", "repair-end")
-
-
-def _cells():
-    cells = []
-    for w in WRITER:
-        for r in GENERIC:
-            cells.append((w, r, "open"))
-        cells.append((w, "repair-lock", "lock"))
-        if w in SPLIT:
-            cells.append((w, "repair-split", "open"))
-        if w in ODD_BUCKET:
-            cells += [(w, "repair-rebuild", "open"), (w, "repair-bucket", "open"),
-                      (w, "repair-lock", "read")]
-        if w == "remove-shift":      # a hole in a probe chain: entries move into it
-            cells.append((w, "repair-rebuild-move", "open"))
-        if w in COMMITTED:
-            cells.append((w, "repair-batch", "open"))
-    return cells
-
+from _support import repair_matrix as M
 
 # Cells that fail on the code before the issue-13 fixes, and why.
 XFAIL = {}
@@ -103,103 +59,44 @@ SAMPLE = {
     ("put-replaced", "repair-space-reset", "open"),
     ("del-removed", "repair-lock", "lock"),
     ("clear", "repair-end", "open"),
+    ("pop-removed", "repair-space", "open"),
+    ("popitem-removed", "repair-lock", "lock"),
 }
 
 
 def _params(sample):
     out = []
-    for c in _cells():
+    for c in M.cells():
         if (c in SAMPLE) != sample:
             continue
         marks = [pytest.mark.xfail(strict=True, reason=XFAIL[c])] if c in XFAIL else []
         if not sample:
-            marks.append(pytest.mark.slow)
+            marks.append(pytest.mark.crashmatrix)
         out.append(pytest.param(*c, marks=marks, id="-".join(c)))
     return out
 
 
+def test_sample_is_in_the_matrix():
+    assert SAMPLE <= set(M.cells())
+    assert len(set(M.cells())) == len(M.cells())
+
+
 @pytest.fixture(autouse=True)
 def _fixed_seed(monkeypatch):
-    monkeypatch.setenv("DSHM_TEST_SEED", "5eed0123456789ab")
+    monkeypatch.setenv("DSHM_TEST_SEED", M.SEED)
 
 
-class Killed:
-    """A store whose writer died at one writer point, and its candidates."""
-
-    def __init__(self, path, candidates, keys):
-        self.path, self.candidates, self.keys = path, candidates, keys
-
-
-_killed_cache = {}
-
-
-def _killed_writer(point, tmp_path_factory):
-    if point in _killed_cache:
-        return _killed_cache[point]
-    scenario, nth, nkeys = WRITER[point]
-    d = tmp_path_factory.mktemp("w-" + point)
-    path = str(d / "store.dshm")
-    if scenario == "batch":
-        before = R.populate(path, nkeys)
-        r = R.batch_writer(path, f"{point}:{nth}")
-        assert R.killed(r), f"batch writer not killed at {point}:{nth}: {r.returncode} {r.stderr[-2000:]}"
-        after = R.apply_batch(before)
-        cands = [before] if point == "batch-staged" else [after]
-        keys = sorted(set(before) | set(after))
-    else:
-        before = R.populate(path, nkeys) if nkeys else _empty(path)
-        child = CrashChild(path, scenario, seed=11, run=1, nops=50_000,
-                           crash_at=f"{point}:{nth}", errfile=d / "child.err")
-        code, log = child.finish(120)
-        assert code == -9, f"writer not killed at {point}:{nth} (exit {code})\n{child.stderr()}"
-        assert log.inflight is not None
-        model = dict(before)
-        for op in log.acked:
-            apply_op(model, op)
-        after = dict(model)
-        apply_op(after, log.inflight)
-        cands = [model, after]
-        keys = sorted(set(model) | set(after))
-    assert R.repair_owed(path), "the dead writer left no owed repair"
-    _killed_cache[point] = Killed(path, cands, keys)
-    return _killed_cache[point]
-
-
-def _empty(path):
-    dbm_shm.open(path, "n").close()
-    return {}
-
-
-def run_cell(writer, rpoint, mode, tmp_path, tmp_path_factory):
-    k = _killed_writer(writer, tmp_path_factory)
-    path = str(tmp_path / "store.dshm")
-    shutil.copyfile(k.path, path)
-    keysfile = None
-    held = None
-    if mode in ("lock", "read"):
-        held = dbm_shm.open(path, "r")     # the repairer is not alone with the file
-        if mode == "read":
-            keysfile = str(tmp_path / "keys.txt")
-            Path(keysfile).write_text("\n".join(x.decode() for x in k.keys))
-    try:
-        r = R.repairer(path, mode, f"{rpoint}:1", keysfile)
-    finally:
-        if held is not None:
-            held.close()
-    assert R.killed(r), (f"the repairer did not die at {rpoint} (exit {r.returncode}, "
-                         f"out {r.stdout.strip()!r}): point never reached\n{r.stderr[-3000:]}")
-    assert "DONE" not in r.stdout
-    assert R.repair_owed(path), f"the repairer died at {rpoint} but the file owes no repair"
-    res = R.final_repair(path, k.candidates, tmp_path)
-    R.assert_final(res)
-    assert res["recoveries"] > R.read_u64(k.path, R.HD_RECOVERIES) or res["rec_at_open"] > 0
+@pytest.fixture(scope="module")
+def writers(tmp_path_factory):
+    """One killed-writer store per writer point, copied for each cell."""
+    return M.KilledWriters(tmp_path_factory)
 
 
 @pytest.mark.parametrize("writer,rpoint,mode", _params(sample=True))
-def test_repair_killed_sample(writer, rpoint, mode, tmp_path, tmp_path_factory):
-    run_cell(writer, rpoint, mode, tmp_path, tmp_path_factory)
+def test_repair_killed_sample(writers, writer, rpoint, mode, tmp_path):
+    M.run_cell(writers, writer, rpoint, mode, tmp_path)
 
 
 @pytest.mark.parametrize("writer,rpoint,mode", _params(sample=False))
-def test_repair_killed_matrix(writer, rpoint, mode, tmp_path, tmp_path_factory):
-    run_cell(writer, rpoint, mode, tmp_path, tmp_path_factory)
+def test_repair_killed_matrix(writers, writer, rpoint, mode, tmp_path):
+    M.run_cell(writers, writer, rpoint, mode, tmp_path)

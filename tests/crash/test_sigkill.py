@@ -33,22 +33,12 @@ import dbm_shm
 from _support import child_env
 from _support.helpers import (CrashChild, Holder, keys_reader, leftovers, make_value,
                               next_writer_process, verify_after_crash, verify_reader)
+from _support.points import WRITER_POINTS
 
 LOCK_BOUND = 1.0          # seconds: the next writer gets the lock at once
 
 # point -> (scenario, n-th pass, keys to start with)
-POINTS = {
-    "put-written": ("set", 300, 2000),
-    "put-replaced": ("set", 300, 2000),
-    "insert": ("grow", 500, 2000),
-    "remove": ("delete", 200, 2000),
-    "del-removed": ("delete", 200, 2000),
-    "double": ("grow", 4, 0),
-    "split-intent": ("grow", 20, 0),
-    "split-switch": ("grow", 20, 0),
-    "clear": ("clear", 1, 2000),
-    "reorganize": ("reorganize", 2, 2000),
-}
+POINTS = WRITER_POINTS
 
 
 @pytest.fixture(autouse=True)

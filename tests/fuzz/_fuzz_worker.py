@@ -14,6 +14,13 @@ every operation either worked or raised dbm_shm.error / KeyError, the
 read-only phase left the file's bytes unchanged, and no temporary file was
 left behind. A crash of the C core kills this process: the parent sees the
 signal and the last {"op"} line says where.
+
+Status "data_loss": keys the read-only phase read (and the write phase did
+not write) no longer read the same after the write phase. Then the damaged
+file is salvaged (dbm_shm.salvage, into a copy deleted afterwards) and the
+end line carries "salvage": {"lost": n, "back": m, "missing": [hex keys
+salvage did not bring back with their value], "report": SalvageReport or
+"error": what salvage raised}; the parent judges it (_fuzzlib.Outcome).
 """
 
 import hashlib
@@ -243,6 +250,36 @@ class Runner:
                 self.op("reopen.kept", self.kept, d)
             d.close()
 
+    def salvage_lost(self):
+        """Salvage the file as the write phase left it and look in the copy
+        for every key kept() found lost: is it there with the value the
+        read-only phase read?"""
+        dst = self.path + ".salvaged"
+        out = {"lost": len(self.lost_keys), "back": 0, "missing": []}
+        try:
+            os.unlink(dst)
+        except FileNotFoundError:
+            pass
+        try:
+            rep = self.op("salvage", dbm_shm.salvage, self.path, dst)
+            if rep is None:
+                out["error"] = self.ops["salvage"]
+                out["missing"] = [k.hex() for k in self.lost_keys]
+                return out
+            out["report"] = rep._asdict()
+            with dbm_shm.open(dst, "r") as s:
+                for k in self.lost_keys:
+                    if s.get(k) == self.readable[k]:
+                        out["back"] += 1
+                    else:
+                        out["missing"].append(k.hex())
+        finally:
+            try:
+                os.unlink(dst)
+            except FileNotFoundError:
+                pass
+        return out
+
     def kept(self, d):
         """Keys the read-only phase could read, and the write phase did not
         touch, must still read the same after it."""
@@ -256,6 +293,7 @@ class Runner:
             except (KeyError, dbm_shm.error):
                 lost.append(k)
         self.lost = len(lost)
+        self.lost_keys = lost
         return f"{len(self.readable) - len(lost)}/{len(self.readable)}"
 
 
@@ -281,14 +319,22 @@ def run_case(case, original):
             status = "leftover" if status == "ok" else status
             detail.append(f"temporary files left: {left}")
     lost = getattr(r, "lost", 0)
+    salvaged = None
     if lost:
         status = "data_loss" if status == "ok" else status
         detail.append(f"{lost} of {len(r.readable)} keys readable before the write phase "
                       f"(and not written by it) were lost or changed")
+        salvaged = r.salvage_lost()
+        detail.append(f"salvage brought back {salvaged['back']} of them"
+                      + (f" ({salvaged['error']})" if "error" in salvaged else "")
+                      + (f"; not: {salvaged['missing'][:5]}" if salvaged["missing"] else ""))
     if r.unexpected:
         status = "unexpected"
         detail = r.unexpected + detail
-    return {"status": status, "detail": "; ".join(detail), "ops": r.ops, "last_op": r.last_op}
+    res = {"status": status, "detail": "; ".join(detail), "ops": r.ops, "last_op": r.last_op}
+    if salvaged is not None:
+        res["salvage"] = salvaged
+    return res
 
 
 # -- base files ---------------------------------------------------------------------

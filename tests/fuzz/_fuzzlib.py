@@ -508,21 +508,67 @@ class Case:
 @dataclasses.dataclass
 class Outcome:
     case: Case
-    status: str              # "ok", "signal", "timeout", "exit", "unexpected", "r_changed", "leftover"
+    status: str              # "ok", "signal", "timeout", "exit", "unexpected", "r_changed", "leftover",
+                             # "data_loss"
     detail: str = ""
     ops: Dict[str, str] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
     last_op: str = ""
+    # for "data_loss": what salvage made of the lost keys (see _fuzz_worker.py)
+    salvage: Optional[Dict[str, Any]] = None
+
+    @property
+    def salvaged(self) -> bool:
+        """Data loss that is only the store's: keys readable before the
+        write phase, not written by it, unreadable after it (a repair that
+        failed on the damage leaves the store refusing reads), and every
+        one of them is in the salvaged copy with its value."""
+        sv = self.salvage
+        return (self.status == "data_loss" and sv is not None and "error" not in sv
+                and sv["lost"] > 0 and sv["back"] == sv["lost"] and not sv["missing"])
 
     @property
     def bad(self) -> bool:
-        """A failure. ("data_loss" is reported, not failed: writing to a
-        damaged file may legitimately lose what the damage reached.)"""
-        return self.status not in ("ok", "data_loss")
+        """A failure. "data_loss" is one unless salvage brings every lost
+        key back with its value (writing to a damaged file may leave it
+        unreadable until salvaged, but may not destroy what was readable)."""
+        return self.status != "ok" and not self.salvaged
 
     def line(self) -> str:
         return (f"[{self.status}] case {self.case.id} base={self.case.base} seed={self.case.seed} "
                 f"during {self.last_op or '-'}: {self.detail}\n      damage: {'; '.join(self.case.desc)}")
+
+
+#: Seconds a worker may spend on one case (every operation of it, both
+#: phases) before the case counts as a hang.
+CASE_TIMEOUT = float(os.environ.get("FUZZ_CASE_TIMEOUT", "10"))
+
+
+def judge(outcomes: List[Outcome], what: str) -> None:
+    """For a test: fail on a new kind of failure; xfail if every failure is
+    a known bug. Data loss that salvage fully undoes passes; it is counted
+    in the printed summary."""
+    import collections
+
+    import pytest
+    stats = collections.Counter(o.status for o in outcomes)
+    bad = [o for o in outcomes if o.bad]
+    unknown = [o for o in bad if not known_bug(o)]
+    salvaged = [o for o in outcomes if o.salvaged]
+    print(f"{what}: {len(outcomes)} cases {dict(stats)}; in {len(salvaged)} of them keys were lost "
+          f"from the store in the write phase and salvage brought back all "
+          f"{sum(o.salvage['lost'] for o in salvaged)} of them"
+          + (": " + ", ".join(f"{o.case.id} ({o.salvage['lost']})" for o in salvaged[:8]) if salvaged else ""))
+    if unknown:
+        pytest.fail(f"{what}: {len(unknown)} new failures ({dict(stats)}):\n"
+                    + "\n".join(o.line() for o in unknown[:25]), pytrace=False)
+    if bad:
+        by_bug = collections.Counter(known_bug(o) for o in bad)
+        examples: Dict[Optional[str], str] = {}
+        for o in bad:
+            examples.setdefault(known_bug(o), o.line().splitlines()[0])
+        pytest.xfail(f"{what}: {len(bad)} cases hit known bugs {dict(by_bug)}; e.g. "
+                     + " | ".join(examples.values()))
 
 
 def make_cases(bases: Dict[str, Base], directory: Path, seed: int, n: int,
@@ -630,7 +676,7 @@ class _Batch:
             elif "end" in msg:
                 done.append(Outcome(self.cases[self.idx], msg["status"], msg.get("detail", ""),
                                     msg.get("ops", {}), time.monotonic() - self.case_start,
-                                    msg.get("last_op", "")))
+                                    msg.get("last_op", ""), msg.get("salvage")))
                 self.idx += 1
         return done
 
