@@ -183,6 +183,9 @@ int64_t dshm_index_read(dshm_env *env, uint64_t h, const char *key, size_t klen,
  *  proper reads it all again under the seqlock), a stale value costs only
  *  a useless prefetch, and every offset is bounds-checked against limit
  *  before a pointer is formed from it. */
+/* Probes stage 2 of a prefetch looks along for the key's slot. */
+#define PF_PROBES 8u
+
 void dshm_index_prefetch(dshm_env *env, uint64_t dir, uint64_t h, uint64_t limit, int stage) {
     uint64_t doff = DSHM_DIR_OFF(dir);
     unsigned depth = DSHM_DIR_DEPTH(dir);
@@ -204,11 +207,21 @@ void dshm_index_prefetch(dshm_env *env, uint64_t dir, uint64_t h, uint64_t limit
         __builtin_prefetch((const void *)&bk->bk_slots[s], 0, 3);
         return;
     }
-    uint64_t r = ld_rel(&bk->bk_slots[s].sl_rec);
-    if (r % DSHM_ALIGN || !dshm_in(r, 128, limit))
+    /* The record of the first slot along the probe sequence whose hash is
+     * h (the key is often not in its home slot): a few probes, on lines
+     * that stage 1 fetched. */
+    for (unsigned i = 0; i < PF_PROBES; i++, s = s + 1 == DSHM_SLOTS ? 0 : s + 1) {
+        uint64_t r = ld_rel(&bk->bk_slots[s].sl_rec);
+        if (!r)
+            return;
+        if (ld_rel(&bk->bk_slots[s].sl_hash) != h)
+            continue;
+        if (r % DSHM_ALIGN || !dshm_in(r, 128, limit))
+            return;
+        __builtin_prefetch(DSHM_AT(env, r), 0, 3);
+        __builtin_prefetch(DSHM_AT(env, r + 64), 0, 3);
         return;
-    __builtin_prefetch(DSHM_AT(env, r), 0, 3);
-    __builtin_prefetch(DSHM_AT(env, r + 64), 0, 3);
+    }
 }
 
 /* ---------------------------------------------------------------------- */
