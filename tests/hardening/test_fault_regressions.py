@@ -132,3 +132,81 @@ def test_damaged_list_mid_write_space_is_reclaimed_later(tmp_path):
         assert db.check() == []
         assert db[b"victim"] == b"V" * 20000
         assert len(db) == 221 + 1500
+
+
+# ---------------------------------------------------------------------------
+# 2. wait() on a file whose moved flag outlived its move
+
+_WAITER = """
+    import json, os, sys, dbm_shm
+    path, flag = sys.argv[1], sys.argv[2]
+    db = dbm_shm.open(path, flag)
+    t0 = os.times()
+    r1 = db.wait(timeout=1.0)
+    r2 = db.wait_key(b"k", timeout=1.0)
+    t1 = os.times()
+    cpu = (t1.user - t0.user) + (t1.system - t0.system)
+    print(json.dumps({"wait": r1, "wait_key": r2, "cpu": cpu, "value": db[b"k"].decode()}))
+"""
+
+
+@pytest.mark.parametrize("flag", ["r", "w"])
+def test_wait_on_stale_moved_flag_sleeps(tmp_path, flag):
+    """hd_moved is set but the path still names the file (a crash between
+    reorganize's rename and its directory sync leaves that). A waiter must
+    sleep until its timeout (CPU time, not wall time, is what is measured:
+    a spinning waiter burns its whole wait). Before the fix a read-only
+    waiter's wait() returned at once and wait_key() never returned."""
+    path = str(tmp_path / "db")
+    with dbm_shm.open(path, "n") as db:
+        db[b"k"] = b"1"
+    _put_u64(path, HD_MOVED, 1)            # hd_moved = 1, hd_waiters = 0
+    r = run_py(_WAITER, path, flag, timeout=60)
+    assert r.rc is not None, "the waiter spun: wait_key() never returned"
+    res = r.json()
+    assert res["wait"] is None and res["wait_key"] is False, res
+    assert res["cpu"] < 1.0, f"a 2 s wait used {res['cpu']:.2f} s of CPU: it spun"
+    assert res["value"] == "1"
+
+
+_FOLLOWER = """
+    import json, os, sys, dbm_shm
+    path = sys.argv[1]
+    db = dbm_shm.open(path, "r")
+    since = db.commit_id()
+    print("READY", flush=True)
+    got = db.wait(since=since, timeout=60)     # the reorganize wakes it
+    t0 = os.times()
+    again = db.wait(since=got, timeout=1.0)    # on the new file: sleeps
+    t1 = os.times()
+    cpu = (t1.user - t0.user) + (t1.system - t0.system)
+    print(json.dumps({"woke": got is not None and got > since, "again": again, "cpu": cpu,
+                      "value": db[b"k"].decode()}))
+"""
+
+
+def test_wait_across_reorganize_follows_and_sleeps(tmp_path):
+    """A real move (reorganize in another process) wakes the waiter; its
+    next wait follows the path to the new file and sleeps there."""
+    import subprocess
+    path = str(tmp_path / "db")
+    with dbm_shm.open(path, "n") as db:
+        for i in range(100):
+            db[b"x%d" % i] = b"y" * 100
+        db[b"k"] = b"2"
+    p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(_FOLLOWER), path],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "READY"
+        with dbm_shm.open(path, "w") as db:
+            db.reorganize()
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode == 0, err[-3000:]
+    res = __import__("json").loads(out.strip().splitlines()[-1])
+    assert res["woke"] and res["again"] is None and res["value"] == "2", res
+    assert res["cpu"] < 1.0, res
