@@ -114,7 +114,7 @@ static int wait_unguarded(dshm_db *db, uint64_t since, int64_t timeout_ns, uint6
             rc = -ETIMEDOUT;
             break;
         }
-        _Atomic uint32_t *w = dshm_waiters_word(db, env);
+        _Atomic uint32_t *w = dshm_guard_cover_waiters(db, env);
         struct timespec until = deadline, *tsp = timeout_ns >= 0 ? &until : NULL;
         uint32_t wv;
         if (w) {
@@ -162,6 +162,7 @@ int dshm_wait(dshm_db *db, uint64_t since, int64_t timeout_ns, uint64_t *commit)
 static int interrupt_unguarded(dshm_db *db) {
     dshm_env *env;
     if (dshm_enter(db, &env) == 0) {
+        (void)dshm_guard_cover_waiters(db, env);   /* the page the wake touches */
         dshm_wake_handle(db);
         dshm_leave(db);
     }

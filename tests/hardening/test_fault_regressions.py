@@ -210,3 +210,88 @@ def test_wait_across_reorganize_follows_and_sleeps(tmp_path):
     res = __import__("json").loads(out.strip().splitlines()[-1])
     assert res["woke"] and res["again"] is None and res["value"] == "2", res
     assert res["cpu"] < 1.0, res
+
+
+# ---------------------------------------------------------------------------
+# 3. The SIGBUS guard takes only faults in the store's mappings
+
+_FOREIGN = """
+    import mmap, os, sys
+    path, other, op, before = sys.argv[1:5]
+    if before == "faulthandler":
+        import faulthandler
+        faulthandler.enable()                # a SIGBUS handler installed before ours
+    import dbm_shm
+    from dbm_shm._dshm import ffi, lib
+    db = dbm_shm.open(path, "c")
+    db[b"k"] = b"v" * 5000
+    fd = os.open(other, os.O_RDWR | os.O_CREAT, 0o600)
+    os.ftruncate(fd, 65536)
+    mm = mmap.mmap(fd, 65536)
+    os.ftruncate(fd, 0)                      # the caller's buffer now faults
+    buf = ffi.from_buffer(mm)
+    print("CALL", flush=True)
+    if op == "get":                          # the value is copied into buf
+        rc = lib.dshm_get(db._h, b"k", 1, buf, 65536)
+    else:                                    # the value is read from buf
+        rc = lib.dshm_put(db._h, b"k2", 2, buf, 5000, 0)
+    print("RC", rc, flush=True)
+"""
+
+
+@pytest.mark.parametrize("op", ["get", "put"])
+@pytest.mark.parametrize("before", ["none", "faulthandler"])
+def test_sigbus_outside_the_store_is_not_swallowed(tmp_path, op, before):
+    """A guarded call faults on the CALLER's buffer, which lies in another
+    file's mapping that was truncated: not a truncation of the store. It
+    goes to the handler that was there before ours (faulthandler here), or
+    the default action: the process dies of SIGBUS, as without the library.
+    Before the fix the call returned DSHM_TRUNCATED (and a put marked the
+    store for repair)."""
+    path = str(tmp_path / "db")
+    r = run_py(_FOREIGN, path, str(tmp_path / "other"), op, before, timeout=60)
+    assert "CALL" in r.out, r.describe()
+    assert "RC" not in r.out, f"the foreign fault was swallowed:\n{r.describe()}"
+    assert r.rc == -7, r.describe()           # SIGBUS
+    if before == "faulthandler":
+        assert "Bus error" in r.err, r.describe()
+    # The store is intact: a put that died holding the lock is repaired by
+    # the next writer (its record was never published).
+    with dbm_shm.open(path, "w") as db:
+        assert db[b"k"] == b"v" * 5000
+        assert b"k2" not in db
+        db[b"after"] = b"1"
+        assert db.check() == []
+
+
+_TRUNCATED = """
+    import json, os, sys, dbm_shm
+    path, flag = sys.argv[1], sys.argv[2]
+    with dbm_shm.open(path, "n") as w:
+        for i in range(3000):
+            w[b"k%d" % i] = b"v" * 100
+    db = dbm_shm.open(path, flag)
+    db.get(b"k1")
+    os.truncate(path, 4096)                  # the store's own pages now fault
+    out = {}
+    cut = lambda: os.truncate(path, 0)       # the header page too
+    for name, call in (("get", lambda: db[b"k2999"]), ("keys", lambda: len(db.keys())),
+                       ("cut", cut), ("wait", lambda: db.wait(timeout=0.2))):
+        try:
+            call()
+            out[name] = "ok"
+        except dbm_shm.error as e:
+            out[name] = e.code
+        except KeyError:
+            out[name] = "KeyError"
+    print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("flag", ["r", "w"])
+def test_truncation_of_the_store_is_still_an_error(tmp_path, flag):
+    """The guard still turns a truncation of the store under a call into
+    DSHM_TRUNCATED (dbm_shm.error), for reads and for a wait."""
+    res = run_py(_TRUNCATED, str(tmp_path / "db"), flag, timeout=60).json()
+    assert res["get"] == -31012 and res["keys"] == -31012, res
+    assert res["wait"] == -31012, res
