@@ -53,16 +53,38 @@ void dshm_crash_hit(const char *point) {
  * mapping runs under a per-thread guard (GUARDED): the handler jumps back
  * to the call, which returns DSHM_TRUNCATED instead of the process dying.
  * A SIGBUS outside a guarded call goes to the handler that was there
- * before (or the default action). */
+ * before (or the default action); so does one inside a guarded call at an
+ * address outside the ranges the call recorded (dshm_guard_cover: the
+ * handle's mapping it entered with or refreshed to, the header page mapped
+ * writable for a wait) and the mapping whose writer lock it holds: a
+ * caller's buffer in another file's truncated mapping, or a bug, is not a
+ * truncation of the store. A call that maps a file of its own and enters
+ * no handle (open, salvage) records no range and takes every fault. */
 __attribute__((tls_model("initial-exec"))) _Thread_local dshm_guard dshm_guard_tls;
 static struct sigaction old_bus;
+
+/* Is the faulting address one the running call may touch? Async-signal-
+ * safe: reads only this thread's guard and the locked mapping's bounds. */
+static bool in_store(const dshm_guard *g, const void *addr) {
+    if (!g->scoped)
+        return true;
+    uintptr_t a = (uintptr_t)addr;
+    unsigned n = g->nrng < DSHM_GUARD_RANGES ? g->nrng : DSHM_GUARD_RANGES;
+    atomic_signal_fence(memory_order_acquire);   /* the count before the ranges */
+    for (unsigned i = 0; i < n; i++)
+        if (a - g->rng[i].gr_lo < g->rng[i].gr_len)
+            return true;
+    const dshm_env *l = g->locked;
+    return l && l->ev_base && a - (uintptr_t)l->ev_base < l->ev_resv;
+}
 
 static void bus_handler(int sig, siginfo_t *si, void *uc) {
     dshm_guard *g = &dshm_guard_tls;
     /* Ours: a fault the kernel raised (si_code > 0, e.g. BUS_ADRERR past
-     * the end of a truncated file) inside a guarded call. A SIGBUS sent
-     * with kill() or sigqueue() (si_code <= 0) is never taken for one. */
-    if (g->active && si && si->si_code > 0) {
+     * the end of a truncated file) inside a guarded call, at an address of
+     * the store (in_store). A SIGBUS sent with kill() or sigqueue()
+     * (si_code <= 0) is never taken for one. */
+    if (g->active && si && si->si_code > 0 && in_store(g, si->si_addr)) {
         g->active = 0;
         siglongjmp(g->jb, 1);
     }

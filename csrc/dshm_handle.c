@@ -88,6 +88,7 @@ int dshm_refresh(dshm_db *db, dshm_env **envp, uint64_t want) {
         atomic_store_explicit(&db->db_has_retired, 1, memory_order_relaxed);
         cur = nenv;
     }
+    dshm_guard_cover(cur->ev_base, cur->ev_resv);   /* the call touches it from here */
     dshm_guard_tls.db_locked = NULL;
     pthread_mutex_unlock(&db->db_lock);
     *envp = cur;
@@ -283,8 +284,16 @@ int dshm_open(const char *path, int flags, int mode, dshm_db **out) {
  * if it has any, under the SIGBUS guard (the file may have been truncated
  * under the mapping). */
 static int close_wake_unguarded(dshm_db *db) {
-    if (atomic_load_explicit(&db->db_waiting, memory_order_seq_cst))
+    if (atomic_load_explicit(&db->db_waiting, memory_order_seq_cst)) {
+        dshm_env *env = atomic_load_explicit(&db->db_env, memory_order_seq_cst);
+        if (env) {
+            /* The ranges the wake touches: the mapping and the header page
+             * mapped writable for a read-only handle's waiters. */
+            dshm_guard_cover(env->ev_base, env->ev_resv);
+            dshm_guard_cover_waiters(db, env);
+        }
         dshm_wake_handle(db);
+    }
     return 0;
 }
 

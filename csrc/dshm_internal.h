@@ -171,11 +171,28 @@ extern int dshm_test_collide;
 /** Read the test hooks and install the SIGBUS handler (once a process). */
 void dshm_hooks_init(void);
 
+/** Address ranges a guarded call may touch (dshm_guard_cover). */
+#define DSHM_GUARD_RANGES 6
+typedef struct dshm_guard_range {
+    uintptr_t gr_lo;          /**< first byte */
+    uint64_t gr_len;          /**< bytes */
+} dshm_guard_range;
+
 /** Per-thread state of the SIGBUS guard: a call that touches the mapping
  *  runs with `active` set, so a SIGBUS (the file was truncated under the
- *  mapping) jumps back to it instead of ending the process. */
+ *  mapping) jumps back to it instead of ending the process. Process-
+ *  private, thread-local: written by its thread, read by that thread's
+ *  SIGBUS handler (signal fences order the two). */
 typedef struct dshm_guard {
     int active;               /**< a guarded call is running */
+    int scoped;               /**< the call recorded the ranges it touches: a fault
+                                   outside them (and the mapping whose writer lock
+                                   it holds) is not ours. 0: a call that maps a file
+                                   of its own (open, salvage) takes every fault */
+    unsigned nrng;            /**< ranges recorded in rng */
+    dshm_guard_range rng[DSHM_GUARD_RANGES]; /**< the handle's mappings the call
+                                   entered or refreshed to, the header page mapped
+                                   writable for a wait */
     sigjmp_buf jb;            /**< where the handler jumps back to */
     struct dshm_db *entered;  /**< the handle whose call is in flight */
     dshm_env *locked;         /**< the mapping whose writer lock is held */
@@ -188,9 +205,29 @@ extern __attribute__((tls_model("initial-exec"))) _Thread_local dshm_guard dshm_
  *  and the handle's db_lock if it held that, and end the call (dshm_handle.c: it knows the lock and the handle). */
 void dshm_guard_fault(dshm_guard *g);
 
+/** Record [base, base+len) as a range the running guarded call may touch
+ *  (a mapping of the store): a kernel SIGBUS there is a truncation, turned
+ *  into DSHM_TRUNCATED; one elsewhere goes to the previous handler. When
+ *  the ranges are full the last is replaced (the first, the mapping the
+ *  call entered with, stays). */
+static inline void dshm_guard_cover(const void *base, uint64_t len) {
+    dshm_guard *g = &dshm_guard_tls;
+    unsigned i = g->nrng;
+    if (i && g->rng[i - 1].gr_lo == (uintptr_t)base && g->rng[i - 1].gr_len == len)
+        return;
+    if (i == DSHM_GUARD_RANGES)
+        i--;
+    g->rng[i].gr_lo = (uintptr_t)base;
+    g->rng[i].gr_len = len;
+    atomic_signal_fence(memory_order_release);   /* the range before the count */
+    g->nrng = i + 1;
+    g->scoped = 1;
+}
+
 /** The body of every public entry point: run `call` under the guard;
  *  DSHM_TRUNCATED (as `type`) after a SIGBUS. A function returning
- *  nothing wraps a helper returning int. */
+ *  nothing wraps a helper returning int. The call starts with no range
+ *  recorded (unscoped) until it enters a handle (dshm_enter). */
 #define GUARDED(type, call) do {                                   \
         dshm_guard *g_ = &dshm_guard_tls;                          \
         if (g_->active)                                            \
@@ -199,6 +236,9 @@ void dshm_guard_fault(dshm_guard *g);
             dshm_guard_fault(g_);                                  \
             return (type)DSHM_TRUNCATED;                           \
         }                                                          \
+        g_->scoped = 0;                                            \
+        g_->nrng = 0;                                              \
+        atomic_signal_fence(memory_order_release);                 \
         g_->active = 1;                                            \
         type r_ = call;                                            \
         g_->active = 0;                                            \
@@ -213,6 +253,14 @@ void dshm_wake_word(_Atomic uint32_t *w);
 void dshm_wake_waiters(dshm_env *env);
 /** The writable futex word of env for db, or NULL (its waiters poll). */
 _Atomic uint32_t *dshm_waiters_word(dshm_db *db, dshm_env *env);
+/** dshm_waiters_word, with the header page mapped writable for it (a
+ *  read-only handle's) recorded as a range the call touches (SIGBUS guard). */
+static inline _Atomic uint32_t *dshm_guard_cover_waiters(dshm_db *db, dshm_env *env) {
+    _Atomic uint32_t *w = dshm_waiters_word(db, env);
+    if (w && w != &DSHM_HDR(env)->hd_waiters)
+        dshm_guard_cover((const char *)w - offsetof(dshm_header, hd_waiters), DSHM_HEADER_SIZE);
+    return w;
+}
 /** Make the waiters of db return EINTR: bump db_interrupt and wake the
  *  file's sleepers. Enters no call (dshm_close uses it too). */
 void dshm_wake_handle(dshm_db *db);
@@ -711,6 +759,7 @@ static inline int dshm_enter(dshm_db *db, dshm_env **envp) {
     /* seq_cst, paired with the swap in refresh() and the check in
      * reclaim(): a call that loaded a mapping is counted in flight. */
     dshm_env *env = atomic_load_explicit(&db->db_env, memory_order_seq_cst);
+    dshm_guard_cover(env->ev_base, env->ev_resv);   /* refresh() covers a new one */
     dshm_header *hd = DSHM_HDR(env);
     if (__builtin_expect(atomic_load_explicit(&hd->hd_moved, memory_order_relaxed) ||
                          atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed) > env->ev_resv, 0) &&

@@ -20,6 +20,13 @@
  * - A writer that dies may leave the lists half-updated; the next holder
  *   calls dshm_space_rebuild(), which recomputes them from the live
  *   structures (every gap between live extents is free).
+ * - That rebuild sees only what is published (and a batch's journal). So
+ *   it runs only at the first allocation of a write (dshm_alloc_record),
+ *   never at a later one: there the put's record, a split's new pages or
+ *   a batch's split page are allocated but not yet reachable, and would
+ *   count as free. A later allocation that meets a damaged list abandons
+ *   the lists instead (abandon_lists: their blocks leak, nothing live is
+ *   handed out) and leaves the space to the next compaction or repair.
  * - Blocks are not merged when freed. Instead, when a request finds no
  *   block that fits and a quarter of the allocated space was freed since
  *   the last time, the lists are rebuilt the same way (compaction), which
@@ -178,7 +185,27 @@ int dshm_grow(dshm_env *env, uint64_t need) {
     return 0;
 }
 
-static int alloc_block(dshm_env *env, uint64_t size, uint64_t *out, bool may_compact) {
+/* A list found damaged at an allocation that may not rebuild (the writer
+ * holds blocks it has not published yet): forget every list, so nothing
+ * more is taken from them. Their blocks stay unused (a leak, never a block
+ * handed out twice) until the next rebuild: hd_freed is raised so the next
+ * put's first allocation that finds no block compacts (dshm_alloc_record),
+ * and a repair or a reorganize recomputes everything anyway. The counters
+ * stay consistent with the (now empty) lists. */
+static void abandon_lists(dshm_env *env) {
+    dshm_header *hd = DSHM_HDR(env);
+    memset(hd->hd_small, 0, sizeof hd->hd_small);
+    memset(hd->hd_large, 0, sizeof hd->hd_large);
+    memset(hd->hd_small_map, 0, sizeof hd->hd_small_map);
+    if (hd->hd_freed < hd->hd_free_bytes + hd->hd_top / 4)
+        hd->hd_freed = hd->hd_free_bytes + hd->hd_top / 4;
+    hd->hd_free_bytes = 0;
+}
+
+/* first: the first allocation of a write (nothing unpublished is held), the
+ * one point where the lists may be rebuilt from the structures, as a repair
+ * or as a compaction. */
+static int alloc_block(dshm_env *env, uint64_t size, uint64_t *out, bool first) {
     dshm_header *hd = DSHM_HDR(env);
     bool bad = false;
     size = (size + DSHM_ALIGN - 1) & ~(uint64_t)(DSHM_ALIGN - 1);
@@ -210,14 +237,23 @@ static int alloc_block(dshm_env *env, uint64_t size, uint64_t *out, bool may_com
             off = take_large(env, b, size, &have, &bad);
         if (bad) {
             /* A list is damaged (a writer died mid-update, or the file was
-             * hurt): recompute every list from the live structures. */
+             * hurt): recompute every list from the live structures, if
+             * this write holds nothing unpublished; otherwise stop using
+             * the lists. (A damaged top is repaired when the lock is
+             * taken, hd_alloc_sum covering it; met here, it stays bad and
+             * the write fails with DSHM_CORRUPT.) */
+            if (!first) {
+                abandon_lists(env);
+                bad = false;
+                continue;
+            }
             int rc = dshm_space_rebuild(env, false);
             if (rc)
                 return rc;
             bad = false;
             continue;
         }
-        if (!off && may_compact && attempt == 0 && hd->hd_freed >= COMPACT_MIN && hd->hd_freed >= hd->hd_top / 4) {
+        if (!off && first && attempt == 0 && hd->hd_freed >= COMPACT_MIN && hd->hd_freed >= hd->hd_top / 4) {
             /* Nothing fits, and much was freed: merge neighbouring free
              * blocks before growing the file. */
             int rc = dshm_space_rebuild(env, true);
@@ -247,9 +283,11 @@ int dshm_alloc(dshm_env *env, uint64_t size, uint64_t *out) {
     return alloc_block(env, size, out, false);
 }
 
-/* A compaction treats every block it cannot see from the directory as
- * free, so it may only run when the writer holds no unpublished block:
- * at the first allocation of a put. */
+/* A rebuild (a repair of a damaged list, or a compaction) treats every
+ * block it cannot see from the directory as free, so it may only run when
+ * the writer holds no unpublished block: at the first allocation of a put.
+ * Every other allocation (dshm_alloc, _aligned, dshm_page_alloc) abandons
+ * a damaged list instead. */
 int dshm_alloc_record(dshm_env *env, uint64_t size, uint64_t *out) {
     return alloc_block(env, size, out, true);
 }

@@ -34,6 +34,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -56,6 +57,25 @@ static bool before(const struct timespec *a, const struct timespec *b) {
     return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
 }
 
+/* Is the moved flag of env news to this waiter? Only if the path names
+ * another file now (or nothing): the next call follows it, or reports why
+ * it cannot (dshm_enter's refresh). A flag left on the file the path still
+ * names (it outlived a crash between reorganize's rename and its directory
+ * sync, or a handle could not clear it) is no change: the waiter sleeps on
+ * this file, and returning would only have its caller call again at once.
+ * Called only while hd_moved is set (one stat per wake-up then). */
+static bool moved_away(dshm_db *db, dshm_env *env) {
+    struct stat mine, named;
+    if (fstat(env->ev_fd, &mine) != 0)
+        return true;
+    if (stat(db->db_path, &named) == 0 && named.st_ino == mine.st_ino && named.st_dev == mine.st_dev)
+        return false;
+    /* A read-only handle may have found the flag stale before: forget it,
+     * so that the next call's enter follows the path again. */
+    atomic_store_explicit(&env->ev_stale_moved, 0, memory_order_relaxed);
+    return true;
+}
+
 static int wait_unguarded(dshm_db *db, uint64_t since, int64_t timeout_ns, uint64_t *commit) {
     dshm_env *env;
     int rc = dshm_enter(db, &env);
@@ -75,8 +95,9 @@ static int wait_unguarded(dshm_db *db, uint64_t since, int64_t timeout_ns, uint6
     for (;;) {
         c = atomic_load_explicit(&hd->hd_commit, memory_order_seq_cst);
         /* A replaced file (reorganize, 'n') counts as a change: the next
-         * call follows the path to the new one. */
-        if (c > since || atomic_load_explicit(&hd->hd_moved, memory_order_acquire)) {
+         * call follows the path to the new one. (Both bump hd_commit too;
+         * the flag alone is looked at for a path replaced otherwise.) */
+        if (c > since || (atomic_load_explicit(&hd->hd_moved, memory_order_acquire) && moved_away(db, env))) {
             rc = 0;
             break;
         }
@@ -93,7 +114,7 @@ static int wait_unguarded(dshm_db *db, uint64_t since, int64_t timeout_ns, uint6
             rc = -ETIMEDOUT;
             break;
         }
-        _Atomic uint32_t *w = dshm_waiters_word(db, env);
+        _Atomic uint32_t *w = dshm_guard_cover_waiters(db, env);
         struct timespec until = deadline, *tsp = timeout_ns >= 0 ? &until : NULL;
         uint32_t wv;
         if (w) {
@@ -141,6 +162,7 @@ int dshm_wait(dshm_db *db, uint64_t since, int64_t timeout_ns, uint64_t *commit)
 static int interrupt_unguarded(dshm_db *db) {
     dshm_env *env;
     if (dshm_enter(db, &env) == 0) {
+        (void)dshm_guard_cover_waiters(db, env);   /* the page the wake touches */
         dshm_wake_handle(db);
         dshm_leave(db);
     }
