@@ -89,6 +89,7 @@ static int reorganize_unguarded(dshm_db *db) {
                     dshm_dir_bytes(DSHM_DIR_DEPTH(atomic_load_explicit(&hd->hd_dir, memory_order_relaxed)));
     if ((rc = dshm_env_map(nenv, DSHM_INITIAL_SIZE, need * 2 + ((uint64_t)1 << 30))))
         goto out;
+    dshm_guard_cover(nenv->ev_base, nenv->ev_resv);   /* the copy is the store's too: a truncation there is DSHM_TRUNCATED */
     if ((rc = copy_all(env, nenv)))
         goto out;
     /* Give back what the growth steps reserved beyond the data. */
