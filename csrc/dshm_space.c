@@ -233,8 +233,12 @@ static int alloc_block(dshm_env *env, uint64_t size, uint64_t *out, bool first) 
                 }
             }
         }
-        for (unsigned b = size <= DSHM_SMALL_MAX ? 0 : large_bin(size); b < DSHM_NLARGE && !off && !bad; b++)
-            off = take_large(env, b, size, &have, &bad);
+        for (unsigned b = size <= DSHM_SMALL_MAX ? 0 : large_bin(size); b < DSHM_NLARGE && !off && !bad; b++) {
+            while (b < DSHM_NLARGE && !hd->hd_large[b])   /* most bins are empty */
+                b++;
+            if (b < DSHM_NLARGE)
+                off = take_large(env, b, size, &have, &bad);
+        }
         if (bad) {
             /* A list is damaged (a writer died mid-update, or the file was
              * hurt): recompute every list from the live structures, if
