@@ -126,6 +126,10 @@ static int64_t rec_match(dshm_env *env, uint64_t r, const char *key, size_t klen
     return (int64_t)rv;
 }
 
+/* Bytes of a record fetched at once when its slot's hash matches: the
+ * header, a short key and a value of about 100 bytes. */
+#define DSHM_REC_PREFETCH 192u
+
 /* Search one page's probe sequence. Returns the slot or -1. */
 static int page_search(dshm_env *env, dshm_bucket *pg, uint64_t h, const char *key,
                        size_t klen, uint64_t limit, int64_t *vlen, uint64_t *voff) {
@@ -136,6 +140,11 @@ static int page_search(dshm_env *env, dshm_bucket *pg, uint64_t h, const char *k
             return -1;
         if (ld_rel(&pg->bk_slots[s].sl_hash) != h)
             continue;
+        /* The record's first lines load together, not one after the
+         * other (header and key, then the value the copy reads). */
+        if (r % DSHM_ALIGN == 0 && dshm_in(r, DSHM_REC_PREFETCH, limit))
+            for (unsigned b = 64; b < DSHM_REC_PREFETCH; b += 64)
+                __builtin_prefetch((const char *)DSHM_AT(env, r) + b, 0, 3);
         int64_t n = rec_match(env, r, key, klen, limit, voff);
         if (n >= 0) {
             *vlen = n;
