@@ -341,9 +341,10 @@ def _soak_writer(path: str, seed: int, run: int) -> None:
 
 def _soak_reader(path: str, n: int, stopfile: str, outfile: str) -> None:
     """Read untouched keys until stopfile appears: each must read back
-    exactly (never missing, never another value). A 'w' handle: its read
-    fallbacks repair too. Errors (a repair that cannot finish now) are
-    counted, not failures."""
+    exactly (never missing, never another value). An 'r' handle: while a
+    repair is owed its reads answer dbm_shm.error (the store needs
+    recovery) rather than guess; such errors are counted (per call of 64
+    keys), not failures."""
     import dbm_shm
     rng = random.Random(os.getpid())
     reads = errors = 0
