@@ -126,6 +126,45 @@ static int64_t rec_match(dshm_env *env, uint64_t r, const char *key, size_t klen
     return (int64_t)rv;
 }
 
+/* A walk along the probe sequence of one hash in one page, slot by slot
+ * from the home slot: the one walk by hash, for the read and its prefetch. */
+typedef struct probe {
+    unsigned pr_s;      /* the next slot to look at */
+    unsigned pr_left;   /* probes left */
+} probe;
+
+static inline probe probe_start(uint64_t h, unsigned probes) {
+    return (probe){ (unsigned)(h % DSHM_SLOTS), probes };
+}
+
+/* The record offset of the next slot whose hash is h (*at set to the
+ * slot), or 0 at an empty slot (the end of the sequence) or when the
+ * probes run out: the walk is over then. */
+static inline uint64_t probe_next(dshm_bucket *pg, uint64_t h, probe *p, unsigned *at) {
+    for (; p->pr_left; p->pr_left--) {
+        unsigned s = p->pr_s;
+        p->pr_s = s + 1 == DSHM_SLOTS ? 0 : s + 1;
+        uint64_t r = ld_rel(&pg->bk_slots[s].sl_rec);
+        if (!r)
+            return 0;
+        if (ld_rel(&pg->bk_slots[s].sl_hash) == h) {
+            p->pr_left--;
+            *at = s;
+            return r;
+        }
+    }
+    return 0;
+}
+
+/* Fetch the lines [from, to) of the record at r, if all of it lies in
+ * bounds (a hint: nothing is read). */
+static inline void prefetch_record(dshm_env *env, uint64_t r, uint64_t limit, unsigned from, unsigned to) {
+    if (r % DSHM_ALIGN || !dshm_in(r, to, limit))
+        return;
+    for (unsigned b = from; b < to; b += 64)
+        __builtin_prefetch((const char *)DSHM_AT(env, r) + b, 0, 3);
+}
+
 /* Bytes of a record fetched at once when its slot's hash matches: the
  * header, a short key and a value of about 100 bytes. */
 #define DSHM_REC_PREFETCH 192u
@@ -133,18 +172,13 @@ static int64_t rec_match(dshm_env *env, uint64_t r, const char *key, size_t klen
 /* Search one page's probe sequence. Returns the slot or -1. */
 static int page_search(dshm_env *env, dshm_bucket *pg, uint64_t h, const char *key,
                        size_t klen, uint64_t limit, int64_t *vlen, uint64_t *voff) {
-    unsigned s = (unsigned)(h % DSHM_SLOTS);
-    for (unsigned i = 0; i < DSHM_SLOTS; i++, s = s + 1 == DSHM_SLOTS ? 0 : s + 1) {
-        uint64_t r = ld_rel(&pg->bk_slots[s].sl_rec);
-        if (!r)
-            return -1;
-        if (ld_rel(&pg->bk_slots[s].sl_hash) != h)
-            continue;
+    probe p = probe_start(h, DSHM_SLOTS);
+    unsigned s;
+    uint64_t r;
+    while ((r = probe_next(pg, h, &p, &s))) {
         /* The record's first lines load together, not one after the
          * other (header and key, then the value the copy reads). */
-        if (r % DSHM_ALIGN == 0 && dshm_in(r, DSHM_REC_PREFETCH, limit))
-            for (unsigned b = 64; b < DSHM_REC_PREFETCH; b += 64)
-                __builtin_prefetch((const char *)DSHM_AT(env, r) + b, 0, 3);
+        prefetch_record(env, r, limit, 64, DSHM_REC_PREFETCH);
         int64_t n = rec_match(env, r, key, klen, limit, voff);
         if (n >= 0) {
             *vlen = n;
@@ -185,16 +219,18 @@ int64_t dshm_index_read(dshm_env *env, uint64_t h, const char *key, size_t klen,
     return dshm_rview_end(&v, env, h, result, locked);
 }
 
+/* Slots stage 2 of a prefetch looks at, at most, for the key's slot. */
+#define PF_PROBES 8u
+
 /** Software prefetch for a later lookup of hash h (dshm_get_many's
  *  pipeline), in three stages a few keys apart: 0 the directory entry,
- *  1 the bucket page's header and first probe slot, 2 the record that
- *  slot points to. Hints only: nothing read here is trusted (the lookup
+ *  1 the bucket page's header and first probe slot, 2 the record of the
+ *  first slot along the probe sequence whose hash is h (the key is often
+ *  not in its home slot), looking at PF_PROBES slots at most, on lines
+ *  that stage 1 fetched. Hints only: nothing read here is trusted (the lookup
  *  proper reads it all again under the seqlock), a stale value costs only
  *  a useless prefetch, and every offset is bounds-checked against limit
  *  before a pointer is formed from it. */
-/* Probes stage 2 of a prefetch looks along for the key's slot. */
-#define PF_PROBES 8u
-
 void dshm_index_prefetch(dshm_env *env, uint64_t dir, uint64_t h, uint64_t limit, int stage) {
     uint64_t doff = DSHM_DIR_OFF(dir);
     unsigned depth = DSHM_DIR_DEPTH(dir);
@@ -210,27 +246,16 @@ void dshm_index_prefetch(dshm_env *env, uint64_t dir, uint64_t h, uint64_t limit
     if (!dshm_page_ok(b, limit))
         return;
     dshm_bucket *bk = page_at(env, b);
-    unsigned s = (unsigned)(h % DSHM_SLOTS);
     if (stage == 1) {
         __builtin_prefetch((const void *)bk, 0, 3);
-        __builtin_prefetch((const void *)&bk->bk_slots[s], 0, 3);
+        __builtin_prefetch((const void *)&bk->bk_slots[h % DSHM_SLOTS], 0, 3);
         return;
     }
-    /* The record of the first slot along the probe sequence whose hash is
-     * h (the key is often not in its home slot): a few probes, on lines
-     * that stage 1 fetched. */
-    for (unsigned i = 0; i < PF_PROBES; i++, s = s + 1 == DSHM_SLOTS ? 0 : s + 1) {
-        uint64_t r = ld_rel(&bk->bk_slots[s].sl_rec);
-        if (!r)
-            return;
-        if (ld_rel(&bk->bk_slots[s].sl_hash) != h)
-            continue;
-        if (r % DSHM_ALIGN || !dshm_in(r, 128, limit))
-            return;
-        __builtin_prefetch(DSHM_AT(env, r), 0, 3);
-        __builtin_prefetch(DSHM_AT(env, r + 64), 0, 3);
-        return;
-    }
+    probe p = probe_start(h, PF_PROBES);
+    unsigned s;
+    uint64_t r = probe_next(bk, h, &p, &s);
+    if (r)
+        prefetch_record(env, r, limit, 0, 128);
 }
 
 /* ---------------------------------------------------------------------- */
