@@ -38,8 +38,21 @@ int dshm_put_locked(dshm_env *env, uint64_t h, const char *key, size_t klen,
     if (found && (flags & DSHM_NOOVERWRITE))
         return DSHM_KEYEXIST;
     uint64_t rsize = dshm_rec_size(klen, vlen), off;
+    uint64_t ss = atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed);
     if ((rc = dshm_alloc_record(env, rsize, &off)))
         return rc;
+    if (atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed) != ss) {
+        /* The allocation, the first of the write, rebuilt a damaged free
+         * space, which mends bucket pages (drops wild slots, moves the
+         * entries behind them): the slot found before may name another
+         * key now. Look again. */
+        rc = dshm_index_find(env, h, key, klen, &pos);
+        found = rc == 0;
+        if ((rc && rc != DSHM_NOTFOUND) || (found && (flags & DSHM_NOOVERWRITE))) {
+            dshm_free_block(env, off, rsize);
+            return found ? DSHM_KEYEXIST : rc;
+        }
+    }
     dshm_rec *rec = DSHM_AT(env, off);
     rec->rc_klen = (uint32_t)klen;
     rec->rc_check = (uint32_t)h;
