@@ -78,6 +78,8 @@ int64_t dshm_check(dshm_db *db, char *report, size_t cap);
 int dshm_commit_id(dshm_db *db, uint64_t *out);
 int dshm_wait(dshm_db *db, uint64_t since, int64_t timeout_ns, uint64_t *commit);
 void dshm_interrupt(dshm_db *db);
+void dshm_set_interrupt_hook(int (*fn)(void));
+extern "Python" int _dshm_interrupt_hook(void);
 int dshm_write_batch(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
                      const char *vals, const int64_t *vlens, uint64_t *commit);
 int64_t dshm_get_many(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,

@@ -230,6 +230,17 @@ int dshm_commit_id(dshm_db *db, uint64_t *out);
 int dshm_wait(dshm_db *db, uint64_t since, int64_t timeout_ns, uint64_t *commit);
 /** Make every dshm_wait() call in flight on this handle return -EINTR. */
 void dshm_interrupt(dshm_db *db);
+/** Set the process's interrupt hook (NULL: none). A call that waits for
+ *  the writer lock waits in slices (DSHM_LOCK_SLICE_MS each) and, between
+ *  two, calls @p fn from the waiting thread: a nonzero return ends the wait
+ *  and the call returns -EINTR having changed nothing (the binding's hook
+ *  runs the interpreter's pending signal handlers: Ctrl-C reaches a writer
+ *  that waits for the lock). Between slices the wait also looks at the
+ *  file: one cut below its header (the lock word gone with it, so the
+ *  holder's death can wake nobody) ends it with DSHM_TRUNCATED. */
+void dshm_set_interrupt_hook(int (*fn)(void));
+/** How long one slice of a wait for the writer lock lasts. */
+#define DSHM_LOCK_SLICE_MS 50
 /** @} */
 
 /** @defgroup batch Atomic batches and consistent reads

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
+
 #include "dshm_internal.h"
 
 static int stat_unguarded(dshm_db *db, dshm_stat_t *st) {
@@ -118,6 +120,14 @@ static int64_t check_locked(dshm_env *env, report *rp) {
     uint64_t limit = atomic_load_explicit(&hd->hd_file_size, memory_order_acquire);
     if (limit > env->ev_resv)
         limit = env->ev_resv;
+    /* A file cut under the store: what lies past its end is lost (and
+     * would fault, or read as zeros in its last page). */
+    struct stat st;
+    if (fstat(env->ev_fd, &st) == 0 && (uint64_t)st.st_size < limit) {
+        problem(rp, "file: %" PRIu64 " bytes, the header says %" PRIu64 ": it was cut, "
+                "and what lay past its end is lost", (uint64_t)st.st_size, limit);
+        limit = (uint64_t)st.st_size & ~(uint64_t)(DSHM_ALIGN - 1);
+    }
     uint64_t top = *(volatile uint64_t *)&hd->hd_top;
     uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed);
     unsigned gd = DSHM_DIR_DEPTH(dir);

@@ -72,6 +72,11 @@ int dshm_env_map(dshm_env *env, uint64_t size, uint64_t want) {
 #endif
             env->ev_base = p;
             env->ev_resv = resv;
+            struct stat st;
+            if (fstat(env->ev_fd, &st) == 0) {   /* which file: dshm_path_replaced */
+                env->ev_ino = (uint64_t)st.st_ino;
+                env->ev_dev = (uint64_t)st.st_dev;
+            }
             return 0;
         }
         if (errno != ENOMEM || resv <= size)

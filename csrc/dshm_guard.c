@@ -130,6 +130,22 @@ static void guard_init(void) {
     pthread_mutex_unlock(&guard_mu);
 }
 
+/* ---------------------------------------------------------------------- */
+/* The interrupt hook (dshm_set_interrupt_hook)                            */
+
+/* Set by the binding (once, at import), read by every wait for the writer
+ * lock between two slices: acquire/release so the function is seen whole. */
+static _Atomic(dshm_interrupt_fn) interrupt_hook;
+
+void dshm_set_interrupt_hook(int (*fn)(void)) {
+    atomic_store_explicit(&interrupt_hook, fn, memory_order_release);
+}
+
+bool dshm_interrupt_requested(void) {
+    dshm_interrupt_fn fn = atomic_load_explicit(&interrupt_hook, memory_order_acquire);
+    return fn && fn() != 0;
+}
+
 /* Test hooks once per process, at the first open; the handler at every open. */
 static pthread_once_t hooks_once = PTHREAD_ONCE_INIT;
 

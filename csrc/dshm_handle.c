@@ -26,7 +26,7 @@
  * new file), or when the file outgrew this mapping's reservation. The old
  * mapping is retired, and unmapped by reclaim() once no call that may have
  * loaded it is in flight. */
-int dshm_refresh(dshm_db *db, dshm_env **envp, uint64_t want) {
+static int refresh(dshm_db *db, dshm_env **envp, uint64_t want, bool replaced) {
     int rc = 0;
     pthread_mutex_lock(&db->db_lock);
     dshm_guard_tls.db_locked = &db->db_lock;   /* a SIGBUS below gives it back */
@@ -34,7 +34,7 @@ int dshm_refresh(dshm_db *db, dshm_env **envp, uint64_t want) {
     dshm_header *hd = DSHM_HDR(cur);
     dshm_env *nenv = NULL;
     uint64_t commit = atomic_load_explicit(&hd->hd_commit, memory_order_acquire);
-    if (atomic_load_explicit(&hd->hd_moved, memory_order_acquire) && !dshm_moved_stale(cur, commit)) {
+    if (replaced || (atomic_load_explicit(&hd->hd_moved, memory_order_acquire) && !dshm_moved_stale(cur, commit))) {
         rc = dshm_env_open(db->db_path, db->db_flags & DSHM_RDONLY, 0, want, &nenv, NULL);
         struct stat a, b;
         if (!rc && fstat(nenv->ev_fd, &a) == 0 && fstat(cur->ev_fd, &b) == 0 &&
@@ -93,6 +93,30 @@ int dshm_refresh(dshm_db *db, dshm_env **envp, uint64_t want) {
     pthread_mutex_unlock(&db->db_lock);
     *envp = cur;
     return rc;
+}
+
+int dshm_refresh(dshm_db *db, dshm_env **envp, uint64_t want) {
+    return refresh(db, envp, want, false);
+}
+
+bool dshm_path_replaced(dshm_db *db, dshm_env *env) {
+    struct stat named;
+    return stat(db->db_path, &named) == 0 &&
+           ((uint64_t)named.st_ino != env->ev_ino || (uint64_t)named.st_dev != env->ev_dev);
+}
+
+int dshm_follow_path(dshm_db *db, dshm_env **envp) {
+    dshm_env *env = *envp;
+    if (!(db->db_flags & DSHM_RDONLY) && env->ev_writable) {
+        /* Without the lock: the flag only ever goes from 0 to 1 for a
+         * file the path no longer names (a lock holder clears it only
+         * after finding, under the lock, that the path names this file;
+         * the path was replaced under the lock, so both cannot be seen). */
+        atomic_store_explicit(&DSHM_HDR(env)->hd_moved, 1, memory_order_release);
+        dshm_wake_waiters(env);
+    }
+    atomic_store_explicit(&env->ev_stale_moved, 0, memory_order_relaxed);
+    return refresh(db, envp, 0, true);
 }
 
 /* Unmap superseded mappings once no call is in flight: a call that
@@ -264,6 +288,7 @@ static int open_unguarded(const char *path, int flags, int mode, dshm_db **out) 
     }
     if (repaired)
         check_replaced(db, env);
+    atomic_store_explicit(&db->db_path_due, dshm_coarse_ns() + DSHM_PATH_CHECK_NS, memory_order_relaxed);
     atomic_store_explicit(&db->db_env, env, memory_order_release);
     *out = db;
     return 0;

@@ -76,6 +76,8 @@ typedef struct dshm_env {
                                  file to itself: the writer-lock word it found naming
                                  a holder (no process could hold it then), else 0.
                                  While the word is unchanged the lock is never taken */
+    uint64_t ev_ino, ev_dev;  /**< the file mapped (fstat at the mapping): a path
+                                 that names another is followed (dshm_path_replaced) */
     _Atomic uint64_t ev_stale_moved; /**< 'r' handles: hd_commit + 1 when hd_moved was
                                  found stale (the path still names this file); the
                                  path is looked at again only once hd_commit moves.
@@ -110,6 +112,9 @@ struct dshm_db {
     _Atomic uint64_t db_multi_retries; /**< consistent multi-key reads retried */
     _Atomic uint64_t db_interrupt; /**< bumped by dshm_interrupt(): the waiters
                                         of this handle return EINTR */
+    _Atomic uint64_t db_path_due;  /**< coarse-clock ns at which a call next looks
+                                        at the path (dshm_enter); relaxed: two
+                                        threads that both look only stat twice */
     _Atomic int db_waiting;        /**< threads inside dshm_wait() on this handle:
                                         close wakes them only if there are any
                                         (it does not touch the mapping otherwise) */
@@ -147,6 +152,20 @@ static inline void dshm_pause(void) {
 #endif
 }
 
+/** CLOCK_MONOTONIC_COARSE in ns: a few ns through the vDSO, no system
+ *  call, a resolution of a few ms. For intervals of 100 ms and more. */
+static inline uint64_t dshm_coarse_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/** How often a call looks at its handle's path (dshm_enter), and a waiter
+ *  asleep in dshm_wait() wakes to look: an 'n' or a reorganize killed
+ *  between its rename and marking the old file moved leaves no mark, and
+ *  nobody writes to the old file again. */
+#define DSHM_PATH_CHECK_NS ((uint64_t)100000000)   /* 100 ms */
+
 /** CLOCK_MONOTONIC in ns (one clock for every process of the machine). */
 static inline uint64_t dshm_now_ns(void) {
     struct timespec ts;
@@ -170,6 +189,11 @@ void dshm_crash_hit(const char *point);
 extern int dshm_test_collide;
 /** Read the test hooks and install the SIGBUS handler (once a process). */
 void dshm_hooks_init(void);
+/** The binding's interrupt hook (dshm_set_interrupt_hook). */
+typedef int (*dshm_interrupt_fn)(void);
+/** Between two slices of a wait for the writer lock: does the binding's
+ *  hook ask the wait to end (a signal arrived)? False without a hook. */
+bool dshm_interrupt_requested(void);
 
 /** Address ranges a guarded call may touch (dshm_guard_cover). */
 #define DSHM_GUARD_RANGES 6
@@ -728,6 +752,14 @@ int dshm_refresh(dshm_db *db, dshm_env **envp, uint64_t want);
 /** Unmap superseded mappings once no call is in flight: a call that
  *  entered later loads the current mapping, never a retired one. */
 void dshm_reclaim(dshm_db *db);
+/** Does the handle's path name another file than env's now (a reorganize
+ *  or an 'n' that replaced it, maybe killed before it marked this one
+ *  moved)? One stat. A path that names nothing is no replacement. */
+bool dshm_path_replaced(dshm_db *db, dshm_env *env);
+/** The path names another file: mark env's moved where this handle may
+ *  write (every handle of it then follows, its waiters wake) and follow
+ *  the path (dshm_refresh). */
+int dshm_follow_path(dshm_db *db, dshm_env **envp);
 
 /** A read-only handle found hd_moved stale (the path still names this
  *  file) at this commit, and nothing was committed since. */
@@ -761,14 +793,29 @@ static inline int dshm_enter(dshm_db *db, dshm_env **envp) {
     dshm_env *env = atomic_load_explicit(&db->db_env, memory_order_seq_cst);
     dshm_guard_cover(env->ev_base, env->ev_resv);   /* refresh() covers a new one */
     dshm_header *hd = DSHM_HDR(env);
+    uint64_t fs = atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed);
     if (__builtin_expect(atomic_load_explicit(&hd->hd_moved, memory_order_relaxed) ||
-                         atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed) > env->ev_resv, 0) &&
-        !(atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed) <= env->ev_resv &&
+                         fs > env->ev_resv || fs < DSHM_HEADER_SIZE, 0) &&
+        !(fs <= env->ev_resv && fs >= DSHM_HEADER_SIZE &&
           dshm_moved_stale(env, atomic_load_explicit(&hd->hd_commit, memory_order_acquire)))) {
-        int rc = dshm_refresh(db, &env, 0);
+        /* A header that says the file is shorter than itself: the file was
+         * cut under the mapping (its first page reads as zeros past the end). */
+        int rc = fs < DSHM_HEADER_SIZE ? DSHM_TRUNCATED : dshm_refresh(db, &env, 0);
         if (rc) {
             dshm_leave(db);
             return rc;
+        }
+    }
+    /* Now and then, a look at the path (no system call in between). */
+    uint64_t now = dshm_coarse_ns();
+    if (__builtin_expect(now >= atomic_load_explicit(&db->db_path_due, memory_order_relaxed), 0)) {
+        atomic_store_explicit(&db->db_path_due, now + DSHM_PATH_CHECK_NS, memory_order_relaxed);
+        if (dshm_path_replaced(db, env)) {
+            int rc = dshm_follow_path(db, &env);
+            if (rc) {
+                dshm_leave(db);
+                return rc;
+            }
         }
     }
     *envp = env;

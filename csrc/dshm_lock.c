@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "dshm_internal.h"
@@ -152,6 +153,45 @@ bool dshm_lock_damaged(const dshm_header *hd) {
 #endif
 }
 
+/* Wait for the writer lock, bounded and interruptible: a trylock, then
+ * timed waits of DSHM_LOCK_SLICE_MS each. Between two slices a file cut
+ * below its header is DSHM_TRUNCATED (the lock word went with it, or was
+ * zeroed: the holder's death can wake nobody, and a sleep on it would
+ * last for ever), and the binding's interrupt hook (Ctrl-C in Python)
+ * ends the wait with -EINTR. Returns what pthread_mutex_lock would (0,
+ * EOWNERDEAD, ENOTRECOVERABLE, ...: positive) or one of those negative
+ * codes, the lock not held. A slice is measured on CLOCK_REALTIME (what
+ * pthread_mutex_timedlock takes everywhere); a clock set back stretches
+ * one slice, never the wait's bound on truncation. */
+static int mutex_wait(dshm_env *env) {
+    pthread_mutex_t *m = &DSHM_HDR(env)->hd_mutex.m;
+    int rc = pthread_mutex_trylock(m);
+    while (rc == EBUSY || rc == ETIMEDOUT) {
+        struct timespec rt;
+        clock_gettime(CLOCK_REALTIME, &rt);
+        rt.tv_nsec += (long)DSHM_LOCK_SLICE_MS * 1000000L;
+        if (rt.tv_nsec >= 1000000000L) {
+            rt.tv_sec++;
+            rt.tv_nsec -= 1000000000L;
+        }
+        rc = pthread_mutex_timedlock(m, &rt);
+        if (rc != ETIMEDOUT)
+            break;
+        struct stat st;
+        if (fstat(env->ev_fd, &st) == 0 && (uint64_t)st.st_size < DSHM_HEADER_SIZE)
+            return DSHM_TRUNCATED;
+        if (dshm_interrupt_requested())
+            return -EINTR;
+    }
+    return rc;
+}
+
+/* Just taken: a header that says the file is shorter than the header
+ * itself was cut under the lock (its tail reads as zeros). */
+static bool header_cut(const dshm_header *hd) {
+    return atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed) < DSHM_HEADER_SIZE;
+}
+
 bool dshm_lock_owner_died(const dshm_header *hd) {
     uint32_t w;
     return dshm_lock_word(hd, &w) && (w & DSHM_LOCK_OWNER_DIED);
@@ -172,7 +212,13 @@ int dshm_lock_ro(dshm_env *env, bool *owed) {
     /* Damaged mutex bytes: locking would rewrite them (or fail). */
     if (dshm_lock_damaged(hd))
         return DSHM_NEED_RECOVERY;
-    int rc = pthread_mutex_lock(&hd->hd_mutex.m);
+    int rc = mutex_wait(env);
+    if (rc < 0)
+        return rc;
+    if (rc == 0 && header_cut(hd)) {
+        pthread_mutex_unlock(&hd->hd_mutex.m);
+        return DSHM_TRUNCATED;
+    }
     if (rc == EOWNERDEAD) {
         /* The holder died while this thread waited. The "owner died" state
          * cannot be handed back: unlocking an inconsistent mutex would make
@@ -247,9 +293,17 @@ int dshm_lock_rw(dshm_env *env, bool *owed, bool wait) {
     *owed = false;
     if (!dshm_mutex_kind_ours(hd))
         return DSHM_NEED_RECOVERY;   /* a damaged mutex: reset by a writable opener alone with the file */
-    int rc = wait ? pthread_mutex_lock(&hd->hd_mutex.m) : pthread_mutex_trylock(&hd->hd_mutex.m);
+    int rc = wait ? mutex_wait(env) : pthread_mutex_trylock(&hd->hd_mutex.m);
+    if (rc < 0)
+        return rc;
     if (rc == EBUSY && !wait)
         return DSHM_BUSY;
+    if ((rc == 0 || rc == EOWNERDEAD) && header_cut(hd)) {
+        if (rc == EOWNERDEAD)
+            pthread_mutex_consistent(&hd->hd_mutex.m);
+        pthread_mutex_unlock(&hd->hd_mutex.m);
+        return DSHM_TRUNCATED;
+    }
     if (rc == EOWNERDEAD) {
         /* The previous holder died inside a write. The mutex is made
          * consistent at once (so it stays usable) and the store marked for

@@ -122,6 +122,7 @@ static int reorganize_unguarded(dshm_db *db) {
     }
     free(tmp);
     tmp = NULL;
+    DSHM_CRASH_POINT("reorganize-renamed");   /* the path names the copy; this file not yet marked */
     dshm_sync_parent(db->db_path);
     atomic_store_explicit(&hd->hd_moved, 1, memory_order_release);
     atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);

@@ -65,10 +65,9 @@ static bool before(const struct timespec *a, const struct timespec *b) {
  * this file, and returning would only have its caller call again at once.
  * Called only while hd_moved is set (one stat per wake-up then). */
 static bool moved_away(dshm_db *db, dshm_env *env) {
-    struct stat mine, named;
-    if (fstat(env->ev_fd, &mine) != 0)
-        return true;
-    if (stat(db->db_path, &named) == 0 && named.st_ino == mine.st_ino && named.st_dev == mine.st_dev)
+    struct stat named;
+    if (stat(db->db_path, &named) == 0 && (uint64_t)named.st_ino == env->ev_ino &&
+        (uint64_t)named.st_dev == env->ev_dev)
         return false;
     /* A read-only handle may have found the flag stale before: forget it,
      * so that the next call's enter follows the path again. */
@@ -92,12 +91,16 @@ static int wait_unguarded(dshm_db *db, uint64_t since, int64_t timeout_ns, uint6
         add_ns(&deadline, (uint64_t)timeout_ns);
     dshm_header *hd = DSHM_HDR(env);
     uint64_t c;
-    for (;;) {
+    for (bool woke = false;; woke = true) {
         c = atomic_load_explicit(&hd->hd_commit, memory_order_seq_cst);
         /* A replaced file (reorganize, 'n') counts as a change: the next
          * call follows the path to the new one. (Both bump hd_commit too;
-         * the flag alone is looked at for a path replaced otherwise.) */
-        if (c > since || (atomic_load_explicit(&hd->hd_moved, memory_order_acquire) && moved_away(db, env))) {
+         * the flag alone is looked at for a path replaced otherwise.) At
+         * every wake-up and timeout the path itself is looked at: an 'n'
+         * or a reorganize killed between its rename and its mark left
+         * neither, and nobody writes to this file any more. */
+        if (c > since || (atomic_load_explicit(&hd->hd_moved, memory_order_acquire) && moved_away(db, env)) ||
+            (woke && dshm_path_replaced(db, env))) {
             rc = 0;
             break;
         }
@@ -115,7 +118,11 @@ static int wait_unguarded(dshm_db *db, uint64_t since, int64_t timeout_ns, uint6
             break;
         }
         _Atomic uint32_t *w = dshm_guard_cover_waiters(db, env);
-        struct timespec until = deadline, *tsp = timeout_ns >= 0 ? &until : NULL;
+        /* Asleep DSHM_PATH_CHECK_NS at most before the next look at the path. */
+        struct timespec until = now, *tsp = &until;
+        add_ns(&until, DSHM_PATH_CHECK_NS);
+        if (timeout_ns >= 0 && before(&deadline, &until))
+            until = deadline;
         uint32_t wv;
         if (w) {
             wv = atomic_load_explicit(w, memory_order_seq_cst);
@@ -133,9 +140,8 @@ static int wait_unguarded(dshm_db *db, uint64_t since, int64_t timeout_ns, uint6
             wv = atomic_load_explicit(w, memory_order_seq_cst);
             struct timespec slice = now;
             add_ns(&slice, DSHM_POLL_NS);
-            if (!tsp || before(&slice, &until))
+            if (before(&slice, &until))
                 until = slice;
-            tsp = &until;
         }
         long r = futex_call(w, FUTEX_WAIT_BITSET, wv, tsp);
         if (r == 0) {

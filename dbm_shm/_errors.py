@@ -10,7 +10,9 @@ from __future__ import annotations
 import dbm
 import errno
 import os
-from typing import NoReturn, Optional, Union
+import threading
+from types import TracebackType
+from typing import NoReturn, Optional, Type, Union
 
 from ._dshm import ffi, lib
 
@@ -50,6 +52,34 @@ _ERRNO_TEXT = {
 }
 
 
+# -- Interrupting a wait for the writer lock --------------------------------
+# The C core waits for the writer lock in slices and calls this hook between
+# two (dshm_set_interrupt_hook): it runs the interpreter's pending signal
+# handlers (in the main thread), and an exception one raises (Ctrl-C's
+# KeyboardInterrupt) ends the wait: the call returns -EINTR having changed
+# nothing, and raise_for() raises that exception in its place.
+
+_interrupted = threading.local()
+
+
+def _tick() -> None:
+    """A Python-level call: entering it runs pending signal handlers."""
+
+
+def _stash(exc_type: Type[BaseException], exc: BaseException, tb: Optional[TracebackType]) -> int:
+    _interrupted.exc = exc
+    return 1
+
+
+@ffi.def_extern(error=1, onerror=_stash)
+def _dshm_interrupt_hook() -> int:
+    _tick()
+    return 0
+
+
+lib.dshm_set_interrupt_hook(lib._dshm_interrupt_hook)
+
+
 def raise_for(rc: int, what: str, path: Union[str, bytes, None] = None) -> NoReturn:
     """Raise the ``error`` for C return code ``rc`` from operation ``what``.
 
@@ -60,6 +90,11 @@ def raise_for(rc: int, what: str, path: Union[str, bytes, None] = None) -> NoRet
     """
     if rc == lib.DSHM_CLOSED:
         raise error(CLOSED_MESSAGE)
+    if rc == -errno.EINTR:
+        exc = getattr(_interrupted, "exc", None)
+        if exc is not None:   # a signal handler's exception ended a wait for the lock
+            _interrupted.exc = None
+            raise exc
     if not -(2**31) <= rc < 2**31:   # not a return code at all: a damaged count
         rc = lib.DSHM_CORRUPT
     if 0 < rc or -4096 < rc < 0:

@@ -22,4 +22,5 @@ WRITER_POINTS: Dict[str, Tuple[str, int, int]] = {
     "split-switch": ("grow", 20, 0),
     "clear": ("clear", 1, 2000),
     "reorganize": ("reorganize", 2, 2000),
+    "reorganize-renamed": ("reorganize", 2, 2000),
 }
