@@ -28,8 +28,11 @@ SEED = "5eed0123456789ab"
 # writer point -> (scenario, n-th pass, keys to start with): the points of
 # test_sigkill.py (_support/points.py), and more; "batch" is
 # _support/repair.py batch-writer (one batch of 900 entries).
+# (Not "reorganize-renamed": killed after its rename, the writer leaves the
+# path naming a whole copy it never locked, so no repair is owed there to
+# kill; tests/hardening/test_leftovers.py has its handles follow the path.)
 WRITER = {
-    **WRITER_POINTS,
+    **{p: v for p, v in WRITER_POINTS.items() if p != "reorganize-renamed"},
     "remove-shift": ("delete", 20, 2000),
     "batch-staged": ("batch", 1, 2000),
     "batch-committed": ("batch", 1, 2000),
