@@ -386,9 +386,30 @@ def dbm_shm_version(module: Any) -> str:
     """The version, where it was imported from and whether its C fast path is
     on: a stale copy in the benchmark venv (rerun setup_peers.sh) shows here."""
     from dbm_shm import _fastglue
-    where = os.path.dirname(os.path.abspath(module.__file__))
+    where = shown_path(os.path.dirname(os.path.abspath(module.__file__)))
     fast = "fast path on" if _fastglue.ENABLED else "fast path OFF"
     return f"{package_version('dbm_shm', module)} from {where}, {fast}"
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def shown_path(path: str) -> str:
+    """``path`` as a report may print it, naming no machine: relative to the
+    repository when inside it (``.venv-bench/lib/python3.11/site-packages/dbm_shm``),
+    else from ``site-packages`` on (``<site-packages>/dbm_shm``), else ``~``
+    for the home directory, else the path's last two parts after ``...``."""
+    full = os.path.abspath(path)
+    if full == REPO or full.startswith(REPO + os.sep):
+        return os.path.relpath(full, REPO)
+    parts = full.split(os.sep)
+    for marker in ("site-packages", "dist-packages"):
+        if marker in parts:
+            return os.path.join(f"<{marker}>", *parts[parts.index(marker) + 1:])
+    home = os.path.expanduser("~")
+    if home not in ("", "/") and full.startswith(home + os.sep):
+        return os.path.join("~", os.path.relpath(full, home))
+    return os.path.join("...", *parts[-2:])
 
 
 def gdbm_library_version() -> str:
@@ -618,7 +639,7 @@ def main_sizes(args: argparse.Namespace) -> int:
     print(f"- sizes {', '.join(f'{n:,}' for n in args.sizes)}; random keys of {args.key_size} B, "
           f"values {args.value_size} B; seed {args.seed}; best of {args.repeat}; "
           f"gets repeated to >= {SIZES_MIN_GETS:,} lookups per round")
-    print(f"- files in {root} ({filesystem_type(root)}); "
+    print(f"- files in a fresh folder in {os.path.dirname(root)} ({filesystem_type(root)}); "
           f"DSHM_NO_FASTPATH={os.environ.get('DSHM_NO_FASTPATH', '')!r}")
     for backend in backends:
         print(f"- {backend.name}: {backend.version}")
@@ -712,7 +733,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = start_report(args, "# dbm_shm get/set benchmark")
     print(f"- N = {args.n:,} (slow peers {slow_n:,}); key {args.key_size} B, "
           f"value {args.value_size} B; seed {args.seed}; best of {args.repeat}")
-    print(f"- files in {root} ({filesystem_type(root)})")
+    print(f"- files in a fresh folder in {os.path.dirname(root)} ({filesystem_type(root)})")
     for backend in backends:
         print(f"- {backend.name}: {backend.version}")
     print(flush=True)

@@ -386,7 +386,10 @@ def shown_command(argv: Sequence[str]) -> str:
     def rel(path: str) -> str:
         full = os.path.abspath(path)
         return os.path.relpath(full, REPO) if full.startswith(REPO + os.sep) else path
+    # an interpreter outside the checkout by its name alone: its folder names this machine
     exe = rel(sys.executable)
+    if os.path.isabs(exe):
+        exe = os.path.basename(exe)
     return shlex.join([exe, rel(os.path.abspath(__file__))] + list(argv))
 
 
