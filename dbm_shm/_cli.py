@@ -137,9 +137,26 @@ def _is_ours(path: str) -> bool:
         return False
 
 
+def _probe_writable(path: str) -> None:
+    """Raise what the OS says (``PATH: open: Is a directory``, ``Permission
+    denied``) when an existing ``path`` cannot be opened for reading and
+    writing, before anyone guesses at its contents: a file we cannot read
+    is not "not a dbm_shm database". A missing file passes (``'c'`` creates
+    it; the open reports it otherwise)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise CLIError(f"{path}: open: {exc.strerror or exc}") from None
+    os.close(fd)
+
+
 def _open(path: str, flag: str = "r", mode: int = 0o666) -> Database:
     """Open a database; every failure becomes a CLIError with a hint."""
     writing = flag[:1] in ("w", "c", "n")
+    if writing:
+        _probe_writable(path)
     # A write open of an existing file that is not a dbm_shm store is
     # refused here, before the core sees it: never touch a foreign file.
     if writing and flag[:1] != "n":
@@ -648,6 +665,8 @@ def cmd_load(args: argparse.Namespace) -> int:
                 f"{args.dump_file}: is a database, not a dump (usage: "
                 f"{PROG} load DUMP_FILE DB_FILE)")
     db_exists = os.path.exists(args.db)
+    if db_exists:
+        _probe_writable(args.db)
     ours = db_exists and _is_ours(args.db)
     kind = None if ours else _other_kind(args.db)
     if kind or (db_exists and os.path.getsize(args.db) > 0 and not ours):
