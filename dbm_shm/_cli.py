@@ -853,8 +853,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
         first, commit = snapshot(db)
         old = {k: d for k, (d, _v) in first.items()}
         if args.initial:
+            # 'has', not 'set': what was there already is not a change
             for key, (_d, value) in sorted(first.items()):
-                emit("set", key, value)
+                emit("has", key, value)
             sys.stdout.buffer.flush()
         while args.max_events is None or events < args.max_events:
             left = None if stop_at is None else max(0.0, stop_at - time.monotonic())
@@ -1025,7 +1026,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", metavar="KEY_PREFIX",
                    help="only keys starting with this (parsed with --key-format)")
     p.add_argument("--initial", action="store_true",
-                   help="first print every key present now")
+                   help="first print every key present now, as 'has KEY = VALUE' "
+                        "lines (changes are 'set' and 'del' lines)")
     p.add_argument("-t", "--timestamps", action="store_true",
                    help="start each line with the time")
     p.add_argument("--timeout", type=float, metavar="SECONDS",
