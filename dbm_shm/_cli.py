@@ -35,7 +35,7 @@ import tempfile
 import time
 from typing import IO, Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple, TypeVar
 
-from . import _dumpfmt
+from . import _dumpfmt, _fastglue
 from ._compat import convert
 from ._db import Database
 from ._db import open as open_db
@@ -318,6 +318,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     with _open(args.db, "r") as db:
         stats: Dict[str, object] = {"path": os.path.abspath(args.db), "type": "dbm.shm",
                                     **db.stats()}
+    stats["fast_path"] = _fastglue.ENABLED
     if args.json:
         _line(json.dumps(stats, indent=2, sort_keys=False, default=str))
         return EXIT_OK
@@ -329,6 +330,11 @@ def cmd_info(args: argparse.Namespace) -> int:
             shown = f"{value} ({_human_size(value)})"
         elif key.endswith("_ns") and isinstance(value, int) and value:
             shown = f"{value} ({value / 1e6:.3f} ms)"
+        elif key == "fast_path":
+            # about 10x slower without it, and silent otherwise: say why
+            shown = ("on" if value else
+                     f"off ({_fastglue.OFF_REASON or 'reason unknown'}; "
+                     "gets and sets take the slower Python path)")
         _line(f"{key + ':':<{width + 1}} {shown}")
     return EXIT_OK
 
