@@ -94,13 +94,14 @@ def run(cmd: List[str], env: Dict[str, str], expect: int = 0,
 def make_bad_dump(good: str, bad: str) -> None:
     """``good`` with one base64 character of its last value made invalid:
     the mistake a reader meets last."""
-    with open(good, "rb") as fp:
-        data = bytearray(fp.read())
-    last = data.rindex(b"#:len=")
-    line = data.index(b"\n", last) + 1
-    data[line] = ord("!")
-    with open(bad, "wb") as fp:
-        fp.write(data)
+    shutil.copyfile(good, bad)  # not read into memory: children inherit a fork's peak
+    with open(bad, "r+b") as fp:
+        start = max(0, os.path.getsize(bad) - (1 << 16))
+        fp.seek(start)
+        tail = fp.read()
+        last = tail.rindex(b"#:len=")
+        fp.seek(start + tail.index(b"\n", last) + 1)
+        fp.write(b"!")
 
 
 def count(python: str, path: str, env: Dict[str, str]) -> int:
