@@ -62,6 +62,11 @@ def smoke(kind: str, artifact: str, tmp: str, test_module: str) -> None:
     if not os.path.realpath(where).startswith(os.path.realpath(env_dir) + os.sep):
         raise SystemExit(f"package smoke: dbm_shm came from {where}, not from the venv {env_dir}")
 
+    # the console script (entry point dbm_shm.cli:main) and the cli package
+    out = run([os.path.join(env_dir, "bin", "dbm-shm"), "--help"], cwd=work, env=env)
+    if "reorganize" not in out:
+        raise SystemExit("package smoke: 'dbm-shm --help' lists no commands")
+
     out = run([py, "-m", "dbm_shm", "demo"], cwd=work, env=env)
     if "readers    total" not in out:
         raise SystemExit("package smoke: the demo printed no throughput table")

@@ -9,8 +9,15 @@ it (a fresh process each, wall-clock time including its start-up):
 * ``gdbm_load DUMP FILE.gdbm``: GNU gdbm's loader;
 * ``dbm-shm load DUMP FILE.db`` into a new store;
 * ``dbm-shm load DUMP FILE.db`` into an existing store (one atomic batch);
+* ``gdbm_dump FILE.gdbm`` and ``dbm-shm dump FILE.db`` (to a file);
+* a bad dump (one base64 character of the last value made invalid) given to
+  ``gdbm_load`` and to ``dbm-shm load`` into a new and into an existing store:
+  the time to reject it, and that nothing was loaded;
 * ``dbm-shm convert FILE.gdbm NEW.db``, when an interpreter with
   ``dbm.gnu`` is at hand (this one, or ``--gdbm-python``).
+
+Each row also gives the command's peak resident memory (``ru_maxrss`` of
+that child process, read with ``wait4``).
 
 Every result is checked (its record count). Prints a Markdown table with
 the seconds, records per second, and the ratio against ``gdbm_load`` (above
@@ -56,14 +63,45 @@ def has_gdbm(python: str) -> bool:
     return subprocess.run([python, "-c", "import dbm.gnu"], capture_output=True).returncode == 0
 
 
-def run(cmd: List[str], env: Dict[str, str]) -> float:
-    """Run ``cmd``, fail loudly on an error; its wall-clock seconds."""
+#: Peak resident memory (ru_maxrss, KiB) of the last command run().
+LAST_RSS = [0]
+
+
+def run(cmd: List[str], env: Dict[str, str], expect: int = 0,
+        stdout: Optional[str] = None) -> float:
+    """Run ``cmd`` (its standard output to the file ``stdout``), fail loudly
+    unless it exits ``expect``; its wall-clock seconds. Its peak resident
+    memory (``ru_maxrss`` of this one child, from ``wait4``) goes to LAST_RSS."""
+    out = open(stdout, "wb") if stdout else subprocess.DEVNULL
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    try:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.PIPE)
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        if stdout:
+            out.close()  # type: ignore[union-attr]
     took = time.perf_counter() - t0
-    if r.returncode:
-        raise SystemExit(f"FAILED: {' '.join(cmd)}\n{r.stdout}{r.stderr}")
+    LAST_RSS[0] = usage.ru_maxrss
+    if proc.returncode != expect:
+        raise SystemExit(f"FAILED (exit {proc.returncode}, expected {expect}): "
+                         f"{' '.join(cmd)}\n{err.decode(errors='replace')}")
     return took
+
+
+def make_bad_dump(good: str, bad: str) -> None:
+    """``good`` with one base64 character of its last value made invalid:
+    the mistake a reader meets last."""
+    shutil.copyfile(good, bad)  # not read into memory: children inherit a fork's peak
+    with open(bad, "r+b") as fp:
+        start = max(0, os.path.getsize(bad) - (1 << 16))
+        fp.seek(start)
+        tail = fp.read()
+        last = tail.rindex(b"#:len=")
+        fp.seek(start + tail.index(b"\n", last) + 1)
+        fp.write(b"!")
 
 
 def count(python: str, path: str, env: Dict[str, str]) -> int:
@@ -107,37 +145,72 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         dump = os.path.join(work, "bench.dump")
         t0 = time.perf_counter()
-        make_dump(dump, args.keys, args.seed)
+        # in a child: this process stays small, so the peak memory of the
+        # children it starts (ru_maxrss, which a fork inherits) is their own
+        subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                        "import bench_load; bench_load.make_dump(sys.argv[2], int(sys.argv[3]), "
+                        "int(sys.argv[4]))", os.path.dirname(os.path.abspath(__file__)), dump,
+                        str(args.keys), str(args.seed)], env=env, check=True)
         print(f"dump: {args.keys:,} records, {os.path.getsize(dump) / 2**20:.1f} MiB, "
               f"made in {time.perf_counter() - t0:.1f} s ({work})", flush=True)
         gfile = os.path.join(work, "bench.gdbm")
         store = os.path.join(work, "bench.db")
         conv = os.path.join(work, "conv.db")
+        bad = os.path.join(work, "bad.dump")
+        make_bad_dump(dump, bad)
+        out = os.path.join(work, "out.dump")
         rows: Dict[str, float] = {}
+        rss: Dict[str, int] = {}
 
-        def best(name: str, cmd: List[str], prepare: List[str], check: Tuple[str, str]) -> None:
+        def best(name: str, cmd: List[str], prepare: List[str], check: Tuple[str, str],
+                 expect: int = 0, stdout: Optional[str] = None) -> None:
             times = []
+            peak = 0
             for _ in range(args.repeat):
                 for p in prepare:
                     if os.path.exists(p):
                         os.unlink(p)
-                if name.endswith("(existing store)"):  # an empty store to load into
+                if "(existing store" in name:  # an empty store to load into
                     run([args.python, "-c", "import dbm_shm, sys; "
                          "dbm_shm.open(sys.argv[1], 'n').close()", store], env)
-                times.append(run(cmd, env))
+                times.append(run(cmd, env, expect, stdout))
+                peak = max(peak, LAST_RSS[0])
             kind, path = check
-            got = gdbm_count(gpy, path) if kind == "gdbm" and gpy else (
-                args.keys if kind == "gdbm" else count(args.python, path, env))
+            if kind == "dump":  # a dump: its record count from the trailer
+                with open(path, "rb") as fp:
+                    fp.seek(max(0, os.path.getsize(path) - 200))
+                    tail = fp.read().decode()
+                got = int(tail.split("#:count=")[1].split()[0])
+            elif kind == "none":  # a rejected dump: nothing may be there
+                got = args.keys if not os.path.exists(path) or count(
+                    args.python, path, env) == 0 else -1
+            else:
+                got = gdbm_count(gpy, path) if kind == "gdbm" and gpy else (
+                    args.keys if kind == "gdbm" else count(args.python, path, env))
             if got != args.keys:
                 raise SystemExit(f"FAILED: {name} holds {got} records, not {args.keys}")
             rows[name] = min(times)
-            print(f"  {name}: {rows[name]:.2f} s", flush=True)
+            rss[name] = peak
+            print(f"  {name}: {rows[name]:.2f} s, peak {peak / 1024:.0f} MiB", flush=True)
 
         best("gdbm_load", [gdbm_load, dump, gfile], [gfile], ("gdbm", gfile))
         best("dbm-shm load (new store)", [args.python, "-m", "dbm_shm", "load", dump, store],
              [store], ("shm", store))
         best("dbm-shm load (existing store)",
              [args.python, "-m", "dbm_shm", "load", dump, store], [store], ("shm", store))
+        gdbm_dump = shutil.which("gdbm_dump")
+        if gdbm_dump is not None:
+            best("gdbm_dump", [gdbm_dump, gfile], [out], ("dump", out), stdout=out)
+        best("dbm-shm dump", [args.python, "-m", "dbm_shm", "dump", store], [out],
+             ("dump", out), stdout=out)
+        best("gdbm_load (bad dump, rejected)", [gdbm_load, bad, gfile], [gfile],
+             ("none", os.path.join(work, "never")), expect=1)
+        best("dbm-shm load (bad dump, rejected, new store)",
+             [args.python, "-m", "dbm_shm", "load", bad, conv], [conv], ("none", conv),
+             expect=3)
+        best("dbm-shm load (bad dump, rejected, existing store)",
+             [args.python, "-m", "dbm_shm", "load", bad, store], [store], ("none", store),
+             expect=3)
         notes = []
         if gpy is not None:
             best("dbm-shm convert (from gdbm)",
@@ -152,10 +225,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"\n{args.keys:,} records (16-byte keys, 100-byte values), best of "
           f"{args.repeat}; dbm-shm run by {args.python}"
           + (f", convert by {gpy}" if gpy else "") + "\n")
-    print("| tool | seconds | records/s | vs gdbm_load |")
-    print("| --- | ---: | ---: | ---: |")
+    print("| tool | seconds | records/s | vs gdbm_load | peak memory (MiB) |")
+    print("| --- | ---: | ---: | ---: | ---: |")
     for name, secs in rows.items():
-        print(f"| {name} | {secs:.2f} | {args.keys / secs:,.0f} | {ref / secs:.2f}x |")
+        print(f"| {name} | {secs:.2f} | {args.keys / secs:,.0f} | {ref / secs:.2f}x "
+              f"| {rss[name] / 1024:.0f} |")
     for note in notes:
         print(f"\n{note}")
     return 0

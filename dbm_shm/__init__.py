@@ -19,6 +19,7 @@ del _sys
 from ._compat import convert, open_shelf
 from ._db import Database, Snapshot, open, open_flags
 from ._errors import error
+from ._fastglue import fast_path_enabled
 from ._registry import register, whichdb
 from ._salvage import SalvageReport, salvage
 
@@ -29,6 +30,7 @@ __all__ = [
     "Snapshot",
     "convert",
     "error",
+    "fast_path_enabled",
     "open",
     "open_flags",
     "open_shelf",

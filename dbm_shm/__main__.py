@@ -1,4 +1,4 @@
-from ._cli import main
+from .cli import main
 
 if __name__ == "__main__":  # not when multiprocessing's spawn re-imports it
     raise SystemExit(main())

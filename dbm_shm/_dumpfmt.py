@@ -59,6 +59,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import itertools
 import json
 import os
 import re
@@ -180,6 +181,46 @@ def _write_datum(sink: _Sink, data: bytes, compat: bool) -> None:
         sink.write(b"\n".join(lines))
 
 
+#: Records encoded per bulk step of :func:`write_dump`.
+_ENCODE_BATCH = 16384
+#: Data up to this many base64 lines are encoded in bulk passes, one pass a
+#: line; longer data one datum at a time (``base64.encodebytes``).
+_BULK_LINES = 4
+_LEN_LINE = b"#:len=%d\n".__mod__
+_NL = b"\n"
+
+
+def _encode_data(data: List[bytes], compat: bool) -> List[bytes]:
+    """Each datum of ``data`` as its ``#:len=N`` line and base64 lines (76
+    characters, each ending in a newline), as :func:`_write_datum` writes
+    it, with C calls over the whole list (``map``) rather than Python per
+    datum: line ``i`` of every datum is one ``map`` of ``b2a_base64`` over
+    the slices ``[57*i:57*(i+1)]`` (57 bytes are exactly one 76-character
+    line; base64 of consecutive 57-byte pieces is the base64 of the whole),
+    and the newline an empty slice gives is stripped."""
+    lens = list(map(len, data))
+    longest = max(lens, default=0)
+    b2a = binascii.b2a_base64
+    if longest <= _B64_LINE_BYTES:
+        encoded = list(map(b2a, data))  # b"" -> b"\n": the compat blank line
+    else:
+        passes = min(_BULK_LINES, -(-longest // _B64_LINE_BYTES))
+        encoded = list(map(b2a, map(itemgetter(slice(0, _B64_LINE_BYTES)), data)))
+        for i in range(1, passes):
+            piece = itemgetter(slice(i * _B64_LINE_BYTES, (i + 1) * _B64_LINE_BYTES))
+            encoded = list(map(bytes.__add__, encoded, map(b2a, map(piece, data))))
+        # an empty slice added b"\n": back to one newline at the end
+        encoded = list(map(bytes.__add__, map(bytes.rstrip, encoded, [_NL] * len(encoded)),
+                           [_NL] * len(encoded)))
+        if longest > _BULK_LINES * _B64_LINE_BYTES:
+            for i in [i for i, n in enumerate(lens) if n > _BULK_LINES * _B64_LINE_BYTES]:
+                encoded[i] = base64.encodebytes(data[i])
+    if not compat and 0 in lens:  # gdbm_dump writes nothing after '#:len=0'
+        for i in [i for i, n in enumerate(lens) if n == 0]:
+            encoded[i] = b""
+    return list(map(bytes.__add__, map(_LEN_LINE, lens), encoded))
+
+
 def write_dump(
     fp: AnyFile,
     items: Iterable[Item],
@@ -267,7 +308,8 @@ def write_dump(
             progress(pending)
             pending = 0
 
-    for key, value in items:
+    it = iter(items)
+    for key, value in it:
         key = _as_bytes(key, "key")
         value = _as_bytes(value, "value")
         if not seen_full:
@@ -279,10 +321,31 @@ def write_dump(
             for k, v in held:
                 emit(k, v)
             held.clear()
-            continue
-        emit(key, value)
+        else:
+            emit(key, value)
+        break  # the rest in bulk
     for k, v in held:  # no record had both parts non-empty
         emit(k, v)
+    held.clear()
+    # The records after the first, _ENCODE_BATCH at a time: base64 by
+    # C calls over lists, one write of each batch.
+    sink.flush()
+    while True:
+        batch = list(itertools.islice(it, _ENCODE_BATCH))
+        if not batch:
+            break
+        keys, values = list(zip(*batch))
+        if set(map(type, keys)) != {bytes} or set(map(type, values)) != {bytes}:
+            keys = tuple(_as_bytes(k, "key") for k in keys)
+            values = tuple(_as_bytes(v, "value") for v in values)
+        encoded_keys = _encode_data(list(keys), gdbm_compat)
+        encoded_values = _encode_data(list(values), gdbm_compat)
+        sink.write(b"".join(itertools.chain.from_iterable(zip(encoded_keys, encoded_values))))
+        written += len(batch)
+        pending += len(batch)
+        if progress is not None:
+            progress(pending)
+            pending = 0
 
     sink.write(b"#:count=%d\n# End of data\n" % written)
     sink.flush()

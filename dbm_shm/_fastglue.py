@@ -21,11 +21,12 @@ case it does not handle to the Python methods of ``Database`` (see
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 from types import ModuleType
 
-__all__ = ["ENV_VAR", "ENABLED", "Base", "install", "attach", "counters"]
+__all__ = ["ENV_VAR", "ENABLED", "OFF_REASON", "Base", "fast_path_enabled", "install",
+           "attach", "counters"]
 
 #: Set to anything but ``""`` or ``"0"`` to turn the fast path off (read at import).
 ENV_VAR = "DSHM_NO_FASTPATH"
@@ -34,21 +35,39 @@ ENV_VAR = "DSHM_NO_FASTPATH"
 METHODS = ("__getitem__", "__setitem__", "__delitem__", "__contains__", "get", "get_many")
 
 
-def _load() -> Optional[ModuleType]:
-    """The extension module, or None (missing, or turned off)."""
-    if os.environ.get(ENV_VAR, "") not in ("", "0"):
-        return None
+def _load() -> Tuple[Optional[ModuleType], Optional[str]]:
+    """The extension module and None, or None and why not (turned off, or
+    missing)."""
+    setting = os.environ.get(ENV_VAR, "")
+    if setting not in ("", "0"):
+        return None, f"turned off by {ENV_VAR}={setting}"
     try:
         from . import _fast
-    except ImportError:
-        return None
-    return _fast
+    except ImportError as exc:
+        return None, f"the extension dbm_shm._fast could not be imported ({exc})"
+    return _fast, None
 
 
-_fast = _load()
+_fast, OFF_REASON = _load()
 
 #: Whether the fast path serves Database's mapping operations in this process.
 ENABLED = _fast is not None
+
+
+def fast_path_enabled() -> bool:
+    """Whether the C fast path serves this process's ``Database`` objects.
+
+    The fast path (``dbm_shm._fast``, a C base type of :class:`Database`)
+    answers ``db[key]``, ``key in db``, ``db[key] = value``, ``del db[key]``,
+    ``get`` and ``get_many`` without going through Python code, about ten
+    times faster than the Python path behind it. It is off when the
+    extension was not built or failed to import, or when the environment
+    variable ``DSHM_NO_FASTPATH`` was set to anything but ``""`` or ``"0"``
+    when ``dbm_shm`` was imported. Everything works either way; only the
+    speed differs. ``dbm-shm info`` prints the answer and, when it is off,
+    why.
+    """
+    return ENABLED
 
 class _PlainBase:
     """The base of ``Database`` without the fast path: adds nothing (an empty

@@ -507,9 +507,12 @@ def test_watch(db):
            "--max-events", "3", str(db)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        # --initial prints every key first: once they are out, watch is polling
+        # --initial prints every key first, sorted and marked 'has' (not a
+        # change): once they are out, watch is waiting
         initial = [proc.stdout.readline() for _ in SAMPLE]
-        assert b"set alpha = 1\n" in initial
+        assert b"has alpha = 1\n" in initial
+        assert all(line.startswith(b"has ") for line in initial), initial
+        assert len(set(initial)) == len(SAMPLE)
         with dbm_shm.open(str(db), "w") as d:
             d[b"alpha"] = b"changed"
         time.sleep(0.3)

@@ -9,6 +9,7 @@ Debian tools (gdbm_dump, gdbm_load) and a Python with dbm.gnu
 import base64
 import importlib.util
 import io
+import random
 import json
 import os
 import pathlib
@@ -598,3 +599,27 @@ def test_jsonl_malformed(line, words):
     assert next(it) == (b"a", b"b")
     with pytest.raises(df.DumpError, match=f"^line 3: .*{words}"):
         list(it)
+
+
+@pytest.mark.parametrize("compat", [True, False])
+def test_bulk_encoding_matches_the_record_by_record_form(compat):
+    """write_dump encodes all records after the first in bulk (map over
+    lists); every datum length around the 57-byte line and the bulk limit
+    comes out as _write_datum writes it, and reads back."""
+    lengths = [0, 1, 2, 3, 56, 57, 58, 113, 114, 115, 171, 228, 229, 300, 5000]
+    rng = random.Random(5)
+    items = [(b"first", b"full")] + [
+        (bytes(rng.randrange(256) for _ in range(k)), bytes(rng.randrange(256) for _ in range(v)))
+        for k in lengths for v in lengths]
+    expected = io.BytesIO()
+    sink = df._Sink(expected)
+    for key, value in items:
+        df._write_datum(sink, key, compat)
+        df._write_datum(sink, value, compat)
+    sink.flush()
+    buf = io.BytesIO()
+    assert df.write_dump(buf, iter(items), filename="x", gdbm_compat=compat) == len(items)
+    body = buf.getvalue().split(b"# End of header\n", 1)[1]
+    assert body == expected.getvalue() + b"#:count=%d\n# End of data\n" % len(items)
+    if compat or all(k and v for k, v in items):
+        assert list(df.read_dump(io.BytesIO(buf.getvalue()))) == items

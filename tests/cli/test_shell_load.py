@@ -84,7 +84,7 @@ def test_convert_gdbm_without_dbm_gnu_names_the_alternative(tmp_path):
     g = _gdbm_file(tmp_path)
     # An interpreter without dbm.gnu: this one with the module blocked.
     code = ("import sys; sys.modules['dbm.gnu'] = None; sys.modules['_gdbm'] = None; "
-            "from dbm_shm._cli import main; sys.exit(main(sys.argv[1:]))")
+            "from dbm_shm.cli import main; sys.exit(main(sys.argv[1:]))")
     new = tmp_path / "new.db"
     r = subprocess.run([sys.executable, "-c", code, "convert", str(g), str(new)],
                        capture_output=True, env=env(), timeout=60)
@@ -194,7 +194,7 @@ def test_load_existing_store_refuses_clashes_and_duplicates(tmp_path):
 
 
 BLOCK_TQDM = ("import sys; sys.modules['tqdm'] = None; "
-              "from dbm_shm._cli import main; sys.exit(main(sys.argv[1:]))")
+              "from dbm_shm.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
 @pytest.mark.parametrize("command", ["load", "convert", "check", "dump"])

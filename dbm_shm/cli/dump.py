@@ -1,0 +1,316 @@
+"""``dump`` and ``load``: a database to and from a GNU gdbm ASCII dump or
+JSON lines (the formats are in ``dbm_shm._dumpfmt``)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import heapq
+import itertools
+import os
+import sys
+import tempfile
+from typing import IO, Any, Dict, Iterator, List, Optional, Set, Tuple
+
+from .. import _dumpfmt
+from .._db import open as open_db
+from .._dumpfmt import DumpError
+from ._common import (
+    PROG, EXIT_OK, CLIError, UsageError, _version, _os_message, _other_kind, _is_ours,
+    _probe_writable, _open, _show, _Progress, _want_progress, _same_file, _umask,
+)
+
+
+def _check_output_path(out: str, db_path: str, force: bool) -> None:
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise CLIError(f"{out}: directory {parent} does not exist")
+    if os.path.exists(out):
+        if _same_file(out, db_path):
+            raise UsageError(f"{out}: the dump file is the database itself")
+        if os.path.isdir(out):
+            raise UsageError(f"{out}: is a directory")
+        if not force and (_is_ours(out) or _other_kind(out)):
+            raise UsageError(
+                f"{out}: is a database file; refusing to overwrite it with a dump "
+                "(remove it first, or pass --force)")
+
+
+def cmd_dump(args: argparse.Namespace) -> int:
+    if args.dump_file is not None and args.dump_file != "-":
+        _check_output_path(args.dump_file, args.db, args.force)
+    to_stdout = args.dump_file in (None, "-")
+    with _open(args.db, "r") as db:
+        st = os.stat(args.db)
+        total = len(db)
+        with _Progress(_want_progress(args, to_stdout), total, "dump") as bar:
+            def write(fp: Any) -> None:
+                if args.format == "jsonl":
+                    _dumpfmt.write_jsonl(fp, db.iteritems(), key_format=args.key_format,
+                                         value_format=args.value_format,
+                                         progress=bar.update)
+                else:
+                    _dumpfmt.write_dump(fp, db.iteritems(), filename=args.db, count=total,
+                                        mode=st.st_mode & 0o777, uid=st.st_uid,
+                                        gid=st.st_gid,
+                                        created_by=f"dbm_shm version {_version()}",
+                                        progress=bar.update)
+
+            if to_stdout:
+                write(sys.stdout.buffer)
+                sys.stdout.buffer.flush()
+                return EXIT_OK
+            target = os.path.abspath(args.dump_file)
+            fd, tmp = tempfile.mkstemp(prefix=os.path.basename(target) + ".",
+                                       suffix=".tmp", dir=os.path.dirname(target))
+            try:
+                with os.fdopen(fd, "wb") as fp:
+                    write(fp)
+                    fp.flush()
+                    os.fsync(fp.fileno())
+                os.chmod(tmp, 0o666 & ~_umask())
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+    return EXIT_OK
+
+
+_DB_KINDS_NOT_DUMPS = ("dbm.shm", "dbm.gnu", "dbm.ndbm", "dbm.dumb", "dbm.sqlite3", "dbm.bsd")
+
+
+def _open_dump_source(path: str, stack: contextlib.ExitStack[Optional[bool]]) -> IO[bytes]:
+    """A re-readable binary file object for the dump (stdin is spooled)."""
+    if path == "-":
+        spool = stack.enter_context(tempfile.TemporaryFile())
+        while True:
+            chunk = sys.stdin.buffer.read(1 << 20)
+            if not chunk:
+                break
+            spool.write(chunk)
+        spool.seek(0)
+        return spool
+    try:
+        return stack.enter_context(open(path, "rb"))
+    except OSError as exc:
+        raise CLIError(_os_message(exc)) from None
+
+
+#: Records handed to the store per call (one C call of ``update``).
+_LOAD_CHUNK = 65536
+
+
+def _chunks(fp: Any, fmt: str, args: argparse.Namespace,
+            exact: bool) -> Iterator[Tuple[Any, List[bytes], List[bytes]]]:
+    """The dump's records as (reader, keys, values) chunks.
+
+    A gdbm ASCII dump goes through ``FastDumpReader`` (bulk decoding; may
+    raise ``NotRegular``) unless ``exact``; then, and for JSON lines, the
+    record-by-record readers, grouped. ``reader`` is the object whose
+    ``header`` holds the dump's header, or None."""
+    if fmt == "ascii" and not exact:
+        fast = _dumpfmt.FastDumpReader(fp)
+        for keys, values in fast:
+            yield fast, keys, values
+        return
+    reader: Any = None
+    if fmt == "jsonl":
+        items: Iterator[Tuple[bytes, bytes]] = _dumpfmt.read_jsonl(
+            fp, key_format=args.key_format, value_format=args.value_format)
+    else:
+        reader = _dumpfmt.DumpReader(fp)
+        items = iter(reader)
+    while True:
+        chunk = list(itertools.islice(items, _LOAD_CHUNK))
+        if not chunk:
+            return
+        keys, values = map(list, zip(*chunk))
+        yield reader, keys, values
+
+
+class _NewStoreLoad:
+    """Load into a database that does not exist yet: fill a new store
+    beside it, then link it into place, so a failure leaves no file."""
+
+    def __init__(self, args: argparse.Namespace, mode: Optional[int]):
+        self._args = args
+        self._mode = mode
+        self._tmp: Optional[str] = None
+        self._db: Any = None
+        self.count = 0
+        self.header: Dict[str, str] = {}
+
+    def reset(self) -> None:
+        """Forget what was added (a new, empty store beside the target)."""
+        self.abort()
+        target = os.path.abspath(self._args.db)
+        fd, self._tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".",
+                                         suffix=".load", dir=os.path.dirname(target))
+        os.close(fd)
+        self._db = open_db(self._tmp, "n", 0o600)
+        self._seen: Set[bytes] = set()
+        self.count = 0
+
+    def add(self, keys: List[bytes], values: List[bytes]) -> None:
+        """Store one chunk (one ``update`` call)."""
+        chunk = dict(zip(keys, values))
+        if not self._args.replace:
+            self._seen.update(keys)
+            if len(self._seen) != self.count + len(keys):
+                raise CLIError(f"{self._args.dump_file}: key(s) appear more than once in "
+                               "the dump (use --replace to keep the last one)")
+        self._db.update(chunk)
+        self.count += len(keys)
+
+    def finish(self) -> None:
+        """Make the file durable and put it in place (never over a file)."""
+        assert self._db is not None and self._tmp is not None
+        self._db.sync()
+        self._db.close()
+        self._db = None
+        mode = self._mode
+        if mode is None:
+            mode = 0o666
+            with contextlib.suppress(ValueError, TypeError):
+                mode = int(self.header.get("mode", "666"), 8) & 0o777
+        os.chmod(self._tmp, mode & ~_umask())
+        try:
+            os.link(self._tmp, self._args.db)
+        except FileExistsError:
+            raise CLIError(f"{self._args.db}: was created by someone else during the "
+                           "load; nothing loaded") from None
+        except OSError:  # a file system without hard links
+            if os.path.lexists(self._args.db):
+                raise CLIError(f"{self._args.db}: was created by someone else during "
+                               "the load; nothing loaded") from None
+            os.rename(self._tmp, self._args.db)
+        self.abort()
+
+    def abort(self) -> None:
+        """Remove the new store (after ``finish``: its temporary name)."""
+        if self._db is not None:
+            with contextlib.suppress(OSError):
+                self._db.close()
+            self._db = None
+        if self._tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp)
+            self._tmp = None
+
+
+class _ExistingStoreLoad:
+    """Load into an existing database: every record in one atomic batch
+    (one ``update`` call), after the whole dump was read and checked."""
+
+    def __init__(self, args: argparse.Namespace):
+        self._args = args
+        self._all: Dict[bytes, bytes] = {}
+        self.count = 0
+        self.header: Dict[str, str] = {}
+
+    def reset(self) -> None:
+        """Forget what was added."""
+        self._all = {}
+        self.count = 0
+
+    def add(self, keys: List[bytes], values: List[bytes]) -> None:
+        """Collect one chunk."""
+        self._all.update(zip(keys, values))
+        self.count += len(keys)
+
+    def finish(self) -> None:
+        """Check for duplicates and clashes, then write everything at once."""
+        args = self._args
+        duplicates = self.count - len(self._all)
+        if duplicates and not args.replace:
+            raise CLIError(f"{args.dump_file}: {duplicates} key(s) appear more than once "
+                           "in the dump (use --replace to keep the last one)")
+        with _open(args.db, "w") as db:
+            if not args.replace and self._all:
+                keys = list(self._all)
+                clash = [k for i in range(0, len(keys), _LOAD_CHUNK)
+                         for k, v in zip(keys[i:i + _LOAD_CHUNK],
+                                         db.get_many(keys[i:i + _LOAD_CHUNK]))
+                         if v is not None]
+                if clash:
+                    shown = ", ".join(_show(args.key_format, k) for k in heapq.nsmallest(3, clash))
+                    more = f" and {len(clash) - 3} more" if len(clash) > 3 else ""
+                    raise CLIError(f"{len(clash)} key(s) of the dump are already in "
+                                   f"{args.db}: {shown}{more} (use --replace to "
+                                   "overwrite them)")
+            db.update(self._all)
+            db.sync()
+
+    def abort(self) -> None:
+        """Nothing was written: drop the records."""
+        self.reset()
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    """Read the dump once and store it all or nothing (see docs/cli.md)."""
+    mode = None
+    if args.mode is not None:
+        try:
+            mode = int(args.mode, 8)
+            if not 0 <= mode <= 0o777:
+                raise ValueError
+        except ValueError:
+            raise UsageError(f"bad --mode {args.mode!r}: give octal permissions like 644") from None
+    if args.dump_file != "-":
+        if not os.path.exists(args.dump_file):
+            raise CLIError(f"{args.dump_file}: No such file or directory")
+        if os.path.exists(args.db) and _same_file(args.dump_file, args.db):
+            raise UsageError("the dump file and the database are the same file")
+        if _is_ours(args.dump_file) or _other_kind(args.dump_file) in _DB_KINDS_NOT_DUMPS:
+            raise UsageError(
+                f"{args.dump_file}: is a database, not a dump (usage: "
+                f"{PROG} load DUMP_FILE DB_FILE)")
+    db_exists = os.path.exists(args.db)
+    if db_exists:
+        _probe_writable(args.db)
+    ours = db_exists and _is_ours(args.db)
+    kind = None if ours else _other_kind(args.db)
+    if kind or (db_exists and os.path.getsize(args.db) > 0 and not ours):
+        what = f"a {kind} database" if kind else "not a dbm_shm database"
+        raise CLIError(f"{args.db}: {what}; refusing to load into it")
+    if not db_exists and not os.path.isdir(os.path.dirname(os.path.abspath(args.db))):
+        raise CLIError(f"{args.db}: directory {os.path.dirname(os.path.abspath(args.db))} "
+                       "does not exist")
+
+    with contextlib.ExitStack() as stack:
+        fp = _open_dump_source(args.dump_file, stack)
+        fmt = args.format
+        if fmt == "auto":
+            head = fp.read(64)
+            fp.seek(0)
+            fmt = _dumpfmt.detect_format(head)
+            if fmt == "gdbm-binary":
+                fmt = "ascii"  # the reader explains that this is unsupported
+            if fmt is None:
+                raise CLIError(f"{args.dump_file}: not a dump (neither a gdbm ASCII dump "
+                               "nor JSON lines); use --format to say which")
+        load: Any = _ExistingStoreLoad(args) if db_exists else _NewStoreLoad(args, mode)
+        bar = stack.enter_context(_Progress(_want_progress(args), None, "load"))
+        try:
+            # The fast reader first; a dump it leaves alone is read again,
+            # record by record. Nothing reaches the target before the end.
+            for exact in (False, True):
+                fp.seek(0)
+                load.reset()
+                bar.reset()
+                try:
+                    for reader, keys, values in _chunks(fp, fmt, args, exact):
+                        load.add(keys, values)
+                        bar.update(len(keys))
+                        if reader is not None:
+                            load.header = reader.header
+                except _dumpfmt.NotRegular:
+                    continue
+                except DumpError as exc:
+                    raise CLIError(f"{args.dump_file}: {exc}") from None
+                load.finish()
+                break
+        finally:
+            load.abort()
+    return EXIT_OK
