@@ -150,9 +150,11 @@ static int stage(dshm_env *env, const bop *ops, size_t m, uint64_t total) {
     return 0;
 }
 
-static int write_batch_unguarded(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
-                                 const char *vals, const int64_t *vlens, uint64_t *commit) {
-    dshm_env *env;
+/* Check the arguments and list the operations (*opsp, malloc'ed even
+ * when the check fails; the caller frees it); *roomp: the bytes the
+ * journal and the records need. */
+static int batch_args(size_t n, const char *keys, const uint64_t *klens, const char *vals,
+                      const int64_t *vlens, bop **opsp, uint64_t *roomp) {
     int rc = 0;
     bop *ops = NULL;
     /* The arguments are checked before the call enters (a closed handle
@@ -179,6 +181,19 @@ static int write_batch_unguarded(dshm_db *db, size_t n, const char *keys, const 
             rc = DSHM_FULL;
         room += rs;
     }
+    *opsp = ops;
+    *roomp = room;
+    return rc;
+}
+
+static int batch_locked(dshm_db *db, dshm_env *env, bop *ops, size_t n, uint64_t room, uint64_t *commit);
+
+static int write_batch_unguarded(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
+                                 const char *vals, const int64_t *vlens, uint64_t *commit) {
+    dshm_env *env;
+    bop *ops = NULL;
+    uint64_t room = 0;
+    int rc = batch_args(n, keys, klens, vals, vlens, &ops, &room);
     if (n == 0 && !rc) {   /* nothing to do: no commit, no lock */
         if ((rc = dshm_enter(db, &env)) == 0) {
             if (db->db_flags & DSHM_RDONLY)
@@ -194,6 +209,13 @@ static int write_batch_unguarded(dshm_db *db, size_t n, const char *keys, const 
         free(ops);
         return rc;
     }
+    return batch_locked(db, env, ops, n, room, commit);
+}
+
+/* Under the lock, entered: publish ops[0..n) (frees ops) and end the
+ * write (dshm_finish_write). */
+static int batch_locked(dshm_db *db, dshm_env *env, bop *ops, size_t n, uint64_t room, uint64_t *commit) {
+    int rc = 0;
     dshm_header *hd = DSHM_HDR(env);
     /* Keep the last operation of each key (a journal's keys are distinct). */
     for (size_t i = 0; i < n; i++)
@@ -259,6 +281,37 @@ static int write_batch_unguarded(dshm_db *db, size_t n, const char *keys, const 
 int dshm_write_batch(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
                      const char *vals, const int64_t *vlens, uint64_t *commit) {
     GUARDED(int, write_batch_unguarded(db, n, keys, klens, vals, vlens, commit));
+}
+
+int dshm_batch_held(dshm_db *db, dshm_env *env, size_t n, const char *keys, const uint64_t *klens,
+                    const char *vals, const int64_t *vlens, uint64_t *commit) {
+    bop *ops = NULL;
+    uint64_t room = 0;
+    int rc = batch_args(n, keys, klens, vals, vlens, &ops, &room);
+    if (!rc && n) {
+        /* Room in this mapping for the batch, as dshm_wlock makes it, but
+         * without letting the lock go: no other writer runs meanwhile, so
+         * the file cannot move; a remap takes only the handle's db_lock. */
+        dshm_header *hd = DSHM_HDR(env);
+        uint64_t need = hd->hd_top + room + dshm_index_room(env, n);
+        if (need < hd->hd_top)
+            rc = DSHM_FULL;
+        else if (need > env->ev_resv ||
+                 atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed) > env->ev_resv) {
+            if ((rc = dshm_refresh(db, &env, need)) == 0 && env->ev_resv < need)
+                rc = DSHM_FULL;
+            dshm_guard_tls.locked = env;
+        }
+    }
+    if (rc || n == 0) {
+        /* Nothing published: give the lock back without a commit. */
+        if (!rc && commit)
+            *commit = atomic_load_explicit(&DSHM_HDR(env)->hd_commit, memory_order_acquire);
+        free(ops);
+        dshm_finish_write(db, env, DSHM_RETRY);
+        return rc;
+    }
+    return batch_locked(db, env, ops, n, room, commit);
 }
 
 /* ---------------------------------------------------------------------- */

@@ -242,13 +242,42 @@ int dshm_mutex_probe(dshm_header *hd, bool *repair, bool *reinit) {
  *  whether a repair is owed, which the caller runs before it writes
  *  (dshm_lock_repair): the lock never calls into recovery. Returns 0 or
  *  an error (the lock is not held on error). */
+/* A writer's wait for the lock, bounded by this thread's
+ * dshm_lock_deadline when one is set (a transaction's timeout): timed
+ * waits of at most 0.1 s each on the realtime clock, checked against the
+ * monotonic one, so a clock change cannot stretch it. ETIMEDOUT when the
+ * deadline passed with the lock held by another. */
+_Thread_local uint64_t dshm_lock_deadline;
+
+static int lock_waiting(pthread_mutex_t *m) {
+    uint64_t until = dshm_lock_deadline;
+    if (!until)
+        return pthread_mutex_lock(m);
+    int rc = pthread_mutex_trylock(m);
+    while (rc == EBUSY || rc == ETIMEDOUT) {
+        uint64_t now = dshm_now_ns();
+        if (now >= until)
+            return ETIMEDOUT;
+        uint64_t step = until - now < 100000000 ? until - now : 100000000;
+        struct timespec rt;
+        clock_gettime(CLOCK_REALTIME, &rt);
+        rt.tv_nsec += (long)step;
+        while (rt.tv_nsec >= 1000000000) {
+            rt.tv_sec++;
+            rt.tv_nsec -= 1000000000;
+        }
+        rc = pthread_mutex_timedlock(m, &rt);
+    }
+    return rc;
+}
+
 int dshm_lock_rw(dshm_env *env, bool *owed, bool wait) {
     dshm_header *hd = DSHM_HDR(env);
     *owed = false;
     if (!dshm_mutex_kind_ours(hd))
         return DSHM_NEED_RECOVERY;   /* a damaged mutex: reset by a writable opener alone with the file */
-    int rc = wait ? pthread_mutex_lock(&hd->hd_mutex.m) : pthread_mutex_trylock(&hd->hd_mutex.m);
-    if (rc == EBUSY && !wait)
+    int rc = wait ? lock_waiting(&hd->hd_mutex.m) : pthread_mutex_trylock(&hd->hd_mutex.m);
+    if ((rc == EBUSY && !wait) || rc == ETIMEDOUT)
         return DSHM_BUSY;
     if (rc == EOWNERDEAD) {
         /* The previous holder died inside a write. The mutex is made
