@@ -21,10 +21,12 @@ from ._db import Database, Snapshot, open, open_flags
 from ._errors import error
 from ._registry import register, whichdb
 from ._salvage import SalvageReport, salvage
+from ._txn import AsyncTransaction, Transaction
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncTransaction",
     "Database",
     "Snapshot",
     "convert",
@@ -35,6 +37,7 @@ __all__ = [
     "register",
     "salvage",
     "SalvageReport",
+    "Transaction",
     "whichdb",
     "__version__",
 ]
