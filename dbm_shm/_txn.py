@@ -35,6 +35,11 @@ Key = Union[str, bytes, bytearray, memoryview]
 _T = TypeVar("_T")
 _CAP = 64 * 1024
 _tls = threading.local()
+_get_ident = threading.get_ident
+_txn_get = lib.dshm_txn_get
+_unpack = ffi.unpack
+_from_buffer = ffi.from_buffer
+_NOTFOUND = lib.DSHM_NOTFOUND
 
 #: What ``incr()`` says of a stored value that is not an integer.
 NOT_INTEGER = "is not an integer in ASCII decimal (optional sign, digits, nothing else)"
@@ -90,6 +95,7 @@ class Transaction(MutableMapping[bytes, bytes]):
         self._ex: Optional[concurrent.futures.ThreadPoolExecutor] = None   # async: the lock's thread
         self._used = False
         self._lock_tid = 0                  # thread ident holding the writer lock
+        self._buf: Any = None               # the lock thread's value buffer
         self.commit_id: Optional[int] = None
         """The commit number the transaction published (None before its end,
         or when it wrote nothing or failed)."""
@@ -136,6 +142,7 @@ class Transaction(MutableMapping[bytes, bytes]):
             db._txn = None
             raise
         self._lock_tid = me
+        self._buf = _buf()
         p = Pending()
         p.depth = 1   # a batch() inside the block nests in the transaction
         self._p = p
@@ -155,18 +162,30 @@ class Transaction(MutableMapping[bytes, bytes]):
             if rc and rc != lib.DSHM_CLOSED:
                 raise_for(rc, "transaction abort", db._path)
             return
-        keys = list(p.ops)
-        vals = list(p.ops.values())
-        vlens = array("q", [-1 if v is DELETE else len(v) for v in vals])
-        vbuf = b"".join([v for v in vals if v is not DELETE])
+        ops = p.ops
+        if not ops:   # nothing to publish: give the lock back, no commit
+            rc = self._run(lib.dshm_txn_abort, db._h)
+            if rc and rc != lib.DSHM_CLOSED:
+                raise_for(rc, "transaction", db._path)
+            return
+        keys = list(ops)
+        vals = list(ops.values())
+        if p.deletes:
+            vlens = array("q", [-1 if v is DELETE else len(v) for v in vals])
+            vbuf = b"".join([v for v in vals if v is not DELETE])
+        else:
+            vlens = array("q", map(len, vals))
+            vbuf = b"".join(vals)
         klens = array("Q", map(len, keys))
-        out = ffi.new("uint64_t *")
+        try:
+            out = _tls.commit
+        except AttributeError:
+            out = _tls.commit = ffi.new("uint64_t *")
         rc = self._run(lib.dshm_txn_commit, db._h, len(keys), b"".join(keys),
-                       ffi.from_buffer("uint64_t[]", klens), vbuf,
-                       ffi.from_buffer("int64_t[]", vlens), out)
+                       _from_buffer("uint64_t[]", klens), vbuf, _from_buffer("int64_t[]", vlens), out)
         if rc:
             raise_for(rc, "transaction commit", db._path)
-        self.commit_id = int(out[0]) if keys else None
+        self.commit_id = int(out[0])
 
     def __enter__(self) -> "Transaction":
         self._begin()
@@ -196,37 +215,50 @@ class Transaction(MutableMapping[bytes, bytes]):
     def _stored(self, k: bytes) -> Optional[bytes]:
         """The value of ``k`` in the store (under the held lock), or None."""
         h = self._db._h
-        buf = _buf()
-        n = self._run(lib.dshm_txn_get, h, k, len(k), buf, _CAP)
+        buf = self._buf
+        if self._ex is None:
+            n = _txn_get(h, k, len(k), buf, _CAP)
+        else:
+            n = self._run(_txn_get, h, k, len(k), buf, _CAP)
         if n > _CAP:   # nobody else writes meanwhile: the size holds
-            big = ffi.new("char[]", n)
-            n = self._run(lib.dshm_txn_get, h, k, len(k), big, n)
-            buf = big
-        if n == lib.DSHM_NOTFOUND:
+            buf = ffi.new("char[]", n)
+            n = self._run(_txn_get, h, k, len(k), buf, n)
+        if n >= 0:
+            return _unpack(buf, n)
+        if n == _NOTFOUND:
             return None
-        if n < 0:
-            raise_for(n, "transaction get", self._db._path)
-        return ffi.unpack(buf, n)
+        raise_for(n, "transaction get", self._db._path)
 
     def _value(self, k: bytes) -> Optional[bytes]:
-        p = self._check()
-        if k in p.ops:
-            v = p.ops[k]
+        p = self._p
+        if p is None or _get_ident() != self._user:
+            p = self._check()
+        ops = p.ops
+        if k in ops:
+            v = ops[k]
             return None if v is DELETE else v
         return self._stored(k)
 
     def __getitem__(self, key: Key) -> bytes:
-        v = self._value(as_bytes(key, "key"))
+        v = self._value(key if type(key) is bytes else as_bytes(key, "key"))
         if v is None:
             raise KeyError(key)
         return v
 
+    def get(self, key: Key, default: Any = None) -> Any:
+        """The value of ``key`` as the block sees it, or ``default``."""
+        v = self._value(key if type(key) is bytes else as_bytes(key, "key"))
+        return default if v is None else v
+
     def __setitem__(self, key: Key, value: Key) -> None:
-        p = self._check()
-        p.ops[as_bytes(key, "key")] = as_bytes(value, "value")
+        p = self._p
+        if p is None or _get_ident() != self._user:
+            p = self._check()
+        p.ops[key if type(key) is bytes else as_bytes(key, "key")] = (
+            value if type(value) is bytes else as_bytes(value, "value"))
 
     def __delitem__(self, key: Key) -> None:
-        k = as_bytes(key, "key")
+        k = key if type(key) is bytes else as_bytes(key, "key")
         if self._value(k) is None:
             raise KeyError(key)
         assert self._p is not None
