@@ -31,12 +31,35 @@
 
 #include "dshm_internal.h"
 
+/* This thread's id (gettid), kept after the first call: gettid is a
+ * system call, and every call of a transaction asks. A child after fork()
+ * is another thread: the handler forgets the parent's id there. */
+static _Thread_local int my_tid;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void forget_tid(void) { my_tid = 0; }
+static void register_atfork(void) { pthread_atfork(NULL, NULL, forget_tid); }
+
+static int self_tid(void) {
+    if (!my_tid) {
+        pthread_once(&atfork_once, register_atfork);
+        my_tid = (int)gettid();
+    }
+    return my_tid;
+}
+
+/* dshm_txn_mine without the system call. */
+static bool txn_mine(dshm_db *db) {
+    int t = atomic_load_explicit(&db->db_txn_tid, memory_order_relaxed);
+    return t != 0 && t == self_tid();
+}
+
 static int begin_unguarded(dshm_db *db, int64_t timeout_ns) {
     dshm_env *env;
     int rc = dshm_enter_checked(db, &env, db && (db->db_flags & DSHM_RDONLY) ? DSHM_READONLY : 0);
     if (rc)
         return rc;
-    int me = (int)gettid();
+    int me = self_tid();
     int cur = atomic_load_explicit(&db->db_txn_tid, memory_order_relaxed);
     if (cur != 0) {   /* one transaction per handle at a time */
         dshm_leave(db);
@@ -64,7 +87,7 @@ static int txn_enter(dshm_db *db, dshm_env **envp) {
     int rc = dshm_enter(db, envp);
     if (rc)
         return rc;
-    if (!dshm_txn_mine(db)) {
+    if (!txn_mine(db)) {
         dshm_leave(db);
         return DSHM_INVALID;
     }
@@ -118,7 +141,7 @@ static int guarded_get(dshm_db *db, const char *key, size_t klen, char *buf, siz
 /* After a SIGBUS inside a call of the transaction, the guard gave the lock
  * back (marking the store for repair): the transaction is over. */
 static void after_fault(dshm_db *db, int64_t r) {
-    if (r == DSHM_TRUNCATED && db && dshm_txn_mine(db))
+    if (r == DSHM_TRUNCATED && db && txn_mine(db))
         atomic_store_explicit(&db->db_txn_tid, 0, memory_order_relaxed);
 }
 

@@ -218,3 +218,25 @@ def test_transaction_async_timeout_keeps_loop_running(db, db_path):
         asyncio.run(main())
     assert len(ticks) == 5   # the loop ran while the lock was waited for
     db2.close()
+
+
+def test_fork_inside_a_transaction(db, other):
+    """A child forked inside the block does not hold the lock: its use of
+    the transaction fails, and nothing it does publishes the parent's block."""
+    import os
+    db[b"k"] = b"1"
+    with db.transaction() as tx:
+        tx[b"k"] = b"2"
+        pid = os.fork()
+        if pid == 0:   # the child
+            code = 0
+            try:
+                tx.get(b"other")
+                code = 3
+            except dbm_shm.error:
+                pass
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        assert other[b"k"] == b"1"
+    assert other[b"k"] == b"2"
