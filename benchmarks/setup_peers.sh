@@ -5,7 +5,7 @@
 # GNU gdbm reaches Python only through Debian's python3-gdbm package, which
 # serves the system interpreter (/usr/bin/python3). The venv is therefore made
 # from that interpreter with --system-site-packages (so `dbm.gnu` is visible)
-# and holds the PyPI peers (lmdb, sqlitedict, UltraDict), cffi,
+# and holds the PyPI peers (lmdb, sqlitedict, UltraDict, diskcache), cffi,
 # and what benchmarks/report.py draws and shows progress with (matplotlib,
 # tqdm). When the repo has a setup.py, dbm_shm itself is (re)built and
 # installed into the venv too.
@@ -68,6 +68,9 @@ log "installing peers into $venv"
 # other peers in place and report.py skips UltraDict with a note.
 "$venv/bin/python" -m pip install --quiet UltraDict \
     || log "UltraDict not installed (report.py will skip it)"
+# diskcache: the peer of bench_rmw.py's counters (its Cache.incr).
+"$venv/bin/python" -m pip install --quiet diskcache \
+    || log "diskcache not installed (bench_rmw.py will skip it)"
 "$venv/bin/python" -m pip install --quiet matplotlib tqdm \
     || log "matplotlib/tqdm not installed (report.py: no plots, plain progress)"
 

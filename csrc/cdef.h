@@ -90,6 +90,14 @@ const char *dshm_strerror(int rc);
 const char *dshm_errhint(int rc);
 int64_t dshm_pop(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap);
 int64_t dshm_popitem(dshm_db *db, char *buf, size_t cap, uint64_t *klen);
+int dshm_incr(dshm_db *db, const char *key, size_t klen, int64_t delta, int64_t dflt, int64_t *out);
+int dshm_cas(dshm_db *db, const char *key, size_t klen, const char *exp, int64_t explen,
+             const char *val, int64_t vlen);
+int dshm_txn_begin(dshm_db *db, int64_t timeout_ns);
+int64_t dshm_txn_get(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap);
+int dshm_txn_commit(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
+                    const char *vals, const int64_t *vlens, uint64_t *commit);
+int dshm_txn_abort(dshm_db *db);
 
 typedef struct dshm_salvage_t {
     uint64_t sv_pass;

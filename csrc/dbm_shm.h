@@ -307,6 +307,57 @@ int64_t dshm_pop(dshm_db *db, const char *key, size_t klen, char *buf, size_t ca
 int64_t dshm_popitem(dshm_db *db, char *buf, size_t cap, uint64_t *klen);
 /** @} */
 
+/** @name Read-modify-write in one hold of the writer lock (dshm_rmw.c)
+ * @{ */
+/** Add @p delta to the integer stored at @p key as ASCII decimal bytes
+ *  (optional sign, digits, nothing else), @p dflt standing for an absent
+ *  key, store the sum the same way and put it in @p *out. Atomic across
+ *  processes and crash-safe as dshm_put().
+ * @return 0, DSHM_INVALID (the stored value is not such an integer:
+ *         nothing changed), -ERANGE (the sum, or the stored value, is
+ *         outside int64_t: nothing changed), DSHM_READONLY, DSHM_CLOSED,
+ *         DSHM_TOOBIG, DSHM_FULL, -EDEADLK (this thread holds the lock for
+ *         the handle's transaction), or another negative error. */
+int dshm_incr(dshm_db *db, const char *key, size_t klen, int64_t delta, int64_t dflt, int64_t *out);
+/** Compare and set: if the value of @p key is @p exp (@p explen bytes;
+ *  @p explen < 0: the key is absent), store @p val (@p vlen bytes; @p vlen
+ *  < 0: delete the key). Atomic across processes.
+ * @return 1 (it matched, and was set or deleted), 0 (it did not: nothing
+ *         changed), or a negative error as dshm_put(). */
+int dshm_cas(dshm_db *db, const char *key, size_t klen, const char *exp, int64_t explen,
+             const char *val, int64_t vlen);
+/** @} */
+
+/** @name Transactions: the writer lock held across calls (dshm_txn.c)
+ *  A thread takes the lock for a handle with dshm_txn_begin, reads with
+ *  dshm_txn_get (its own pending writes are the caller's to keep), and
+ *  ends with dshm_txn_commit (publish them as one batch, atomically, and
+ *  let the lock go) or dshm_txn_abort (publish nothing). Readers never
+ *  wait meanwhile; other writers do. Every call after the begin must come
+ *  from the thread that began (the mutex is that thread's); one
+ *  transaction per handle at a time. A process that dies holding the lock
+ *  has published nothing: the next writer repairs, as after any writer.
+ * @{ */
+/** Take the writer lock for this thread, waiting at most @p timeout_ns
+ *  (negative: no limit), and keep it after the call returns.
+ * @return 0 (held), DSHM_BUSY (another writer kept it past the timeout),
+ *         DSHM_READONLY, DSHM_CLOSED, DSHM_INVALID (another thread's
+ *         transaction is open on this handle), -EDEADLK (this thread's
+ *         is), or another negative error. */
+int dshm_txn_begin(dshm_db *db, int64_t timeout_ns);
+/** dshm_get() under the held lock (no retry, no fallback).
+ * @return as dshm_get(), or DSHM_INVALID (no transaction of this thread). */
+int64_t dshm_txn_get(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap);
+/** Publish the transaction's writes, given as for dshm_write_batch(), as
+ *  one atomic batch under the held lock, then let the lock go (also on
+ *  error, with nothing published).
+ * @return as dshm_write_batch(), or DSHM_INVALID (no transaction). */
+int dshm_txn_commit(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
+                    const char *vals, const int64_t *vlens, uint64_t *commit);
+/** Let the lock go, publishing nothing. @return 0 or DSHM_INVALID. */
+int dshm_txn_abort(dshm_db *db);
+/** @} */
+
 /** @name Salvage
  *  @{ */
 /** The cursor and the counts of a salvage (dshm_salvage()). Zero it all

@@ -49,6 +49,9 @@
 #define PF_RECORD      4
 #define PF_DIR         16
 #define PF_DIR_MIN     ((uint64_t)256 << 10)   /* directory bytes */
+/* Batches staging at most this many bytes fault their pages in one by one
+ * instead of asking for them all with MADV_POPULATE_WRITE. */
+#define POPULATE_MIN   ((uint64_t)16 << 10)
 
 /* get_many prefetches across keys only in files at least this large:
  * below, the store stays in the caches and the hints cost more than they
@@ -150,9 +153,11 @@ static int stage(dshm_env *env, const bop *ops, size_t m, uint64_t total) {
     return 0;
 }
 
-static int write_batch_unguarded(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
-                                 const char *vals, const int64_t *vlens, uint64_t *commit) {
-    dshm_env *env;
+/* Check the arguments and list the operations (*opsp, malloc'ed even
+ * when the check fails; the caller frees it); *roomp: the bytes the
+ * journal and the records need. */
+static int batch_args(size_t n, const char *keys, const uint64_t *klens, const char *vals,
+                      const int64_t *vlens, bop **opsp, uint64_t *roomp) {
     int rc = 0;
     bop *ops = NULL;
     /* The arguments are checked before the call enters (a closed handle
@@ -179,6 +184,19 @@ static int write_batch_unguarded(dshm_db *db, size_t n, const char *keys, const 
             rc = DSHM_FULL;
         room += rs;
     }
+    *opsp = ops;
+    *roomp = room;
+    return rc;
+}
+
+static int batch_locked(dshm_db *db, dshm_env *env, bop *ops, size_t n, uint64_t room, uint64_t *commit);
+
+static int write_batch_unguarded(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
+                                 const char *vals, const int64_t *vlens, uint64_t *commit) {
+    dshm_env *env;
+    bop *ops = NULL;
+    uint64_t room = 0;
+    int rc = batch_args(n, keys, klens, vals, vlens, &ops, &room);
     if (n == 0 && !rc) {   /* nothing to do: no commit, no lock */
         if ((rc = dshm_enter(db, &env)) == 0) {
             if (db->db_flags & DSHM_RDONLY)
@@ -194,6 +212,13 @@ static int write_batch_unguarded(dshm_db *db, size_t n, const char *keys, const 
         free(ops);
         return rc;
     }
+    return batch_locked(db, env, ops, n, room, commit);
+}
+
+/* Under the lock, entered: publish ops[0..n) (frees ops) and end the
+ * write (dshm_finish_write). */
+static int batch_locked(dshm_db *db, dshm_env *env, bop *ops, size_t n, uint64_t room, uint64_t *commit) {
+    int rc = 0;
     dshm_header *hd = DSHM_HDR(env);
     /* Keep the last operation of each key (a journal's keys are distinct). */
     for (size_t i = 0; i < n; i++)
@@ -212,8 +237,10 @@ static int write_batch_unguarded(dshm_db *db, size_t n, const char *keys, const 
         rc = dshm_grow(env, top + room + iroom);
 #ifdef MADV_POPULATE_WRITE
     /* Map the pages the batch will fill in one go rather than a fault
-     * per page (Linux 5.14+; elsewhere a no-op). */
-    if (!rc)
+     * per page (Linux 5.14+; elsewhere a no-op). Not for a batch of a
+     * few pages: the system call costs more than their faults (a 10-key
+     * batch: about a third of its time). */
+    if (!rc && room > POPULATE_MIN)
         madvise(env->ev_base + (top & ~(uint64_t)4095), (room + 4095) & ~(uint64_t)4095, MADV_POPULATE_WRITE);
 #endif
     uint64_t total = 0;
@@ -259,6 +286,37 @@ static int write_batch_unguarded(dshm_db *db, size_t n, const char *keys, const 
 int dshm_write_batch(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
                      const char *vals, const int64_t *vlens, uint64_t *commit) {
     GUARDED(int, write_batch_unguarded(db, n, keys, klens, vals, vlens, commit));
+}
+
+int dshm_batch_held(dshm_db *db, dshm_env *env, size_t n, const char *keys, const uint64_t *klens,
+                    const char *vals, const int64_t *vlens, uint64_t *commit) {
+    bop *ops = NULL;
+    uint64_t room = 0;
+    int rc = batch_args(n, keys, klens, vals, vlens, &ops, &room);
+    if (!rc && n) {
+        /* Room in this mapping for the batch, as dshm_wlock makes it, but
+         * without letting the lock go: no other writer runs meanwhile, so
+         * the file cannot move; a remap takes only the handle's db_lock. */
+        dshm_header *hd = DSHM_HDR(env);
+        uint64_t need = hd->hd_top + room + dshm_index_room(env, n);
+        if (need < hd->hd_top)
+            rc = DSHM_FULL;
+        else if (need > env->ev_resv ||
+                 atomic_load_explicit(&hd->hd_file_size, memory_order_relaxed) > env->ev_resv) {
+            if ((rc = dshm_refresh(db, &env, need)) == 0 && env->ev_resv < need)
+                rc = DSHM_FULL;
+            dshm_guard_tls.locked = env;
+        }
+    }
+    if (rc || n == 0) {
+        /* Nothing published: give the lock back without a commit. */
+        if (!rc && commit)
+            *commit = atomic_load_explicit(&DSHM_HDR(env)->hd_commit, memory_order_acquire);
+        free(ops);
+        dshm_finish_write(db, env, DSHM_RETRY);
+        return rc;
+    }
+    return batch_locked(db, env, ops, n, room, commit);
 }
 
 /* ---------------------------------------------------------------------- */

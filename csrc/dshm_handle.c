@@ -184,6 +184,10 @@ static void check_replaced(dshm_db *db, dshm_env *env) {
 /* Take the writer lock on the current file, with room in the mapping for
  * `room` more bytes. Follows a reorganize that happened while waiting. */
 int dshm_wlock(dshm_db *db, dshm_env **envp, uint64_t room, bool wait) {
+    /* This thread holds the lock for the handle's transaction: the mutex
+     * is not recursive, so taking it again would hang. */
+    if (dshm_txn_mine(db))
+        return -EDEADLK;
     for (;;) {
         dshm_env *env = *envp;
         if (!env->ev_writable)

@@ -7,7 +7,12 @@
  * up and never sideways; .ci/layers.py reads the compiled objects, prints
  * these layers and fails on any call cycle (tests/build runs it).
  *
- *   9  dshm_batch.c    atomic batches, get_many, snapshot
+ *  10  dshm_txn.c      transactions: the writer lock held across calls
+ *                      (begin with a timeout, reads under it, publish as a
+ *                      batch, abort)
+ *   9  dshm_batch.c    atomic batches, get_many, snapshot; a batch
+ *                      published under a lock already held (dshm_batch_held)
+ *   8  dshm_rmw.c      read-modify-write in one hold of the lock: incr, cas
  *   8  dshm_iter.c     bucket snapshots: firstkey, nextkey, scan
  *      dshm_check.c    stat and check
  *      dshm_reorg.c    reorganize: compact copy, rename, follow
@@ -51,6 +56,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "dbm_shm.h"
 #include "dshm_layout.h"
@@ -118,7 +124,19 @@ struct dshm_db {
     _Atomic int db_waiting;        /**< threads inside dshm_wait() on this handle:
                                         close wakes them only if there are any
                                         (it does not touch the mapping otherwise) */
+    _Atomic int db_txn_tid;        /**< thread id (gettid) of the thread holding
+                                        the writer lock across calls for this
+                                        handle's transaction (dshm_txn.c), else 0.
+                                        Written by that thread, relaxed */
 };
+
+/** This thread holds the writer lock for db's transaction: a write must not
+ *  take it again (the mutex is not recursive). One relaxed load when no
+ *  transaction is open. */
+static inline bool dshm_txn_mine(const struct dshm_db *db) {
+    int t = atomic_load_explicit(&((struct dshm_db *)db)->db_txn_tid, memory_order_relaxed);
+    return t != 0 && t == (int)gettid();
+}
 
 #define DSHM_HDR(env)      ((dshm_header *)(void *)(env)->ev_base)
 #define DSHM_AT(env, off)  ((void *)((env)->ev_base + (off)))
@@ -698,6 +716,10 @@ int dshm_mutex_probe(dshm_header *hd, bool *repair, bool *reinit);
  *  a dead holder's repair marked in hd_repair first), DSHM_BUSY on
  *  timeout, DSHM_NEED_RECOVERY or -errno. */
 int dshm_mutex_lock_timed(dshm_header *hd, uint64_t wait_ns);
+/** When non-zero, the monotonic time (dshm_now_ns) past which this
+ *  thread's waiting dshm_lock_rw gives up with DSHM_BUSY (the lock held by
+ *  another). Set around one take by a transaction's begin (dshm_txn.c). */
+extern _Thread_local uint64_t dshm_lock_deadline;
 
 /* ---- journal (dshm_journal.c) ---- */
 /** Apply one journal entry (under the lock, inside the batch's window);
@@ -891,5 +913,15 @@ int dshm_del_locked(dshm_env *env, const dshm_pos *pos, const char *point);
 int dshm_finish_write(dshm_db *db, dshm_env *env, int rc);
 /** msync + fsync of a mapping's file. */
 int dshm_sync_env(dshm_env *env);
+
+/* ====================================================================== */
+/* Layer 9: batches (dshm_batch.c)                                         */
+
+/** dshm_write_batch for a call that has entered db and holds the writer
+ *  lock already (a transaction's publish): makes room in the mapping
+ *  without letting the lock go, publishes as a batch does, then ends the
+ *  write (dshm_finish_write: unlock, wake, sync, leave) whatever happens. */
+int dshm_batch_held(dshm_db *db, dshm_env *env, size_t n, const char *keys, const uint64_t *klens,
+                    const char *vals, const int64_t *vlens, uint64_t *commit);
 
 #endif /* DSHM_INTERNAL_H */

@@ -163,13 +163,26 @@ bool dshm_lock_damaged(const dshm_header *hd) {
  * codes, the lock not held. A slice is measured on CLOCK_REALTIME (what
  * pthread_mutex_timedlock takes everywhere); a clock set back stretches
  * one slice, never the wait's bound on truncation. */
+/* A writer's wait is also bounded by this thread's dshm_lock_deadline
+ * when one is set (a transaction's timeout, CLOCK_MONOTONIC ns): ETIMEDOUT
+ * when it passed with the lock held by another. */
+_Thread_local uint64_t dshm_lock_deadline;
+
 static int mutex_wait(dshm_env *env) {
     pthread_mutex_t *m = &DSHM_HDR(env)->hd_mutex.m;
     int rc = pthread_mutex_trylock(m);
     while (rc == EBUSY || rc == ETIMEDOUT) {
+        uint64_t step = (uint64_t)DSHM_LOCK_SLICE_MS * 1000000u, until = dshm_lock_deadline;
+        if (until) {
+            uint64_t now = dshm_now_ns();
+            if (now >= until)
+                return ETIMEDOUT;
+            if (until - now < step)
+                step = until - now;
+        }
         struct timespec rt;
         clock_gettime(CLOCK_REALTIME, &rt);
-        rt.tv_nsec += (long)DSHM_LOCK_SLICE_MS * 1000000L;
+        rt.tv_nsec += (long)step;
         if (rt.tv_nsec >= 1000000000L) {
             rt.tv_sec++;
             rt.tv_nsec -= 1000000000L;
@@ -288,6 +301,7 @@ int dshm_mutex_probe(dshm_header *hd, bool *repair, bool *reinit) {
  *  whether a repair is owed, which the caller runs before it writes
  *  (dshm_lock_repair): the lock never calls into recovery. Returns 0 or
  *  an error (the lock is not held on error). */
+
 int dshm_lock_rw(dshm_env *env, bool *owed, bool wait) {
     dshm_header *hd = DSHM_HDR(env);
     *owed = false;
@@ -296,7 +310,7 @@ int dshm_lock_rw(dshm_env *env, bool *owed, bool wait) {
     int rc = wait ? mutex_wait(env) : pthread_mutex_trylock(&hd->hd_mutex.m);
     if (rc < 0)
         return rc;
-    if (rc == EBUSY && !wait)
+    if ((rc == EBUSY && !wait) || rc == ETIMEDOUT)
         return DSHM_BUSY;
     if ((rc == 0 || rc == EOWNERDEAD) && header_cut(hd)) {
         if (rc == EOWNERDEAD)

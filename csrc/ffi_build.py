@@ -31,7 +31,9 @@ SOURCES = [   # bottom layer first (see the top of dshm_internal.h)
     "dshm_wait.c",
     "dshm_salvage.c",
     "dshm_reorg.c",
+    "dshm_rmw.c",
     "dshm_batch.c",
+    "dshm_txn.c",
 ]
 
 #: The project's C flags (.ci/layers.py reads this list too).

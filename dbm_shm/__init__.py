@@ -22,10 +22,12 @@ from ._errors import error
 from ._fastglue import fast_path_enabled
 from ._registry import register, whichdb
 from ._salvage import SalvageReport, salvage
+from ._txn import AsyncTransaction, Transaction
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncTransaction",
     "Database",
     "Snapshot",
     "convert",
@@ -37,6 +39,7 @@ __all__ = [
     "register",
     "salvage",
     "SalvageReport",
+    "Transaction",
     "whichdb",
     "__version__",
 ]

@@ -7,37 +7,108 @@ import contextlib
 import errno
 import importlib
 import os
+import pickle
 import shelve
 import itertools
 import sys
 import tempfile
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, MutableMapping, Optional, Set, Tuple
 
 from ._db import PathArg, open
 from ._errors import error
 from ._registry import BACKEND_NAME, whichdb
+from ._txn import Transaction
 
-__all__ = ["open_shelf", "convert"]
+__all__ = ["open_shelf", "convert", "Shelf", "ShelfTransaction"]
 
 # Files a stdlib backend may keep beside (or as) the path it is opened with:
 # dbm.dumb: .dat/.dir/.bak; dbm.ndbm: .pag/.dir or .db.
 _SIDE_SUFFIXES = ("", ".dat", ".dir", ".bak", ".pag", ".db")
 
 
+class ShelfTransaction(MutableMapping[str, Any]):
+    """What ``Shelf.transaction()`` gives inside its block: a mutable
+    mapping of ``str`` keys to unpickled values over a
+    :class:`dbm_shm.Transaction` (values pickled on the way in, unpickled on
+    the way out, with the shelf's protocol and key encoding)."""
+
+    def __init__(self, shelf: "Shelf", tx: Transaction) -> None:
+        self._shelf = shelf
+        self._tx = tx
+        self.written: Set[str] = set()   # keys set or deleted in the block
+
+    def __getitem__(self, key: str) -> Any:
+        return pickle.loads(self._tx[key.encode(self._shelf.keyencoding)])
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._tx[key.encode(self._shelf.keyencoding)] = pickle.dumps(value, self._shelf._protocol)
+        self.written.add(key)
+
+    def __delitem__(self, key: str) -> None:
+        del self._tx[key.encode(self._shelf.keyencoding)]
+        self.written.add(key)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.encode(self._shelf.keyencoding) in self._tx
+
+    def __iter__(self) -> Iterator[str]:
+        for k in self._tx:
+            yield k.decode(self._shelf.keyencoding)
+
+    def __len__(self) -> int:
+        return len(self._tx)
+
+
+class Shelf(shelve.Shelf):  # type: ignore[type-arg]
+    """A :class:`shelve.Shelf` over a dbm_shm database (what
+    :func:`open_shelf` returns), with :meth:`transaction` for atomic
+    read-modify-writes of pickled values across processes."""
+
+    dict: Any
+    # Set by shelve.Shelf.__init__ (typeshed does not declare them).
+    keyencoding: str
+    writeback: bool
+    cache: Dict[str, Any]
+    _protocol: Optional[int]
+
+    @contextlib.contextmanager
+    def transaction(self, timeout: Optional[float] = None) -> Iterator[ShelfTransaction]:
+        """``with shelf.transaction() as tx: tx["k"] = tx["k"] + [1]``.
+
+        Holds the database's writer lock for the block
+        (:meth:`dbm_shm.Database.transaction`): ``tx`` reads the store (not
+        the shelf's writeback cache) and its writes are published together
+        at the end, all or nothing. With ``writeback=True``, keys the block
+        wrote are dropped from the cache, so that ``sync()``/``close()``
+        does not write the older cached object back over them.
+        """
+        with self.dict.transaction(timeout) as tx:
+            stx = ShelfTransaction(self, tx)
+            yield stx
+        if self.writeback:
+            for k in stx.written:
+                self.cache.pop(k, None)
+
+
 def open_shelf(filename: PathArg, flag: str = "c", protocol: Optional[int] = None,
-               writeback: bool = False) -> "shelve.Shelf[Any]":
+               writeback: bool = False) -> Shelf:
     """Open a :class:`shelve.Shelf` (pickled values) over a dbm_shm file.
 
     As ``shelve.open(filename, flag, protocol, writeback)``, but always a
-    dbm_shm file and without registering anything. Several processes may
-    open the same shelf: a value one stores, the others read. With
-    ``writeback=True`` entries read are cached and written back on
-    ``sync()``/``close()``, as with ``shelve.open`` (and, as there, another
-    process sees such changes only after that).
+    dbm_shm file and without registering anything, and with
+    :meth:`Shelf.transaction`. Several processes may open the same shelf: a
+    value one stores, the others read.
+
+    ``writeback=True`` caches every entry read and writes **all of them**
+    back on ``sync()``/``close()``, as ``shelve.open`` does: another process
+    sees such changes only then, and the write-back silently overwrites
+    whatever other processes stored under those keys meanwhile (last writer
+    wins, whole values). For a read-modify-write that other processes must
+    not lose, use ``with shelf.transaction() as tx:`` instead.
     """
     db = open(filename, flag)
     try:
-        return shelve.Shelf(db, protocol, writeback)
+        return Shelf(db, protocol, writeback)
     except BaseException:
         db.close()
         raise

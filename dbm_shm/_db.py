@@ -24,6 +24,7 @@ from ._batch import DELETE as _DELETE
 from ._batch import (BatchContext, Pending, apply_to_values, count_delta, open_batches_message, overlay,
                      pairs_of, write_lists)
 from ._errors import CLOSED_MESSAGE, error, raise_for
+from ._txn import NOT_INTEGER, AsyncTransaction, Transaction
 
 __all__ = ["Database", "Snapshot", "open", "open_flags"]
 
@@ -184,7 +185,7 @@ class Database(_fastglue.Base, MutableMapping[bytes, bytes]):   # fast path: C s
     handles hash by identity (``==`` compares contents, as for mappings).
     """
 
-    __slots__ = ("_h", "_path", "_closed", "_batches", "__weakref__")
+    __slots__ = ("_h", "_path", "_closed", "_batches", "_txn", "__weakref__")
 
     # dbm.gnu objects hash by identity; Mapping's __eq__ would make them
     # unhashable.
@@ -198,6 +199,7 @@ class Database(_fastglue.Base, MutableMapping[bytes, bytes]):   # fast path: C s
         self._closed = True
         self._h: Any = None
         self._batches: Dict[int, Pending] = {}   # thread id -> its open batch
+        self._txn: Optional[Transaction] = None   # the transaction open on this handle
         path = os.fspath(filename)
         bpath = os.fsencode(path)
         if b"\0" in bpath:
@@ -409,8 +411,11 @@ class Database(_fastglue.Base, MutableMapping[bytes, bytes]):   # fast path: C s
     def setdefault(self, key: Key, default: Key = b"") -> bytes:
         """Return the value for ``key``; if absent, store ``default`` first.
 
-        Atomic across processes: of two processes racing to set a default,
-        both get the value that was stored first.
+        Atomic across processes: the store is one put that fails if the key
+        exists (``DSHM_NOOVERWRITE``, under the writer lock), retried with a
+        read, so of processes racing to set a default exactly one stores its
+        own and every one of them gets the value that was stored first.
+        Inside a :meth:`transaction` or :meth:`batch`, it goes through it.
         """
         k = key if type(key) is bytes else _as_bytes(key, "key")
         v = default if type(default) is bytes else _as_bytes(default, "value")
@@ -504,6 +509,7 @@ class Database(_fastglue.Base, MutableMapping[bytes, bytes]):   # fast path: C s
         """Rewrite the file compactly and give the free space back to the file
         system. Other processes' handles follow the new file on their next
         call."""
+        self._refuse_in_txn("reorganize()")
         self._call(lib.dshm_reorganize, "reorganize")
 
     def sync(self) -> None:
@@ -512,6 +518,7 @@ class Database(_fastglue.Base, MutableMapping[bytes, bytes]):   # fast path: C s
 
     def clear(self) -> None:
         """Delete every key."""
+        self._refuse_in_txn("clear()")
         if self._pending() is not None:
             raise error(f"clear() inside a batch of {self._path!r}: end the batch first")
         self._call(lib.dshm_clear, "clear")
@@ -645,6 +652,136 @@ class Database(_fastglue.Base, MutableMapping[bytes, bytes]):   # fast path: C s
         finally:
             lib.dshm_release(out[0])
         return Snapshot(dict(_records(data, True)), int(commit[0]))
+
+    # -- read-modify-write: counters, compare-and-set, transactions -------
+
+    def transaction(self, timeout: Optional[float] = None) -> Transaction:
+        """Hold the writer lock for a block: ``with db.transaction() as tx:``.
+
+        ``tx`` is a mutable mapping of the store plus the block's own
+        writes: read, compute and write through it, and the block is a
+        read-modify-write no other writer, in any process, can interleave
+        with. When the block ends its writes are published at once, all or
+        nothing, exactly as a :meth:`batch`; if it raises, nothing is
+        published and the exception goes on. A process killed inside the
+        block publishes nothing (the next writer repairs, as after any dead
+        writer). Readers never wait: they see the store before the block or
+        after it, never part of it. Other writers wait for the block.
+
+        ``timeout``: seconds to wait for the lock at most (``None``: as long
+        as it takes); past it, ``dbm_shm.error`` saying which pid holds it.
+        The GIL is released while waiting.
+
+        In the thread running the block, the handle's own writes
+        (``db[k] = v``, ``del db[k]``, ``pop``, ``setdefault``, ``update``,
+        ``incr``, ``compare_and_set``) go into the transaction, as they go
+        into a batch, and its reads see them; ``clear()``, ``reorganize()``
+        raise ``dbm_shm.error``. One transaction per handle at a time:
+        opening a second one (nested, or from another thread on the same
+        handle), or using ``tx`` from another thread, raises
+        ``dbm_shm.error``; threads that need their own transactions open a
+        handle each. Keep the block short: every writer waits for it.
+        """
+        return Transaction(self, timeout)
+
+    def transaction_async(self, timeout: Optional[float] = None) -> AsyncTransaction:
+        """:meth:`transaction` for asyncio: ``async with
+        db.transaction_async() as tx:``. The lock is taken (and later given
+        back) by a thread of the transaction's own, so waiting for it never
+        blocks the event loop; ``tx``'s reads hand their C call to that
+        thread. Use ``tx`` only from the task that opened it: other tasks'
+        writes through this handle meanwhile would join the transaction (it
+        belongs to the loop's thread), so give them a handle of their own.
+        """
+        return AsyncTransaction(self, timeout)
+
+    def _txn_here(self) -> Optional[Transaction]:
+        """The transaction this thread is running on this handle, if any."""
+        tx = self._txn
+        return tx if tx is not None and tx._user == _get_ident() else None
+
+    def _refuse_in_txn(self, what: str) -> None:
+        if self._txn_here() is not None:
+            raise error(f"{what} inside a transaction() of {self._path!r}: end the transaction first")
+
+    def incr(self, key: Key, delta: int = 1, default: int = 0) -> int:
+        """Add ``delta`` to the counter at ``key`` and return the new value,
+        atomically across processes (one C call, one hold of the writer
+        lock: ``dshm_incr``).
+
+        The counter is stored as ASCII decimal bytes (``b"42"``), as Redis
+        and Django's caches store theirs, so ``db[key]`` reads it and
+        ``db[key] = b"0"`` resets it; an absent key counts as ``default``.
+        Values are signed 64-bit. A stored value that is not such an integer
+        raises ``dbm_shm.error`` (and changes nothing), and so does a result
+        outside 64 bits. Inside a :meth:`transaction` it goes through it;
+        inside a :meth:`batch` it raises ``dbm_shm.error`` (a batch reads
+        outside the lock: use a transaction).
+        """
+        k = key if type(key) is bytes else _as_bytes(key, "key")
+        if type(delta) is not int or type(default) is not int:
+            raise TypeError(f"delta and default must be int, not {type(delta).__name__} "
+                            f"and {type(default).__name__}")
+        if self._batches:
+            tx = self._txn_here()
+            if tx is not None:
+                return tx.incr(k, delta, default)
+            if self._pending() is not None:
+                raise error(f"incr() inside a batch() of {self._path!r}: a batch reads outside the writer "
+                            "lock; use transaction() for a read-modify-write")
+        try:
+            out = _tls.i64
+        except AttributeError:
+            out = _tls.i64 = ffi.new("int64_t *")
+        try:
+            rc = lib.dshm_incr(self._h, k, len(k), delta, default, out)
+        except OverflowError:
+            raise error(f"incr: {key!r} in {self._path!r}: delta {delta} or default {default} is outside "
+                        "a signed 64-bit integer; nothing was changed") from None
+        if rc == 0:
+            return int(out[0])
+        if rc == lib.DSHM_INVALID:
+            cur = self.get(k)
+            raise error(f"incr: the value of {key!r} in {self._path!r} {NOT_INTEGER}: "
+                        f"{cur[:40] if cur is not None else cur!r}; nothing was changed")
+        if rc == -errno.ERANGE:
+            raise error(f"incr: {key!r} in {self._path!r}: the result would be outside a signed 64-bit "
+                        "integer; nothing was changed")
+        raise_for(rc, "incr", self._path)
+
+    def decr(self, key: Key, delta: int = 1, default: int = 0) -> int:
+        """Subtract ``delta`` from the counter at ``key``: ``incr(key,
+        -delta, default)`` (see :meth:`incr`)."""
+        if type(delta) is not int:
+            raise TypeError(f"delta must be int, not {type(delta).__name__}")
+        return self.incr(key, -delta, default)
+
+    def compare_and_set(self, key: Key, expected: Optional[Key], new: Optional[Key]) -> bool:
+        """If ``key`` holds ``expected``, replace it with ``new`` and return
+        True; otherwise change nothing and return False. Atomic across
+        processes (one C call under the writer lock: ``dshm_cas``).
+
+        ``expected=None`` means "absent" (create only if missing);
+        ``new=None`` deletes the key. The building block of optimistic
+        loops: read, compute, ``compare_and_set``, retry on False. Inside a
+        :meth:`transaction` it goes through it; inside a :meth:`batch` it
+        raises ``dbm_shm.error``.
+        """
+        k = key if type(key) is bytes else _as_bytes(key, "key")
+        exp = None if expected is None else (expected if type(expected) is bytes else _as_bytes(expected, "expected"))
+        nv = None if new is None else (new if type(new) is bytes else _as_bytes(new, "value"))
+        if self._batches:
+            tx = self._txn_here()
+            if tx is not None:
+                return tx.compare_and_set(k, exp, nv)
+            if self._pending() is not None:
+                raise error(f"compare_and_set() inside a batch() of {self._path!r}: a batch reads outside "
+                            "the writer lock; use transaction()")
+        rc = lib.dshm_cas(self._h, k, len(k), ffi.NULL if exp is None else exp, -1 if exp is None else len(exp),
+                          ffi.NULL if nv is None else nv, -1 if nv is None else len(nv))
+        if rc < 0:
+            raise_for(rc, "compare_and_set", self._path)
+        return rc == 1
 
     # -- waiting for changes -----------------------------------------------
 
@@ -790,7 +927,18 @@ class Database(_fastglue.Base, MutableMapping[bytes, bytes]):   # fast path: C s
         thread, raises ``dbm_shm.error`` (saying which threads) and changes
         nothing: the handle stays open, and the batch goes on and commits
         when its block ends. End the batch first, then close.
+
+        Closing inside a :meth:`transaction` block, from the thread that
+        runs it, ends the transaction first, publishing nothing (the block's
+        end then raises ``dbm_shm.error`` unless it is already raising);
+        from another thread it raises ``dbm_shm.error`` and changes nothing.
         """
+        tx = self._txn
+        if tx is not None and not self._closed:
+            if tx._user != _get_ident():
+                raise error(f"close() of {self._path!r} while a transaction() is open in another thread: "
+                            "end it first; nothing was changed")
+            tx._end(False)
         if not self._closed:
             msg = open_batches_message(self._batches, "close()", self._path)
             if msg is not None:

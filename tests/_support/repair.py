@@ -20,6 +20,9 @@ process of its own so that its SIGKILL (DSHM_CRASH_AT) ends only it:
       opens PATH with 'n' (DSHM_CRASH_AT="n-rename:1" kills it after its rename).
   python tests/_support/repair.py batch-writer PATH
       writes BATCH (below) as one batch (DSHM_CRASH_AT kills it inside).
+  python tests/_support/repair.py txn-writer PATH
+      reads then writes BATCH in one transaction (DSHM_CRASH_AT kills it
+      inside: txn-commit holds the lock with nothing published).
 
 Header offsets are those of csrc/dshm_layout.h (format 1, x86_64 glibc);
 test_repair_regressions.py checks them against the file it makes.
@@ -38,7 +41,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from _support import child_env
-from _support.helpers import (MIN_VALUE, bad_values, make_value,
+from _support.helpers import (MIN_VALUE, bad_values, check_value, make_value,
                               value_version)
 
 SCRIPT = str(Path(__file__).resolve())
@@ -147,6 +150,26 @@ def _batch_writer(path: str) -> None:
     db.close()
 
 
+def _txn_writer(path: str) -> None:
+    """The batch of batch-writer through a transaction: every key read
+    under the held lock first (the reads of a read-modify-write), then
+    written, published at the block's end (issue 21)."""
+    import dbm_shm
+    db = dbm_shm.open(path, "w")
+    print("R", flush=True)
+    with db.transaction() as tx:
+        for k, v in batch_ops().items():
+            old = tx.get(k)
+            if old is not None:
+                check_value(k, old)
+            if v is None:
+                tx.pop(k, None)
+            else:
+                tx[k] = make_value(k, v[0], v[1])
+    print("A", flush=True)
+    db.close()
+
+
 def run_script(args: Sequence[str], crash_at: Optional[str] = None,
                timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, SCRIPT, *args], env=child_env(crash_at),
@@ -155,6 +178,10 @@ def run_script(args: Sequence[str], crash_at: Optional[str] = None,
 
 def batch_writer(path: str, crash_at: str) -> subprocess.CompletedProcess:
     return run_script(["batch-writer", path], crash_at)
+
+
+def txn_writer(path: str, crash_at: str) -> subprocess.CompletedProcess:
+    return run_script(["txn-writer", path], crash_at)
 
 
 def killed(r: subprocess.CompletedProcess) -> bool:
@@ -388,5 +415,7 @@ if __name__ == "__main__":
         print("DONE", flush=True)
     elif cmd == "batch-writer":
         _batch_writer(sys.argv[2])
+    elif cmd == "txn-writer":
+        _txn_writer(sys.argv[2])
     else:
         sys.exit(__doc__)

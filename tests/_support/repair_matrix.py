@@ -40,13 +40,23 @@ WRITER = {
     # pop()/popitem() (csrc/dshm_take.c), both at the crash point "pop-removed"
     "pop-removed": ("pop", 200, 2000),
     "popitem-removed": ("popitem", 200, 2000),
+    # transactions (csrc/dshm_txn.c; issue 21): "txn" is _support/repair.py
+    # txn-writer (the batch above, read and written in one transaction).
+    # txn-commit: the lock held, nothing published; the others: its publish.
+    "txn-commit": ("txn", 1, 2000),
+    "txn-staged": ("txn", 1, 2000),
+    "txn-committed": ("txn", 1, 2000),
+    "txn-apply": ("txn", 450, 2000),
 }
 #: writer -> its crash point, where the two differ
-CRASH_POINT = {"popitem-removed": "pop-removed"}
+CRASH_POINT = {"popitem-removed": "pop-removed", "txn-staged": "batch-staged",
+               "txn-committed": "batch-committed", "txn-apply": "batch-apply"}
+#: writers of a batch (or a transaction) that die before its commit point
+UNCOMMITTED = ("batch-staged", "txn-commit", "txn-staged")
 
 ODD_BUCKET = ("insert", "remove", "remove-shift")   # leave a bucket's counter odd
 SPLIT = ("split-intent", "split-switch")   # leave a split intent
-COMMITTED = ("batch-committed", "batch-apply")
+COMMITTED = ("batch-committed", "batch-apply", "txn-committed", "txn-apply")
 
 GENERIC = ("repair-probe", "repair-begin", "repair-space-reset", "repair-space", "repair-end")
 
@@ -102,12 +112,12 @@ class KilledWriters:
         crash_at = f"{CRASH_POINT.get(point, point)}:{nth}"
         d = self.factory.mktemp("w-" + point)
         path = str(d / "store.dshm")
-        if scenario == "batch":
+        if scenario in ("batch", "txn"):
             before = R.populate(path, nkeys)
-            r = R.batch_writer(path, crash_at)
-            assert R.killed(r), f"batch writer not killed at {crash_at}: {r.returncode} {r.stderr[-2000:]}"
+            r = (R.batch_writer if scenario == "batch" else R.txn_writer)(path, crash_at)
+            assert R.killed(r), f"{scenario} writer not killed at {crash_at}: {r.returncode} {r.stderr[-2000:]}"
             after = R.apply_batch(before)
-            cands = [before] if point == "batch-staged" else [after]
+            cands = [before] if point in UNCOMMITTED else [after]
             keys = sorted(set(before) | set(after))
         else:
             before = R.populate(path, nkeys) if nkeys else _empty(path)
