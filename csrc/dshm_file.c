@@ -360,12 +360,18 @@ static int create_renamed(const char *path, int mode, uint64_t commit) {
     if (!rc && commit &&
         pwrite(fd, &commit, sizeof commit, (off_t)offsetof(dshm_header, hd_commit)) != (ssize_t)sizeof commit)
         rc = errno ? -errno : -EIO;
+    /* On the disk before its name is (a power cut after the rename must
+     * not leave the path naming an empty or half-written file). */
+    if (!rc && fsync(fd) != 0 && errno != EINVAL)
+        rc = -errno;
     if (fd >= 0)
         close(fd);
     if (!rc && rename(tmp, path) != 0)
         rc = -errno;
     if (rc && fd >= 0)
         unlink(tmp);
+    if (!rc)
+        dshm_sync_parent(path);   /* and the rename itself */
     free(tmp);
     return rc;
 }

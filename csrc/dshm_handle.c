@@ -271,10 +271,13 @@ static int open_unguarded(const char *path, int flags, int mode, dshm_db **out) 
             rc = -errno;
             goto fail;
         }
-        if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
             rc = ftruncate(fd, 0) ? -errno : dshm_init_file(fd, NULL);
-        else
-            rc = dshm_replace_file(path, fd);
+            if (!rc && fsync(fd) != 0 && errno != EINVAL)   /* the empty store, durable as 'n' returns */
+                rc = -errno;
+        } else {
+            rc = dshm_replace_file(path, fd);   /* syncs the new file and the rename */
+        }
         close(fd);
         if (rc)
             goto fail;
