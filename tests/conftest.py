@@ -18,6 +18,7 @@ def pytest_configure(config):
     # run from another rootdir free of unknown-marker warnings.
     config.addinivalue_line("markers", "slow: long or large cases (1 GiB values); not run by default")
     config.addinivalue_line("markers", "soak: long multi-process soaks; not run by default")
+    config.addinivalue_line("markers", "powercut: crash states of a power cut (tests/powercut); not run by default")
 
 
 @pytest.fixture
