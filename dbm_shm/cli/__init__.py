@@ -37,7 +37,7 @@ from ._common import (
     PROG, EXIT_DB_ERROR, CLIError, _version, _os_message, _fmt_type,
 )
 from .read import cmd_info, cmd_list, cmd_get, cmd_count, cmd_check, cmd_recover
-from .write import cmd_set, cmd_del, cmd_convert, cmd_reorganize, cmd_shell, cmd_demo
+from .write import cmd_set, cmd_del, cmd_incr, cmd_convert, cmd_reorganize, cmd_shell, cmd_demo
 from .dump import cmd_dump, cmd_load
 from .watch import cmd_watch
 
@@ -99,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("value", metavar="VALUE", nargs="?")
     p.add_argument("--value-file", metavar="FILE",
                    help="take the value's bytes from FILE ('-': standard input)")
+    p.add_argument("-c", "--create", action="store_true",
+                   help="create the database if it does not exist")
+
+    p = add("incr", cmd_incr, "add DELTA (default 1) to the counter at KEY atomically and print "
+            "the new value (ASCII decimal; an absent key counts as 0)", (fmt,))
+    p.add_argument("db", metavar="DB_FILE")
+    p.add_argument("key", metavar="KEY")
+    p.add_argument("delta", metavar="DELTA", nargs="?", type=int, default=1,
+                   help="an integer, negative to subtract (default 1)")
     p.add_argument("-c", "--create", action="store_true",
                    help="create the database if it does not exist")
 
@@ -233,5 +242,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             os.dup2(devnull, sys.stdout.fileno())
         return 141
     except OSError as exc:  # dbm_shm.error is an OSError too
-        sys.stderr.write(f"{PROG}: {command}: {_os_message(exc)}\n")
+        msg = _os_message(exc)
+        # The library's messages start with the operation ("incr: ..."):
+        # once is enough where it is the command's name.
+        if msg.startswith(f"{command}: "):
+            msg = msg[len(command) + 2:]
+        sys.stderr.write(f"{PROG}: {command}: {msg}\n")
         return EXIT_DB_ERROR

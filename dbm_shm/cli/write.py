@@ -57,6 +57,16 @@ def cmd_del(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_incr(args: argparse.Namespace) -> int:
+    """``incr DB KEY [DELTA]``: add DELTA (default 1) to the counter at KEY
+    atomically across processes and print the new value (the value is
+    stored as ASCII decimal bytes; an absent key counts as 0)."""
+    key = _parse(args.key_format, args.key, "key")
+    with _open(args.db, "c" if args.create else "w") as db:
+        print(db.incr(key, args.delta))
+    return EXIT_OK
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     """Copy another database into a dbm_shm one with ``dbm_shm.convert``."""
     if not os.path.exists(args.src) and not any(

@@ -35,7 +35,7 @@ needs_gdbm_tools = pytest.mark.skipif(
     not (GDBM_DUMP and GDBM_LOAD and GNU_PY),
     reason="needs gdbm_dump, gdbm_load and a Python with dbm.gnu")
 
-COMMANDS = ["info", "list", "keys", "get", "set", "del", "delete", "count", "dump", "load",
+COMMANDS = ["info", "list", "keys", "get", "set", "incr", "del", "delete", "count", "dump", "load",
             "convert", "reorganize", "recover", "check", "watch", "demo"]
 
 SAMPLE = {
@@ -719,3 +719,30 @@ def test_round_trip_100k_binary(tmp_path, fmt):
     assert got == items
     r = run("count", dst)
     assert r.stdout == b"100000\n"
+
+
+def test_incr(tmp_path):
+    db = tmp_path / "c.shm"
+    assert run("incr", db, "hits").returncode == 3           # no such file without --create
+    assert run("incr", "--create", db, "hits").stdout == b"1\n"
+    assert run("incr", db, "hits", "10").stdout == b"11\n"
+    assert run("incr", db, "hits", "-3").stdout == b"8\n"
+    assert run("get", db, "hits").stdout == b"8\n"
+    assert run("set", db, "name", "bob").returncode == 0
+    p = run("incr", db, "name")
+    assert p.returncode == 3
+    assert err_line(p).startswith("dbm-shm: incr: the value of b'name'"), err_line(p)
+    assert "nothing was changed" in err_line(p)
+    assert run("get", db, "name").stdout == b"bob\n"
+    p = run("incr", db, "hits", "x")
+    assert p.returncode == 2 and b"invalid int value" in p.stderr
+
+
+def test_incr_from_many_processes(tmp_path):
+    db = tmp_path / "c.shm"
+    assert run("incr", "--create", db, "n", "0").stdout == b"0\n"
+    procs = [subprocess.Popen([sys.executable, "-m", "dbm_shm", "incr", os.fsdecode(db), "n"],
+                              stdout=subprocess.PIPE) for _ in range(8)]
+    outs = sorted(int(p.communicate(timeout=120)[0]) for p in procs)
+    assert outs == list(range(1, 9))                          # each saw its own increment
+    assert run("get", db, "n").stdout == b"8\n"
