@@ -40,6 +40,7 @@ class _Lib:
     DSHM_SYNC: int
     DSHM_NOOVERWRITE: int
     DSHM_TRY: int
+    DSHM_LOCK_SLICE_MS: int
     DSHM_SCAN_VALUES: int
     DSHM_MAX_KEY: int
     DSHM_MAX_VALUE: int

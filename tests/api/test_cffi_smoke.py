@@ -67,6 +67,8 @@ def _functions(src):
         decl = " ".join(decl.split())
         if "(" not in decl or decl.startswith("typedef") or "{" in decl or "}" in decl:
             continue
+        if decl.startswith('extern "Python"'):
+            continue   # a callback the binding defines in Python (ffi.def_extern), not a C function
         m = re.search(r"([A-Za-z_]\w*)\s*\(", decl)
         decl = re.sub(r"\s*([(),*])\s*", r"\1", decl)
         out[m.group(1)] = decl
