@@ -38,7 +38,18 @@
 #include <sys/mman.h>
 #include <time.h>
 
-#include "dshm_internal.h"
+#include "dshm_base.h"
+#include "dshm_guard.h"
+#include "dshm_hash.h"
+#include "dshm_space.h"
+#include "dshm_index.h"
+#include "dshm_journal.h"
+#include "dshm_recover.h"
+#include "dshm_handle.h"
+#include "dshm_read.h"
+#include "dshm_write.h"
+#include "dshm_iter.h"
+#include "dshm_batch.h"
 
 #define SNAPSHOT_TRIES 4   /* whole-store copies tried lock-free before the lock */
 /* get_many's prefetch distances, in keys (measured at 1,000,000 keys:

@@ -16,7 +16,13 @@
 
 #include <sys/stat.h>
 
-#include "dshm_internal.h"
+#include "dshm_base.h"
+#include "dshm_walk.h"
+#include "dshm_hash.h"
+#include "dshm_index.h"
+#include "dshm_lock.h"
+#include "dshm_handle.h"
+#include "dshm_read.h"
 
 static int stat_unguarded(dshm_db *db, dshm_stat_t *st) {
     dshm_env *env;

@@ -20,7 +20,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "dshm_internal.h"
+#include "dshm_base.h"
+#include "dshm_guard.h"
+#include "dshm_wake.h"
+#include "dshm_hash.h"
+#include "dshm_space.h"
+#include "dshm_index.h"
+#include "dshm_lock.h"
+#include "dshm_recover.h"
+#include "dshm_file.h"
 
 #define DSHM_RESV_MIN     ((uint64_t)1 << 34)   /* 16 GiB of address space per mapping */
 #define DSHM_RESV_FLOOR   ((uint64_t)1 << 26)   /* least slack tried under a tight ulimit -v */

@@ -13,7 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "dshm_internal.h"
+#include "dshm_base.h"
+#include "dshm_guard.h"
 
 /* ---------------------------------------------------------------------- */
 /* Test hooks: DSHM_CRASH_AT="point:n", DSHM_TEST_COLLIDE=n                */

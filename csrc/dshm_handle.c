@@ -20,7 +20,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "dshm_internal.h"
+#include "dshm_base.h"
+#include "dshm_guard.h"
+#include "dshm_wake.h"
+#include "dshm_index.h"
+#include "dshm_lock.h"
+#include "dshm_recover.h"
+#include "dshm_file.h"
+#include "dshm_handle.h"
 
 /* Replace the handle's mapping: after a reorganize (the path now names a
  * new file), or when the file outgrew this mapping's reservation. The old

@@ -10,7 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dshm_internal.h"
+#include "dshm_base.h"
+#include "dshm_walk.h"
+#include "dshm_hash.h"
+#include "dshm_index.h"
+#include "dshm_handle.h"
+#include "dshm_read.h"
+#include "dshm_iter.h"
 
 /* ---------------------------------------------------------------------- */
 /* Bucket snapshots: the unit of iteration.                                 */

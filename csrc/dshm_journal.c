@@ -5,13 +5,18 @@
  *
  * Layer 3: calls the index and the allocator. The journal's layout is in
  * dshm_layout.h, its read-only views (dshm_journal_at, _rec, _size) in
- * dshm_internal.h (the free-space rebuild uses them too), and the batch
+ * dshm_base.h (the free-space rebuild uses them too), and the batch
  * protocol at the top of dshm_batch.c.
  */
 #define _GNU_SOURCE
 #include <stdlib.h>
 
-#include "dshm_internal.h"
+#include "dshm_base.h"
+#include "dshm_guard.h"
+#include "dshm_hash.h"
+#include "dshm_space.h"
+#include "dshm_index.h"
+#include "dshm_journal.h"
 
 void dshm_journal_drop_staged(dshm_env *env) {
     dshm_header *hd = DSHM_HDR(env);

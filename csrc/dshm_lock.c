@@ -33,7 +33,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "dshm_internal.h"
+#include "dshm_base.h"
+#include "dshm_guard.h"
+#include "dshm_space.h"
+#include "dshm_lock.h"
 
 int dshm_mutex_init(dshm_header *hd) {
     pthread_mutexattr_t attr;

@@ -16,7 +16,12 @@
 #include <sched.h>
 #include <time.h>
 
-#include "dshm_internal.h"
+#include "dshm_base.h"
+#include "dshm_hash.h"
+#include "dshm_index.h"
+#include "dshm_lock.h"
+#include "dshm_handle.h"
+#include "dshm_read.h"
 
 /* Lock-free tries after the 16th stop once this much time went by. */
 #define DSHM_READ_SPIN_NS ((uint64_t)2000000)      /* 2 ms */

@@ -9,7 +9,15 @@
  * a repair owed and dshm_lock_repair runs it.
  */
 #define _GNU_SOURCE
-#include "dshm_internal.h"
+#include "dshm_base.h"
+#include "dshm_guard.h"
+#include "dshm_wake.h"
+#include "dshm_walk.h"
+#include "dshm_space.h"
+#include "dshm_index.h"
+#include "dshm_lock.h"
+#include "dshm_journal.h"
+#include "dshm_recover.h"
 
 int dshm_recover(dshm_env *env) {
     dshm_header *hd = DSHM_HDR(env);

@@ -15,7 +15,15 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "dshm_internal.h"
+#include "dshm_base.h"
+#include "dshm_guard.h"
+#include "dshm_wake.h"
+#include "dshm_walk.h"
+#include "dshm_space.h"
+#include "dshm_lock.h"
+#include "dshm_file.h"
+#include "dshm_handle.h"
+#include "dshm_write.h"
 
 /* Copy every record of env (locked) into the new file's mapping nenv.
  * Everything is checked before it is followed: a damaged file makes

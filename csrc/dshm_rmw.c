@@ -16,7 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dshm_internal.h"
+#include "dshm_base.h"
+#include "dshm_hash.h"
+#include "dshm_index.h"
+#include "dshm_handle.h"
+#include "dshm_write.h"
 
 #define NUM_CAP 32   /* bytes read of a counter: "-9223372036854775808" is 20 */
 

@@ -57,7 +57,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "dshm_internal.h"
+#include "dshm_base.h"
+#include "dshm_guard.h"
+#include "dshm_walk.h"
+#include "dshm_hash.h"
+#include "dshm_handle.h"
 
 typedef struct salv {
     dshm_env env;          /**< the private mapping (ev_base, ev_resv only) */

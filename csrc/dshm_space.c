@@ -39,7 +39,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "dshm_internal.h"
+#include "dshm_base.h"
+#include "dshm_guard.h"
+#include "dshm_walk.h"
+#include "dshm_space.h"
 
 /* Growth runs in bounded steps: fallocate costs about 0.24 ms per MiB on
  * tmpfs (it clears the pages), so growing by a fraction of the file made

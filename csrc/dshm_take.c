@@ -22,7 +22,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "dshm_internal.h"
+#include "dshm_base.h"
+#include "dshm_hash.h"
+#include "dshm_index.h"
+#include "dshm_handle.h"
+#include "dshm_write.h"
+#include "dshm_iter.h"
 
 /* Where this thread's last dshm_popitem() took a key (a hash): the next
  * one starts its walk over the buckets there, so draining a store with

@@ -29,7 +29,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "dshm_internal.h"
+#include "dshm_base.h"
+#include "dshm_guard.h"
+#include "dshm_hash.h"
+#include "dshm_index.h"
+#include "dshm_lock.h"
+#include "dshm_handle.h"
+#include "dshm_batch.h"
 
 /* This thread's id (gettid), kept after the first call: gettid is a
  * system call, and every call of a transaction asks. A child after fork()

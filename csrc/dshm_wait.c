@@ -39,7 +39,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "dshm_internal.h"
+#include "dshm_base.h"
+#include "dshm_wake.h"
+#include "dshm_handle.h"
 
 #define DSHM_POLL_NS ((int64_t)2000000)   /* 2 ms slices when bit 0 cannot be raised */
 

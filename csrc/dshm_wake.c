@@ -16,7 +16,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "dshm_internal.h"
+#include "dshm_base.h"
+#include "dshm_wake.h"
 
 void dshm_wake_word(_Atomic uint32_t *w) {
     uint32_t v = atomic_load_explicit(w, memory_order_seq_cst);

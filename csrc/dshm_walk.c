@@ -6,13 +6,14 @@
  *
  * Layer 0: calls no other file. Used by the free-space rebuild
  * (dshm_space.c), recovery, reorganize's copy and check; the walk down one
- * bucket's chain is dshm_chain_next (dshm_internal.h), used by these and
+ * bucket's chain is dshm_chain_next (inline, dshm_walk.h), used by these and
  * by the index. The walker reads the directory and the bucket headers with
  * relaxed loads: its users hold the writer lock, or (check without it)
  * bound everything and re-check the whole view after.
  */
 #define _GNU_SOURCE
-#include "dshm_internal.h"
+#include "dshm_base.h"
+#include "dshm_walk.h"
 
 int dshm_dir_start(dshm_dirwalk *w, dshm_env *env, uint64_t dir, uint64_t limit) {
     unsigned gd = DSHM_DIR_DEPTH(dir);

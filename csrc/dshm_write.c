@@ -15,7 +15,15 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "dshm_internal.h"
+#include "dshm_base.h"
+#include "dshm_guard.h"
+#include "dshm_wake.h"
+#include "dshm_hash.h"
+#include "dshm_space.h"
+#include "dshm_index.h"
+#include "dshm_lock.h"
+#include "dshm_handle.h"
+#include "dshm_write.h"
 
 int dshm_sync_env(dshm_env *env) {
     uint64_t size = atomic_load_explicit(&DSHM_HDR(env)->hd_file_size, memory_order_acquire);

@@ -11,12 +11,13 @@ import shlex
 from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCES = [   # bottom layer first (see the top of dshm_internal.h)
+SOURCES = [   # bottom layer first (the table in CONTRIBUTING.md; .ci/layers.py checks it)
     "dshm_err.c",
     "dshm_guard.c",
     "dshm_wake.c",
     "dshm_walk.c",
     "dshm_space.c",
+    "dshm_hash.c",
     "dshm_index.c",
     "dshm_lock.c",
     "dshm_journal.c",
