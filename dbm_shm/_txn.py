@@ -96,6 +96,8 @@ class Transaction(MutableMapping[bytes, bytes]):
         self._used = False
         self._lock_tid = 0                  # thread ident holding the writer lock
         self._buf: Any = None               # the lock thread's value buffer
+        self._handover = threading.Lock()   # async: the lock's thread hands the block over
+        self._cancelled = False             # async: the task gave up waiting
         self.commit_id: Optional[int] = None
         """The commit number the transaction published (None before its end,
         or when it wrote nothing or failed)."""
@@ -342,13 +344,14 @@ class AsyncTransaction:
             fut = loop.run_in_executor(ex, _begin_for, tx, me)
             await asyncio.shield(fut)
         except asyncio.CancelledError:
-            # Cancelled while waiting: if the lock came after all, give it back.
-            try:
-                await fut
-            except BaseException:
-                pass
-            if tx._p is not None:
-                await loop.run_in_executor(ex, tx._end, False)
+            # Cancelled while waiting: the task ends now. If the lock came
+            # already, give it back here; if it comes later, the lock's
+            # thread gives it back itself (the loop may be gone by then).
+            with tx._handover:
+                tx._cancelled = True
+                handed = tx._p is not None and tx._user == me
+            if handed:
+                tx._end(False)
             ex.shutdown(wait=False)
             raise
         except BaseException:
@@ -371,16 +374,21 @@ class AsyncTransaction:
 
 
 def _begin_for(tx: Transaction, user: int) -> None:
-    """On the lock's thread: begin, then hand the block to thread ``user``."""
+    """On the lock's thread: begin, then hand the block to thread ``user``
+    (or, if its task was cancelled meanwhile, give the lock back)."""
     tx._ex, ex = None, tx._ex   # run the C call right here
     try:
         tx._begin()
+        with tx._handover:
+            if tx._cancelled:
+                tx._end(False)
+                return
+            db = tx._db
+            p = db._batches.pop(threading.get_ident())
+            db._batches[user] = p
+            tx._user = user
     finally:
         tx._ex = ex
-    db = tx._db
-    p = db._batches.pop(threading.get_ident())
-    db._batches[user] = p
-    tx._user = user
 
 
 def _int(v: Any, what: str) -> int:

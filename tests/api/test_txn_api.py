@@ -4,6 +4,7 @@ and other threads, a closed handle, and the handle's own API inside."""
 
 import asyncio
 import threading
+import time
 
 import pytest
 
@@ -240,3 +241,36 @@ def test_fork_inside_a_transaction(db, other):
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
         assert other[b"k"] == b"1"
     assert other[b"k"] == b"2"
+
+
+def test_transaction_async_cancelled_while_waiting(db, db_path):
+    """A task cancelled while it waits for the lock ends at once; the lock,
+    when it comes, is given back with nothing published."""
+    db2 = dbm_shm.open(db_path, "w")
+
+    async def waiter():
+        async with db2.transaction_async() as tx:
+            tx[b"lost"] = b"1"
+
+    async def main():
+        task = asyncio.ensure_future(waiter())
+        await asyncio.sleep(0.1)   # it is waiting for the lock db holds
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return True
+
+    tx = db.transaction().__enter__()
+    try:
+        assert asyncio.run(main())
+    finally:
+        tx.__exit__(None, None, None)
+    # The waiter's thread got the lock after db let it go, and gave it back.
+    deadline = time.monotonic() + 30
+    while db2._txn is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert db2._txn is None and not db2._batches
+    with db2.transaction(timeout=10) as t2:
+        t2[b"after"] = b"1"
+    assert b"lost" not in db and db[b"after"] == b"1"
+    db2.close()
