@@ -57,6 +57,7 @@ def _bytes_factory() -> Any:
 _new_bytes = _bytes_factory()
 _get = lib.dshm_get
 _put = lib.dshm_put
+_incr = lib.dshm_incr
 _unpack = ffi.unpack
 _NOTFOUND = lib.DSHM_NOTFOUND
 _U32 = struct.Struct("=I")
@@ -734,7 +735,7 @@ class Database(_fastglue.Base, MutableMapping[bytes, bytes]):   # fast path: C s
         except AttributeError:
             out = _tls.i64 = ffi.new("int64_t *")
         try:
-            rc = lib.dshm_incr(self._h, k, len(k), delta, default, out)
+            rc = _incr(self._h, k, len(k), delta, default, out)
         except OverflowError:
             raise error(f"incr: {key!r} in {self._path!r}: delta {delta} or default {default} is outside "
                         "a signed 64-bit integer; nothing was changed") from None
