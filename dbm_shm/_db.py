@@ -904,7 +904,10 @@ class Database(_fastglue.Base, MutableMapping[bytes, bytes]):   # fast path: C s
         empty list for a sound file). Writes nothing itself. On a handle
         opened for writing it takes the writer lock for a stable view, which
         first completes a repair a dead writer left owed; on one opened
-        ``'r'`` it repairs nothing and lists an owed repair as a problem."""
+        ``'r'`` it repairs nothing and lists an owed repair as a problem.
+        Inside a :meth:`transaction` of this thread it raises
+        ``dbm_shm.error`` (end the transaction first)."""
+        self._refuse_in_txn("check()")
         cap = 1 << 16
         buf = ffi.new("char[]", cap)
         n = lib.dshm_check(self._h, buf, cap)

@@ -3,6 +3,7 @@ sees, publishing at the end, nothing on an exception, the timeout, nesting
 and other threads, a closed handle, and the handle's own API inside."""
 
 import asyncio
+import errno
 import threading
 import time
 
@@ -62,7 +63,7 @@ def test_handle_writes_in_the_block_join_it(db, other):
         with db.batch():          # a batch inside nests in the transaction
             db[b"y"] = b"y"
         assert b"y" not in other
-        for call in (db.clear, db.reorganize):
+        for call in (db.clear, db.reorganize, db.check):
             with pytest.raises(dbm_shm.error, match="inside a transaction"):
                 call()
     assert dict(other.items()) == {b"x": b"2", b"n": b"1", b"y": b"y"}
@@ -274,3 +275,16 @@ def test_transaction_async_cancelled_while_waiting(db, db_path):
         t2[b"after"] = b"1"
     assert b"lost" not in db and db[b"after"] == b"1"
     db2.close()
+
+
+def test_a_c_write_from_the_holding_thread_is_refused_not_hung(db):
+    """Below the Python routing, the core refuses a write from the thread
+    that holds the lock (-EDEADLK) instead of waiting for itself."""
+    from dbm_shm._dshm import lib
+    with db.transaction():
+        rc = lib.dshm_put(db._h, b"k", 1, b"v", 1, 0)
+        assert rc == -errno.EDEADLK
+        with pytest.raises(dbm_shm.error, match="holds the writer lock for a transaction"):
+            from dbm_shm._errors import raise_for
+            raise_for(rc, "set", db.filename)
+    assert b"k" not in db
