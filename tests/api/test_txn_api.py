@@ -288,3 +288,12 @@ def test_a_c_write_from_the_holding_thread_is_refused_not_hung(db):
             from dbm_shm._errors import raise_for
             raise_for(rc, "set", db.filename)
     assert b"k" not in db
+
+
+def test_stats_show_the_transaction_holding_the_lock(db, other):
+    import os
+    with db.transaction():
+        time.sleep(0.01)
+        st = other.stats()
+        assert st["lock_pid"] == os.getpid() and st["lock_held_ns"] > 0
+    assert other.stats()["lock_pid"] == 0
