@@ -237,11 +237,6 @@ int dshm_mutex_probe(dshm_header *hd, bool *repair, bool *reinit) {
     return -rc;
 }
 
-/** Take the writer lock of env's file to write. On EOWNERDEAD the mutex
- *  is made consistent and the repair marked owed (hd_repair); *owed says
- *  whether a repair is owed, which the caller runs before it writes
- *  (dshm_lock_repair): the lock never calls into recovery. Returns 0 or
- *  an error (the lock is not held on error). */
 /* A writer's wait for the lock, bounded by this thread's
  * dshm_lock_deadline when one is set (a transaction's timeout): timed
  * waits of at most 0.1 s each on the realtime clock, checked against the
@@ -271,6 +266,11 @@ static int lock_waiting(pthread_mutex_t *m) {
     return rc;
 }
 
+/** Take the writer lock of env's file to write. On EOWNERDEAD the mutex
+ *  is made consistent and the repair marked owed (hd_repair); *owed says
+ *  whether a repair is owed, which the caller runs before it writes
+ *  (dshm_lock_repair): the lock never calls into recovery. Returns 0 or
+ *  an error (the lock is not held on error). */
 int dshm_lock_rw(dshm_env *env, bool *owed, bool wait) {
     dshm_header *hd = DSHM_HDR(env);
     *owed = false;
