@@ -85,6 +85,14 @@ class Transaction(MutableMapping[bytes, bytes]):
     are bytes (``str`` is UTF-8 encoded), as for the database.
     """
 
+    __slots__ = {
+        "_db": None, "_timeout": None, "_p": None, "_user": None, "_ex": None, "_used": None,
+        "_lock_tid": None, "_buf": None, "_handover": None, "_cancelled": None,
+        "commit_id": "The commit number the transaction published (None before its end, "
+                     "or when it wrote nothing or failed).",
+        "__weakref__": None,
+    }
+
     def __init__(self, db: Any, timeout: Optional[float]) -> None:
         if timeout is not None and not timeout >= 0:
             raise ValueError(f"timeout must be a number of seconds >= 0, or None, not {timeout!r}")
@@ -96,11 +104,9 @@ class Transaction(MutableMapping[bytes, bytes]):
         self._used = False
         self._lock_tid = 0                  # thread ident holding the writer lock
         self._buf: Any = None               # the lock thread's value buffer
-        self._handover = threading.Lock()   # async: the lock's thread hands the block over
+        self._handover: Any = None          # async: a Lock; the lock's thread hands the block over
         self._cancelled = False             # async: the task gave up waiting
         self.commit_id: Optional[int] = None
-        """The commit number the transaction published (None before its end,
-        or when it wrote nothing or failed)."""
 
     # -- the lock's thread -------------------------------------------------
 
@@ -328,6 +334,7 @@ class AsyncTransaction:
 
     def __init__(self, db: Any, timeout: Optional[float]) -> None:
         self._tx = Transaction(db, timeout)
+        self._tx._handover = threading.Lock()
 
     async def __aenter__(self) -> Transaction:
         tx = self._tx
