@@ -299,12 +299,12 @@ int dshm_mutex_probe(dshm_header *hd, bool *repair, bool *reinit) {
     return -rc;
 }
 
+
 /** Take the writer lock of env's file to write. On EOWNERDEAD the mutex
  *  is made consistent and the repair marked owed (hd_repair); *owed says
  *  whether a repair is owed, which the caller runs before it writes
  *  (dshm_lock_repair): the lock never calls into recovery. Returns 0 or
  *  an error (the lock is not held on error). */
-
 int dshm_lock_rw(dshm_env *env, bool *owed, bool wait) {
     dshm_header *hd = DSHM_HDR(env);
     *owed = false;

@@ -151,8 +151,16 @@ static void after_fault(dshm_db *db, int64_t r) {
         atomic_store_explicit(&db->db_txn_tid, 0, memory_order_relaxed);
 }
 
-int dshm_txn_begin(dshm_db *db, int64_t timeout_ns) {
+static int guarded_begin(dshm_db *db, int64_t timeout_ns) {
     GUARDED(int, begin_unguarded(db, timeout_ns));
+}
+
+int dshm_txn_begin(dshm_db *db, int64_t timeout_ns) {
+    int rc = guarded_begin(db, timeout_ns);
+    /* Also after a SIGBUS jumped out of the wait: the deadline is this
+     * take's alone, never a later write's. */
+    dshm_lock_deadline = 0;
+    return rc;
 }
 
 int64_t dshm_txn_get(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap) {

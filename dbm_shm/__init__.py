@@ -16,7 +16,7 @@ _loader.use_compiled_core(_sys.modules[__name__])
 del _sys
 # -- end of import logic
 
-from ._compat import convert, open_shelf
+from ._compat import Shelf, ShelfTransaction, convert, open_shelf
 from ._db import Database, Snapshot, open, open_flags
 from ._errors import error
 from ._fastglue import fast_path_enabled
@@ -39,6 +39,8 @@ __all__ = [
     "register",
     "salvage",
     "SalvageReport",
+    "Shelf",
+    "ShelfTransaction",
     "Transaction",
     "whichdb",
     "__version__",

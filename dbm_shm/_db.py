@@ -57,6 +57,7 @@ def _bytes_factory() -> Any:
 _new_bytes = _bytes_factory()
 _get = lib.dshm_get
 _put = lib.dshm_put
+_incr = lib.dshm_incr
 _unpack = ffi.unpack
 _NOTFOUND = lib.DSHM_NOTFOUND
 _U32 = struct.Struct("=I")
@@ -734,7 +735,7 @@ class Database(_fastglue.Base, MutableMapping[bytes, bytes]):   # fast path: C s
         except AttributeError:
             out = _tls.i64 = ffi.new("int64_t *")
         try:
-            rc = lib.dshm_incr(self._h, k, len(k), delta, default, out)
+            rc = _incr(self._h, k, len(k), delta, default, out)
         except OverflowError:
             raise error(f"incr: {key!r} in {self._path!r}: delta {delta} or default {default} is outside "
                         "a signed 64-bit integer; nothing was changed") from None
@@ -903,7 +904,10 @@ class Database(_fastglue.Base, MutableMapping[bytes, bytes]):   # fast path: C s
         empty list for a sound file). Writes nothing itself. On a handle
         opened for writing it takes the writer lock for a stable view, which
         first completes a repair a dead writer left owed; on one opened
-        ``'r'`` it repairs nothing and lists an owed repair as a problem."""
+        ``'r'`` it repairs nothing and lists an owed repair as a problem.
+        Inside a :meth:`transaction` of this thread it raises
+        ``dbm_shm.error`` (end the transaction first)."""
+        self._refuse_in_txn("check()")
         cap = 1 << 16
         buf = ffi.new("char[]", cap)
         n = lib.dshm_check(self._h, buf, cap)

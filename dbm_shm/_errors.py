@@ -51,6 +51,11 @@ _ERRNO_TEXT = {
         "nothing was changed",
 }
 
+# -EDEADLK from any write: the calling thread holds the writer lock for a
+# transaction on the handle (csrc/dshm_txn.c); the mutex is not recursive.
+_EDEADLK_TEXT = ("this thread holds the writer lock for a transaction() on this handle; "
+                 "do this through the transaction, or after it; nothing was changed")
+
 
 # -- Interrupting a wait for the writer lock --------------------------------
 # The C core waits for the writer lock in slices and calls this hook between
@@ -99,7 +104,7 @@ def raise_for(rc: int, what: str, path: Union[str, bytes, None] = None) -> NoRet
         rc = lib.DSHM_CORRUPT
     if 0 < rc or -4096 < rc < 0:
         eno = abs(rc)
-        text = _ERRNO_TEXT.get((what, eno)) or os.strerror(eno)
+        text = _ERRNO_TEXT.get((what, eno)) or (_EDEADLK_TEXT if eno == errno.EDEADLK else os.strerror(eno))
         e = error(eno, f"{what}: {text}", path) if path is not None \
             else error(eno, f"{what}: {text}")
         e.code = eno

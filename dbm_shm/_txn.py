@@ -85,6 +85,14 @@ class Transaction(MutableMapping[bytes, bytes]):
     are bytes (``str`` is UTF-8 encoded), as for the database.
     """
 
+    __slots__ = {
+        "_db": None, "_timeout": None, "_p": None, "_user": None, "_ex": None, "_used": None,
+        "_lock_tid": None, "_buf": None, "_handover": None, "_cancelled": None,
+        "commit_id": "The commit number the transaction published (None before its end, "
+                     "or when it wrote nothing or failed).",
+        "__weakref__": None,
+    }
+
     def __init__(self, db: Any, timeout: Optional[float]) -> None:
         if timeout is not None and not timeout >= 0:
             raise ValueError(f"timeout must be a number of seconds >= 0, or None, not {timeout!r}")
@@ -96,9 +104,9 @@ class Transaction(MutableMapping[bytes, bytes]):
         self._used = False
         self._lock_tid = 0                  # thread ident holding the writer lock
         self._buf: Any = None               # the lock thread's value buffer
+        self._handover: Any = None          # async: a Lock; the lock's thread hands the block over
+        self._cancelled = False             # async: the task gave up waiting
         self.commit_id: Optional[int] = None
-        """The commit number the transaction published (None before its end,
-        or when it wrote nothing or failed)."""
 
     # -- the lock's thread -------------------------------------------------
 
@@ -326,6 +334,7 @@ class AsyncTransaction:
 
     def __init__(self, db: Any, timeout: Optional[float]) -> None:
         self._tx = Transaction(db, timeout)
+        self._tx._handover = threading.Lock()
 
     async def __aenter__(self) -> Transaction:
         tx = self._tx
@@ -342,13 +351,14 @@ class AsyncTransaction:
             fut = loop.run_in_executor(ex, _begin_for, tx, me)
             await asyncio.shield(fut)
         except asyncio.CancelledError:
-            # Cancelled while waiting: if the lock came after all, give it back.
-            try:
-                await fut
-            except BaseException:
-                pass
-            if tx._p is not None:
-                await loop.run_in_executor(ex, tx._end, False)
+            # Cancelled while waiting: the task ends now. If the lock came
+            # already, give it back here; if it comes later, the lock's
+            # thread gives it back itself (the loop may be gone by then).
+            with tx._handover:
+                tx._cancelled = True
+                handed = tx._p is not None and tx._user == me
+            if handed:
+                tx._end(False)
             ex.shutdown(wait=False)
             raise
         except BaseException:
@@ -371,16 +381,21 @@ class AsyncTransaction:
 
 
 def _begin_for(tx: Transaction, user: int) -> None:
-    """On the lock's thread: begin, then hand the block to thread ``user``."""
+    """On the lock's thread: begin, then hand the block to thread ``user``
+    (or, if its task was cancelled meanwhile, give the lock back)."""
     tx._ex, ex = None, tx._ex   # run the C call right here
     try:
         tx._begin()
+        with tx._handover:
+            if tx._cancelled:
+                tx._end(False)
+                return
+            db = tx._db
+            p = db._batches.pop(threading.get_ident())
+            db._batches[user] = p
+            tx._user = user
     finally:
         tx._ex = ex
-    db = tx._db
-    p = db._batches.pop(threading.get_ident())
-    db._batches[user] = p
-    tx._user = user
 
 
 def _int(v: Any, what: str) -> int:

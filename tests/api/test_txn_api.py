@@ -3,7 +3,9 @@ sees, publishing at the end, nothing on an exception, the timeout, nesting
 and other threads, a closed handle, and the handle's own API inside."""
 
 import asyncio
+import errno
 import threading
+import time
 
 import pytest
 
@@ -61,7 +63,7 @@ def test_handle_writes_in_the_block_join_it(db, other):
         with db.batch():          # a batch inside nests in the transaction
             db[b"y"] = b"y"
         assert b"y" not in other
-        for call in (db.clear, db.reorganize):
+        for call in (db.clear, db.reorganize, db.check):
             with pytest.raises(dbm_shm.error, match="inside a transaction"):
                 call()
     assert dict(other.items()) == {b"x": b"2", b"n": b"1", b"y": b"y"}
@@ -240,3 +242,58 @@ def test_fork_inside_a_transaction(db, other):
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
         assert other[b"k"] == b"1"
     assert other[b"k"] == b"2"
+
+
+def test_transaction_async_cancelled_while_waiting(db, db_path):
+    """A task cancelled while it waits for the lock ends at once; the lock,
+    when it comes, is given back with nothing published."""
+    db2 = dbm_shm.open(db_path, "w")
+
+    async def waiter():
+        async with db2.transaction_async() as tx:
+            tx[b"lost"] = b"1"
+
+    async def main():
+        task = asyncio.ensure_future(waiter())
+        await asyncio.sleep(0.1)   # it is waiting for the lock db holds
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return True
+
+    tx = db.transaction().__enter__()
+    try:
+        assert asyncio.run(main())
+    finally:
+        tx.__exit__(None, None, None)
+    # The waiter's thread got the lock after db let it go, and gave it back.
+    deadline = time.monotonic() + 30
+    while db2._txn is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert db2._txn is None and not db2._batches
+    with db2.transaction(timeout=10) as t2:
+        t2[b"after"] = b"1"
+    assert b"lost" not in db and db[b"after"] == b"1"
+    db2.close()
+
+
+def test_a_c_write_from_the_holding_thread_is_refused_not_hung(db):
+    """Below the Python routing, the core refuses a write from the thread
+    that holds the lock (-EDEADLK) instead of waiting for itself."""
+    from dbm_shm._dshm import lib
+    with db.transaction():
+        rc = lib.dshm_put(db._h, b"k", 1, b"v", 1, 0)
+        assert rc == -errno.EDEADLK
+        with pytest.raises(dbm_shm.error, match="holds the writer lock for a transaction"):
+            from dbm_shm._errors import raise_for
+            raise_for(rc, "set", db.filename)
+    assert b"k" not in db
+
+
+def test_stats_show_the_transaction_holding_the_lock(db, other):
+    import os
+    with db.transaction():
+        time.sleep(0.01)
+        st = other.stats()
+        assert st["lock_pid"] == os.getpid() and st["lock_held_ns"] > 0
+    assert other.stats()["lock_pid"] == 0

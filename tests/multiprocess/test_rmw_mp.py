@@ -172,3 +172,31 @@ def test_readers_never_see_part_of_a_transaction(store_path):
     with dbm_shm.open(store_path, "r") as db:
         assert db[b"moves"] == str(2 * m).encode()
         assert sum(int(db[k]) for k in ACCOUNTS) == TOTAL
+
+
+def test_threads_with_a_handle_each(store_path):
+    """Threads of one process, each with its own handle, take turns on the
+    same lock as processes do: T x M transactions and incrs, none lost."""
+    import threading
+    dbm_shm.open(store_path, "n").close()
+    T, m = 4, 200
+    errors = []
+
+    def work():
+        try:
+            with dbm_shm.open(store_path, "w") as db:
+                for _ in range(m):
+                    with db.transaction(timeout=60) as tx:
+                        tx[b"t"] = b"%d" % (int(tx.get(b"t", b"0")) + 1)
+                    db.incr(b"i")
+        except BaseException as e:   # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(T)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(BOUND)
+    assert not errors
+    with dbm_shm.open(store_path, "r") as db:
+        assert db[b"t"] == db[b"i"] == b"%d" % (T * m)
