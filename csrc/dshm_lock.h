@@ -39,7 +39,11 @@ void dshm_unlock_ro(dshm_env *env);
  *  set if a repair is owed (its holder died, or hd_repair, or allocator
  *  fields that do not match their checksum): the caller runs it
  *  (dshm_lock_repair) before it writes. Never runs the repair itself.
- *  Without `wait`, DSHM_BUSY (not held) where another holds it. */
+ *  Without `wait`, DSHM_BUSY (not held) where another holds it; with
+ *  `wait`, the wait runs in slices (DSHM_LOCK_SLICE_MS): DSHM_TRUNCATED for
+ *  a file cut below its header, -EINTR when the interrupt hook asks, and
+ *  DSHM_BUSY once this thread's dshm_lock_deadline (a transaction's
+ *  timeout) passed with another holding it. */
 int dshm_lock_rw(dshm_env *env, bool *owed, bool wait);
 void dshm_unlock_rw(dshm_env *env);
 int dshm_mutex_probe(dshm_header *hd, bool *repair, bool *reinit);
