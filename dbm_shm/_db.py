@@ -8,22 +8,22 @@ by many threads at once.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
-import struct
 import threading
-import time
 from array import array
 from typing import (Any, Callable, ContextManager, Dict, Iterable, Iterator, List, Mapping,
                     MutableMapping, Optional, Tuple, TypeVar, Union, overload)
 
-from . import _fastglue   # C fast path (issue 15)
+from . import _fastglue, _waiting   # C fast path (issue 15)
 from ._dshm import ffi, lib
 from ._batch import DELETE as _DELETE
 from ._batch import (BatchContext, Pending, apply_to_values, count_delta, open_batches_message, overlay,
                      pairs_of, write_lists)
 from ._errors import CLOSED_MESSAGE, error, raise_for
+from ._records import Key, Snapshot
+from ._records import as_bytes as _as_bytes
+from ._records import records as _records
 from ._txn import NOT_INTEGER, AsyncTransaction, Transaction
 
 __all__ = ["Database", "Snapshot", "open", "open_flags"]
@@ -31,7 +31,6 @@ __all__ = ["Database", "Snapshot", "open", "open_flags"]
 #: The flags ``open`` accepts, as ``dbm.gnu.open_flags``.
 open_flags = "rwcnfsu"
 
-Key = Union[str, bytes, bytearray, memoryview]
 PathArg = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
 _BUFCAP = 64 * 1024              # per-thread buffer for values and keys
@@ -60,8 +59,6 @@ _put = lib.dshm_put
 _incr = lib.dshm_incr
 _unpack = ffi.unpack
 _NOTFOUND = lib.DSHM_NOTFOUND
-_U32 = struct.Struct("=I")
-_U32U64 = struct.Struct("=IQ")
 
 _STAT_FIELDS = (
     "count", "file_size", "top", "live_bytes", "free_bytes", "depth", "buckets",
@@ -74,42 +71,6 @@ _get_ident = threading.get_ident
 _T = TypeVar("_T")
 
 
-class Snapshot(Mapping[bytes, bytes]):
-    """Values of a :class:`Database` that were all current at one instant
-    (see :meth:`Database.snapshot`): a read-only mapping of ``bytes`` to
-    ``bytes``, held in this process's memory."""
-
-    __slots__ = ("_data", "commit_id")
-
-    def __init__(self, data: Dict[bytes, bytes], commit_id: int) -> None:
-        self._data = data
-        #: The commit number the values belong to (see Database.commit_id()).
-        self.commit_id = commit_id
-
-    def __getitem__(self, key: Key) -> bytes:
-        k = key if type(key) is bytes else _as_bytes(key, "key")
-        return self._data[k]
-
-    def __contains__(self, key: object) -> bool:
-        k = key if type(key) is bytes else _as_bytes(key, "key")
-        return k in self._data
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __enter__(self) -> "Snapshot":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._data = {}
-
-    def __repr__(self) -> str:
-        return f"<dbm_shm.Snapshot of {len(self._data)} keys at commit {self.commit_id}>"
-
-
 def _buf() -> Any:
     """This thread's value buffer (the GIL is released only inside the C
     call that fills it, and the bytes are copied out before any other code
@@ -119,36 +80,6 @@ def _buf() -> Any:
     except AttributeError:
         _tls.buf = b = ffi.new("char[]", _BUFCAP)
         return b
-
-
-def _records(data: bytes, values: bool) -> Iterator[Tuple[bytes, bytes]]:
-    """The (key, value) pairs of a buffer of scan records (``dshm_scan``,
-    ``dshm_snapshot``): ``[u32 klen][u64 vlen][u64 hash][key][value]``, or
-    without values ``[u32 klen][u64 hash][key]`` (value ``b""``)."""
-    pos, n = 0, len(data)
-    if values:
-        while pos < n:
-            kl, vl = _U32U64.unpack_from(data, pos)
-            pos += 20
-            yield data[pos:pos + kl], data[pos + kl:pos + kl + vl]
-            pos += kl + vl
-    else:
-        while pos < n:
-            kl = _U32.unpack_from(data, pos)[0]
-            pos += 12
-            yield data[pos:pos + kl], b""
-            pos += kl
-
-
-def _as_bytes(obj: Any, what: str) -> bytes:
-    if isinstance(obj, str):
-        return obj.encode("utf-8")
-    if isinstance(obj, bytes):
-        return obj
-    try:
-        return bytes(memoryview(obj))
-    except TypeError:
-        raise TypeError(f"dbm_shm {what}s must be str or bytes-like, not {type(obj).__name__}") from None
 
 
 def _flags(flag: str) -> int:
@@ -803,28 +734,6 @@ class Database(_fastglue.Base, MutableMapping[bytes, bytes]):   # fast path: C s
         """
         return self._wait(timeout, since, None)
 
-    def _wait(self, timeout: Optional[float], since: Optional[int],
-              cancel: Optional[threading.Event]) -> Optional[int]:
-        if since is None:
-            since = self.commit_id()
-        if not isinstance(since, int) or since < 0:
-            raise ValueError(f"since must be a commit number (an int >= 0), not {since!r}")
-        if timeout is not None and timeout < 0:
-            raise ValueError("timeout must be non-negative or None")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        out = ffi.new("uint64_t *")
-        while True:
-            if cancel is not None and cancel.is_set():
-                return None
-            left = -1 if deadline is None else max(0, int((deadline - time.monotonic()) * 1e9))
-            rc = lib.dshm_wait(self._h, since, left, out)
-            if rc == 0:
-                return int(out[0])
-            if rc == -errno.ETIMEDOUT:
-                return None
-            if rc != -errno.EINTR:   # EINTR: a signal (its handler runs now) or an interrupt
-                raise_for(rc, "wait", self._path)
-
     def wait_key(self, key: Key, timeout: Optional[float] = None) -> bool:
         """Sleep until the value of ``key`` changes (set to another value,
         created or deleted) in any process; ``True`` then, ``False`` if
@@ -832,19 +741,15 @@ class Database(_fastglue.Base, MutableMapping[bytes, bytes]):   # fast path: C s
         compared against."""
         return self._wait_key(key, timeout, None)
 
+    def _wait(self, timeout: Optional[float], since: Optional[int],
+              cancel: Optional[threading.Event]) -> Optional[int]:
+        return _waiting.wait(self, timeout, since, cancel)
+
     def _wait_key(self, key: Key, timeout: Optional[float], cancel: Optional[threading.Event]) -> bool:
-        k = key if type(key) is bytes else _as_bytes(key, "key")
-        if timeout is not None and timeout < 0:
-            raise ValueError("timeout must be non-negative or None")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        (old,), seen = self._get_many([k])
-        while True:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if self._wait(left, seen, cancel) is None:
-                return False
-            (new,), seen = self._get_many([k])
-            if new != old:
-                return True
+        return _waiting.wait_key(self, key, timeout, cancel)
+
+    async def _in_thread(self, fn: Callable[[threading.Event], _T]) -> _T:
+        return await _waiting.in_thread(self, fn)
 
     async def wait_async(self, timeout: Optional[float] = None, since: Optional[int] = None) -> Optional[int]:
         """:meth:`wait` for asyncio: ``await db.wait_async(...)``. The wait
@@ -857,40 +762,6 @@ class Database(_fastglue.Base, MutableMapping[bytes, bytes]):   # fast path: C s
     async def wait_key_async(self, key: Key, timeout: Optional[float] = None) -> bool:
         """:meth:`wait_key` for asyncio (see :meth:`wait_async`)."""
         return await self._in_thread(lambda cancel: self._wait_key(key, timeout, cancel))
-
-    async def _in_thread(self, fn: Callable[[threading.Event], _T]) -> _T:
-        loop = asyncio.get_running_loop()
-        fut: "asyncio.Future[_T]" = loop.create_future()
-        cancel = threading.Event()
-
-        def done(result: Any, exc: Optional[BaseException]) -> None:
-            if not fut.done():
-                if exc is not None:
-                    fut.set_exception(exc)
-                else:
-                    fut.set_result(result)
-
-        def run() -> None:
-            try:
-                r, e = fn(cancel), None
-            except BaseException as exc:   # handed to the awaiting task
-                r, e = None, exc
-            try:
-                loop.call_soon_threadsafe(done, r, e)
-            except RuntimeError:
-                # The loop was closed meanwhile (the task was cancelled as
-                # the loop ended): nobody is waiting for this result.
-                pass
-
-        self._check_open()
-        threading.Thread(target=run, name="dbm_shm-wait", daemon=True).start()
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            cancel.set()
-            if not self._closed:
-                lib.dshm_interrupt(self._h)
-            raise
 
     def stats(self) -> Dict[str, int]:
         """Counters of the store and of this handle (see the docs for each)."""

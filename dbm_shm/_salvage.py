@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 from typing import Any, NamedTuple, Union
 
-from ._db import _new_uncleared, _records, open as _open
+from ._db import _new_uncleared, open as _open
+from ._records import records as _records
 from ._dshm import ffi, lib
 from ._errors import error, raise_for
 
