@@ -21,6 +21,7 @@
  *      dshm_wait.c     dshm_wait, dshm_interrupt
  *      dshm_salvage.c  salvage: every readable record of a damaged file,
  *                      read through a private read-only mapping
+ *      dshm_dump.c     a gdbm ASCII dump's body encoded from scan records
  *   6  dshm_handle.c   open/close, enter/leave/refresh, the writer lock for
  *                      a handle (wlock, rlock, write entry), SIGBUS undo
  *   5  dshm_file.c     mappings; creating, validating, opening, replacing

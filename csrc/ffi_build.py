@@ -30,6 +30,7 @@ SOURCES = [   # bottom layer first (see the top of dshm_internal.h)
     "dshm_check.c",
     "dshm_wait.c",
     "dshm_salvage.c",
+    "dshm_dump.c",
     "dshm_reorg.c",
     "dshm_rmw.c",
     "dshm_batch.c",

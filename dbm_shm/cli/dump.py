@@ -15,6 +15,7 @@ from typing import IO, Any, Dict, Iterator, List, Optional, Set, Tuple
 from .. import _dumpfmt
 from .._db import open as open_db
 from .._dumpfmt import DumpError
+from .._dumpstore import write_store_dump
 from ._common import (
     PROG, EXIT_OK, CLIError, UsageError, _version, _os_message, _other_kind, _is_ours,
     _probe_writable, _open, _show, _Progress, _want_progress, _same_file, _umask,
@@ -50,11 +51,10 @@ def cmd_dump(args: argparse.Namespace) -> int:
                                          value_format=args.value_format,
                                          progress=bar.update)
                 else:
-                    _dumpfmt.write_dump(fp, db.iteritems(), filename=args.db, count=total,
-                                        mode=st.st_mode & 0o777, uid=st.st_uid,
-                                        gid=st.st_gid,
-                                        created_by=f"dbm_shm version {_version()}",
-                                        progress=bar.update)
+                    write_store_dump(fp, db, filename=args.db, mode=st.st_mode & 0o777,
+                                     uid=st.st_uid, gid=st.st_gid,
+                                     created_by=f"dbm_shm version {_version()}",
+                                     progress=bar.update)
 
             if to_stdout:
                 write(sys.stdout.buffer)
