@@ -61,7 +61,7 @@ from __future__ import annotations
 from ._dumpjsonl import JsonCodec, read_jsonl, write_jsonl
 from ._dumpread import (
     DumpError, DumpReader, FastDumpReader, NotRegular, detect_format, read_dump,
-    FAST_CHUNK_BYTES, AnyFile, Item,
+    FAST_CHUNK_BYTES, AnyFile, Item, Resume,
 )
 from ._dumpwrite import (
     GDBM_LINE_LEN, dump_header, dump_trailer, encode_records, write_dump,
@@ -83,5 +83,5 @@ __all__ = [
 ]
 
 # Names the tests and older callers reach through this module.
-_ = (FAST_CHUNK_BYTES, AnyFile, Item, dump_header, dump_trailer, encode_records, _Sink,
+_ = (FAST_CHUNK_BYTES, AnyFile, Item, Resume, dump_header, dump_trailer, encode_records, _Sink,
      _encode_data, _write_datum)

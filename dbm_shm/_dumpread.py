@@ -13,10 +13,10 @@ import binascii
 import io
 import re
 from operator import itemgetter
-from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
+from typing import IO, Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
-__all__ = ["DumpError", "DumpReader", "FastDumpReader", "NotRegular", "detect_format",
-           "read_dump"]
+__all__ = ["DumpError", "DumpReader", "FastDumpReader", "NotRegular", "Resume",
+           "detect_format", "read_dump"]
 
 Item = Tuple[bytes, bytes]
 #: A binary or a text file object: the readers and writers take either.
@@ -97,7 +97,8 @@ class DumpReader:
     ``gdbm_load`` would.
     """
 
-    def __init__(self, fp: AnyFile, *, strict: bool = True):
+    def __init__(self, fp: AnyFile, *, strict: bool = True,
+                 resume: Optional["Resume"] = None):
         self._fp = fp
         self.strict = strict
         self.header: Dict[str, str] = {}
@@ -105,6 +106,11 @@ class DumpReader:
         self.trailer_count: Optional[int] = None
         self.lineno = 0
         self._iter: Optional[Iterator[Item]] = None
+        self._resume = resume
+        if resume is not None:
+            self.header = dict(resume.header)
+            self.count = resume.records
+            self.lineno = resume.lineno
 
     def __iter__(self) -> Iterator[Item]:
         if self._iter is None:
@@ -136,7 +142,19 @@ class DumpReader:
         first = True
         datum_len: Optional[int] = None
         datum_line = 0
-        for line in lines:
+        key: Optional[bytes] = None
+        if self._resume is not None:
+            # mid-dump, where FastDumpReader stopped: at a '#:len=' line
+            first = False
+            key = self._resume.key
+            line = next(lines, b"")
+            at = dict(self._params(line)) if line.startswith(b"#:") else {}
+            if "len" not in at:
+                raise NotRegular("resumed reading not at a '#:len=' line")
+            datum_len = self._len(at["len"])
+            datum_line = self.lineno
+            strict = False  # the header was read and checked before
+        for line in lines if self._resume is None else ():
             if first:
                 first = False
                 if line.startswith(b"!"):
@@ -178,7 +196,7 @@ class DumpReader:
                 raise DumpError(f"unsupported dump version {version!r} (this reader knows 1.x)")
 
         # -- records
-        key: Optional[bytes] = None
+        strict = self.strict
         chunks: List[bytes] = []
         chunk_len = 0
         while datum_len is not None:
@@ -294,6 +312,20 @@ def read_dump(fp: AnyFile, *, strict: bool = True) -> Iterator[Item]:
     return iter(DumpReader(fp, strict=strict))
 
 
+class Resume(NamedTuple):
+    """Where :class:`FastDumpReader` stopped, for a :class:`DumpReader`
+    to read on from (``DumpReader(fp, resume=...)`` after
+    ``fp.seek(resume.offset)``): the byte offset of a ``#:len=`` line, the
+    number of lines before it, the key read before it whose value comes
+    next (or None), the records before it and the dump's header."""
+
+    offset: int
+    lineno: int
+    key: Optional[bytes]
+    records: int
+    header: Dict[str, str]
+
+
 class NotRegular(Exception):
     """The fast reader met something it leaves to :class:`DumpReader`.
 
@@ -329,15 +361,21 @@ class FastDumpReader:
 
     It reads the regular form only: what ``gdbm_dump`` and
     :func:`write_dump` write. Anything else raises :class:`NotRegular`
-    (possibly after some chunks were yielded): read the dump again with
-    :class:`DumpReader` then, which also gives the messages for mistakes.
+    (possibly after some chunks were yielded; the last one is given only
+    once the trailer was checked): ``resume`` then says where the chunk it
+    did not give starts, for a :class:`DumpReader` to read on from there
+    (``DumpReader(fp, resume=reader.resume)`` after seeking to
+    ``resume.offset``), which also gives the messages for mistakes.
     """
 
-    def __init__(self, fp: IO[bytes], *, chunk_bytes: int = FAST_CHUNK_BYTES):
+    def __init__(self, fp: IO[bytes], *, chunk_bytes: Optional[int] = None):
         self._fp = fp
-        self._chunk = chunk_bytes
+        self._chunk = FAST_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
         self.header: Dict[str, str] = {}
         self.count = 0
+        #: Where to read on after NotRegular: the start of the chunk that
+        #: was not yielded (the dump's start if the header was not read).
+        self.resume = Resume(0, 0, None, 0, {})
 
     def _read(self) -> bytes:
         data = self._fp.read(self._chunk)
@@ -362,10 +400,13 @@ class FastDumpReader:
         except DumpError:
             raise NotRegular("header") from None
         self.header = head.header
-        buf = buf[start + 1:]
+        offset = start + 1                  # of buf in the file
+        lines = buf.count(b"\n", 0, offset)  # lines before buf
+        buf = buf[offset:]
         pending: Optional[bytes] = None
         at_end = False
         while not at_end:
+            self.resume = Resume(offset, lines, pending, self.count, self.header)
             more = self._read()
             if more:
                 buf += more
@@ -385,16 +426,19 @@ class FastDumpReader:
                 pending = None
             if len(data) % 2:
                 pending = data.pop()
+            if at_end:  # everything checked before the last chunk is given
+                if pending is not None:
+                    raise NotRegular("key without a value")
+                self._trailer(trailer, self.count + len(data) // 2)
             self.count += len(data) // 2
+            offset += len(part)
+            lines += part.count(b"\n")
             yield data[0::2], data[1::2]
-        if pending is not None:
-            raise NotRegular("key without a value")
-        self._trailer(trailer)
 
-    def _trailer(self, trailer: bytes) -> None:
+    def _trailer(self, trailer: bytes, total: int) -> None:
         lines = trailer.split(b"\n")
         count = lines[0][len(_COUNT_TAG):]
-        if not count.isdigit() or int(count) != self.count:
+        if not count.isdigit() or int(count) != total:
             raise NotRegular("trailer")
         for line in lines[1:]:  # only comments may follow
             if line and (not line.startswith(b"#") or line.startswith(b"#:")):

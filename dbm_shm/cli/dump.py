@@ -101,31 +101,50 @@ def _open_dump_source(path: str, stack: contextlib.ExitStack[Optional[bool]]) ->
 _LOAD_CHUNK = 65536
 
 
+def _grouped(items: Iterator[Tuple[bytes, bytes]]) -> Iterator[Tuple[List[bytes], List[bytes]]]:
+    """``items`` as (keys, values) lists of up to ``_LOAD_CHUNK`` records."""
+    while True:
+        chunk = list(itertools.islice(items, _LOAD_CHUNK))
+        if not chunk:
+            return
+        keys, values = map(list, zip(*chunk))
+        yield keys, values
+
+
 def _chunks(fp: Any, fmt: str, args: argparse.Namespace,
             exact: bool) -> Iterator[Tuple[Any, List[bytes], List[bytes]]]:
     """The dump's records as (reader, keys, values) chunks.
 
-    A gdbm ASCII dump goes through ``FastDumpReader`` (bulk decoding; may
-    raise ``NotRegular``) unless ``exact``; then, and for JSON lines, the
-    record-by-record readers, grouped. ``reader`` is the object whose
-    ``header`` holds the dump's header, or None."""
+    A gdbm ASCII dump goes through ``FastDumpReader`` (bulk decoding)
+    unless ``exact``. Where that reader stops (a mistake, or a form it
+    leaves alone: comments between records, CRLF), ``DumpReader`` reads on
+    from the start of the chunk it did not give, record by record, and
+    names the line of a mistake; the chunks before are not read again.
+    (``NotRegular`` still comes out if it cannot resume there: the caller
+    reads the whole dump again with ``exact``.) JSON lines, and ``exact``,
+    go through the record-by-record readers from the start. ``reader`` is
+    the object whose ``header`` holds the dump's header, or None."""
     if fmt == "ascii" and not exact:
         fast = _dumpfmt.FastDumpReader(fp)
-        for keys, values in fast:
-            yield fast, keys, values
+        try:
+            for keys, values in fast:
+                yield fast, keys, values
+            return
+        except _dumpfmt.NotRegular:
+            pass
+        fp.seek(fast.resume.offset)
+        reader: Any = _dumpfmt.DumpReader(fp, resume=fast.resume)
+        for keys, values in _grouped(iter(reader)):
+            yield reader, keys, values
         return
-    reader: Any = None
+    reader = None
     if fmt == "jsonl":
         items: Iterator[Tuple[bytes, bytes]] = _dumpfmt.read_jsonl(
             fp, key_format=args.key_format, value_format=args.value_format)
     else:
         reader = _dumpfmt.DumpReader(fp)
         items = iter(reader)
-    while True:
-        chunk = list(itertools.islice(items, _LOAD_CHUNK))
-        if not chunk:
-            return
-        keys, values = map(list, zip(*chunk))
+    for keys, values in _grouped(items):
         yield reader, keys, values
 
 
@@ -293,8 +312,9 @@ def cmd_load(args: argparse.Namespace) -> int:
         load: Any = _ExistingStoreLoad(args) if db_exists else _NewStoreLoad(args, mode)
         bar = stack.enter_context(_Progress(_want_progress(args), None, "load"))
         try:
-            # The fast reader first; a dump it leaves alone is read again,
-            # record by record. Nothing reaches the target before the end.
+            # The fast reader, then the exact one from where it stopped; a
+            # dump where that fails is read again from the start, record
+            # by record. Nothing reaches the target before the end.
             for exact in (False, True):
                 fp.seek(0)
                 load.reset()
