@@ -100,6 +100,7 @@ int64_t dshm_txn_get(dshm_db *db, const char *key, size_t klen, char *buf, size_
 int dshm_txn_commit(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
                     const char *vals, const int64_t *vlens, uint64_t *commit);
 int dshm_txn_abort(dshm_db *db);
+int dshm_txn_replace(dshm_db *db, const char *newpath);
 
 typedef struct dshm_salvage_t {
     uint64_t sv_pass;

@@ -373,6 +373,19 @@ int dshm_txn_commit(dshm_db *db, size_t n, const char *keys, const uint64_t *kle
                     const char *vals, const int64_t *vlens, uint64_t *commit);
 /** Let the lock go, publishing nothing. @return 0 or DSHM_INVALID. */
 int dshm_txn_abort(dshm_db *db);
+/** End the transaction by putting the store at @p newpath (a dbm_shm file
+ *  the caller built and closed, e.g. the store's records merged with
+ *  others) in the store's place: under the held lock, its commit counter
+ *  is set past the store's, it is synced and renamed over the store's
+ *  path, and the old file is marked moved (as reorganize does), so every
+ *  handle follows and no writer can commit to the old file after the
+ *  rename. Then the lock goes and this handle follows. The lock goes also
+ *  on error, with nothing renamed. A death between the rename and the mark
+ *  is repaired by the next writer (the path names another file).
+ * @return 0, DSHM_INVALID (no transaction, or @p newpath NULL), -ESTALE
+ *         (the path names another file than this handle's: nothing
+ *         renamed), or another negative error (-errno). */
+int dshm_txn_replace(dshm_db *db, const char *newpath);
 /** @} */
 
 /** @name Salvage

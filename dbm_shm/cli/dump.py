@@ -14,6 +14,8 @@ from typing import IO, Any, Dict, Iterator, List, Optional, Set, Tuple
 
 from .. import _dumpfmt
 from .._db import open as open_db
+from .._dshm import lib
+from .._errors import raise_for
 from .._dumpfmt import DumpError
 from .._dumpstore import write_store_dump
 from ._common import (
@@ -219,51 +221,107 @@ class _NewStoreLoad:
 
 
 class _ExistingStoreLoad:
-    """Load into an existing database: every record in one atomic batch
-    (one ``update`` call), after the whole dump was read and checked."""
+    """Load into an existing database with memory bounded by a chunk: hold
+    its writer lock (a transaction) for the whole load, copy its records
+    into a new store beside it, add the dump's there chunk by chunk, and
+    put the new store in its place (``dshm_txn_replace``: renamed over it,
+    the old file marked moved so every handle follows). No other writer
+    commits meanwhile, so none is lost; readers see the old store until
+    the rename, then the new one: all of the dump or none of it."""
 
     def __init__(self, args: argparse.Namespace):
         self._args = args
-        self._all: Dict[bytes, bytes] = {}
+        self._db: Any = None      # the store, holding its writer lock
+        self._old: Any = None     # the store again, read-only (lock-free reads)
+        self._new: Any = None     # the merged store being built
+        self._tmp: Optional[str] = None
         self.count = 0
         self.header: Dict[str, str] = {}
 
     def reset(self) -> None:
-        """Forget what was added."""
-        self._all = {}
+        """Start again: lock the store and copy it into a new file."""
+        self.abort()
+        args = self._args
         self.count = 0
+        self._duplicates = 0
+        self._clashes = 0
+        self._clash_keys: List[bytes] = []   # the 3 smallest
+        self._db = _open(args.db, "w")
+        rc = lib.dshm_txn_begin(self._db._h, -1)
+        if rc:
+            raise_for(rc, "load", args.db)
+        self._old = _open(args.db, "r")
+        target = os.path.abspath(args.db)
+        fd, self._tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".",
+                                         suffix=".load", dir=os.path.dirname(target))
+        os.close(fd)
+        self._new = open_db(self._tmp, "n", 0o600)
+        items = self._old.iteritems()
+        while True:
+            batch = list(itertools.islice(items, _LOAD_CHUNK))
+            if not batch:
+                break
+            keys, values = zip(*batch)
+            self._new._write_lists(list(keys), list(values), False)
 
     def add(self, keys: List[bytes], values: List[bytes]) -> None:
-        """Collect one chunk."""
-        self._all.update(zip(keys, values))
+        """Check one chunk for clashes and duplicates; store it."""
+        chunk = dict(zip(keys, values))
         self.count += len(keys)
+        if not self._args.replace:
+            self._duplicates += len(keys) - len(chunk)
+            ks = list(chunk)
+            there = [k for k, v in zip(ks, self._new.get_many(ks)) if v is not None]
+            if there:  # in the store (a clash) or earlier in the dump (a duplicate)
+                clash = [k for k, v in zip(there, self._old.get_many(there)) if v is not None]
+                self._duplicates += len(there) - len(clash)
+                self._clashes += len(clash)
+                self._clash_keys = heapq.nsmallest(3, self._clash_keys + clash)
+        self._new.update(chunk)  # also after a clash: later duplicates are then counted
 
     def finish(self) -> None:
-        """Check for duplicates and clashes, then write everything at once."""
+        """Report duplicates and clashes, or put the new store in place."""
         args = self._args
-        duplicates = self.count - len(self._all)
-        if duplicates and not args.replace:
-            raise CLIError(f"{args.dump_file}: {duplicates} key(s) appear more than once "
+        if self._duplicates:
+            raise CLIError(f"{args.dump_file}: {self._duplicates} key(s) appear more than once "
                            "in the dump (use --replace to keep the last one)")
-        with _open(args.db, "w") as db:
-            if not args.replace and self._all:
-                keys = list(self._all)
-                clash = [k for i in range(0, len(keys), _LOAD_CHUNK)
-                         for k, v in zip(keys[i:i + _LOAD_CHUNK],
-                                         db.get_many(keys[i:i + _LOAD_CHUNK]))
-                         if v is not None]
-                if clash:
-                    shown = ", ".join(_show(args.key_format, k) for k in heapq.nsmallest(3, clash))
-                    more = f" and {len(clash) - 3} more" if len(clash) > 3 else ""
-                    raise CLIError(f"{len(clash)} key(s) of the dump are already in "
-                                   f"{args.db}: {shown}{more} (use --replace to "
-                                   "overwrite them)")
-            db.update(self._all)
-            db.sync()
+        if self._clashes:
+            shown = ", ".join(_show(args.key_format, k) for k in self._clash_keys)
+            more = f" and {self._clashes - 3} more" if self._clashes > 3 else ""
+            raise CLIError(f"{self._clashes} key(s) of the dump are already in "
+                           f"{args.db}: {shown}{more} (use --replace to "
+                           "overwrite them)")
+        assert self._tmp is not None
+        self._new.sync()
+        self._new.close()
+        self._new = None
+        st = os.stat(args.db)
+        os.chmod(self._tmp, st.st_mode & 0o7777)
+        with contextlib.suppress(OSError):
+            os.chown(self._tmp, st.st_uid, st.st_gid)
+        rc = lib.dshm_txn_replace(self._db._h, os.fsencode(self._tmp))
+        if rc:
+            raise_for(rc, "load", args.db)
+        self._tmp = None
+        self.abort()
 
     def abort(self) -> None:
-        """Nothing was written: drop the records."""
-        self.reset()
+        """Give the lock back and remove the new store (nothing changed)."""
+        for name in ("_new", "_old"):
+            handle = getattr(self, name)
+            if handle is not None:
+                with contextlib.suppress(Exception):
+                    handle.close()
+                setattr(self, name, None)
+        if self._tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp)
+            self._tmp = None
+        if self._db is not None:
+            lib.dshm_txn_abort(self._db._h)  # DSHM_INVALID if the lock went already
+            with contextlib.suppress(Exception):
+                self._db.close()
+            self._db = None
 
 
 def cmd_load(args: argparse.Namespace) -> int:

@@ -1,0 +1,110 @@
+"""dbm-shm load into an existing store: the merged store is built beside it
+under its writer lock and put in its place (dshm_txn_replace). Handles open
+before follow it; a writer blocked meanwhile commits to the new file (no
+write lost); a failed load leaves the file, its inode and its records."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import dbm_shm
+from dbm_shm import _dumpfmt
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run(*args):
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "dbm_shm", *map(str, args)], env=env,
+                          capture_output=True, timeout=300)
+
+
+def make_dump(path, items):
+    with open(path, "wb") as fp:
+        _dumpfmt.write_dump(fp, items, filename="x")
+
+
+def test_open_handles_follow_and_keep_writing(tmp_path):
+    db_path = tmp_path / "s.db"
+    with dbm_shm.open(str(db_path), "c") as db:
+        db.update({b"old%d" % i: b"v" for i in range(100)})
+    mode = 0o640
+    os.chmod(db_path, mode)
+    make_dump(tmp_path / "d.dump", [(b"new%d" % i, b"w") for i in range(1000)])
+    held = dbm_shm.open(str(db_path), "w")
+    reader = dbm_shm.open(str(db_path), "r")
+    r = run("load", tmp_path / "d.dump", db_path)
+    assert r.returncode == 0, r.stderr
+    assert reader[b"new999"] == b"w" and reader[b"old0"] == b"v"
+    held[b"after"] = b"1"  # lands in the new file
+    held.close()
+    reader.close()
+    with dbm_shm.open(str(db_path), "r") as db:
+        assert len(db) == 1101 and db[b"after"] == b"1"
+    assert os.stat(db_path).st_mode & 0o777 == mode
+    assert [n for n in os.listdir(tmp_path) if n.endswith(".load")] == []
+
+
+def test_failed_load_changes_nothing(tmp_path):
+    db_path = tmp_path / "s.db"
+    with dbm_shm.open(str(db_path), "c") as db:
+        db.update({b"k%d" % i: b"v" for i in range(100)})
+    ino = os.stat(db_path).st_ino
+    make_dump(tmp_path / "d.dump", [(b"n%d" % i, b"w") for i in range(50)] + [(b"k7", b"x")])
+    r = run("load", tmp_path / "d.dump", db_path)
+    assert r.returncode == 3
+    assert b"1 key(s) of the dump are already in" in r.stderr and b"k7" in r.stderr
+    assert os.stat(db_path).st_ino == ino
+    with dbm_shm.open(str(db_path), "r") as db:
+        assert len(db) == 100 and db[b"k7"] == b"v"
+    assert [n for n in os.listdir(tmp_path) if n.endswith(".load")] == []
+
+
+def test_duplicates_in_the_dump_are_counted(tmp_path):
+    db_path = tmp_path / "s.db"
+    dbm_shm.open(str(db_path), "c").close()
+    make_dump(tmp_path / "d.dump", [(b"a", b"1"), (b"b", b"1"), (b"a", b"2"), (b"b", b"3")])
+    r = run("load", tmp_path / "d.dump", db_path)
+    assert r.returncode == 3 and b"2 key(s) appear more than once" in r.stderr
+    r = run("load", "--replace", tmp_path / "d.dump", db_path)
+    assert r.returncode == 0, r.stderr
+    with dbm_shm.open(str(db_path), "r") as db:
+        assert dict(db.items()) == {b"a": b"2", b"b": b"3"}
+
+
+def test_no_write_is_lost_while_a_load_runs(tmp_path):
+    """A writer in another thread keeps writing while the load runs: every
+    write it made is in the store after (it waited for the lock, then
+    followed the new file)."""
+    db_path = tmp_path / "s.db"
+    dbm_shm.open(str(db_path), "c").close()
+    make_dump(tmp_path / "d.dump", [(b"n%06d" % i, b"x" * 50) for i in range(100_000)])
+    stop = threading.Event()
+    written = []
+
+    def writer():
+        with dbm_shm.open(str(db_path), "w") as db:
+            i = 0
+            while not stop.is_set():
+                db[b"w%d" % i] = b"1"
+                written.append(i)
+                i += 1
+                time.sleep(0.001)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        time.sleep(0.05)
+        r = run("load", tmp_path / "d.dump", db_path)
+        time.sleep(0.05)
+    finally:
+        stop.set()
+        t.join()
+    assert r.returncode == 0, r.stderr
+    with dbm_shm.open(str(db_path), "r") as db:
+        assert len(db) == 100_000 + len(written)
+        assert all(db.get(b"w%d" % i) == b"1" for i in written)
