@@ -108,3 +108,43 @@ def test_no_write_is_lost_while_a_load_runs(tmp_path):
     with dbm_shm.open(str(db_path), "r") as db:
         assert len(db) == 100_000 + len(written)
         assert all(db.get(b"w%d" % i) == b"1" for i in written)
+
+
+def test_killed_between_rename_and_mark(tmp_path):
+    """Killed right after renaming the new store over the path, before
+    marking the old file moved: the next writer on the old file repairs,
+    sees the path naming another file and follows it; nothing is lost."""
+    db_path = tmp_path / "s.db"
+    with dbm_shm.open(str(db_path), "c") as db:
+        db.update({b"old%d" % i: b"v" for i in range(100)})
+    make_dump(tmp_path / "d.dump", [(b"new%d" % i, b"w") for i in range(500)])
+    held = dbm_shm.open(str(db_path), "w")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               DSHM_CRASH_AT="txn-replace-renamed:1")
+    r = subprocess.run([sys.executable, "-m", "dbm_shm", "load", str(tmp_path / "d.dump"),
+                        str(db_path)], env=env, capture_output=True, timeout=300)
+    assert r.returncode == -9, r.stderr
+    held[b"after"] = b"1"
+    assert held[b"new499"] == b"w"
+    held.close()
+    with dbm_shm.open(str(db_path), "r") as db:
+        assert len(db) == 601 and db[b"after"] == b"1" and db[b"old0"] == b"v"
+        assert db.check() == []
+
+
+def test_txn_replace_refusals(tmp_path):
+    import errno
+    from dbm_shm._dshm import lib
+    db_path, other, new = tmp_path / "s.db", tmp_path / "o.db", tmp_path / "n.db"
+    for p in (db_path, other, new):
+        with dbm_shm.open(str(p), "c") as db:
+            db[p.name.encode()] = b"1"
+    with dbm_shm.open(str(db_path), "w") as db:
+        assert lib.dshm_txn_replace(db._h, os.fsencode(new)) == lib.DSHM_INVALID  # no transaction
+        assert lib.dshm_txn_begin(db._h, -1) == 0
+        os.replace(other, db_path)  # the path now names another store
+        assert lib.dshm_txn_replace(db._h, os.fsencode(new)) == -errno.ESTALE
+        assert new.exists()          # nothing renamed
+        db[b"x"] = b"y"              # and the lock went
+    with dbm_shm.open(str(db_path), "r") as db:
+        assert list(db.keys()) == [b"o.db"]
