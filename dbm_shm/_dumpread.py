@@ -420,7 +420,7 @@ class FastDumpReader:
                 if end < 0:
                     raise NotRegular("no trailer")
                 part, trailer = buf[:end + 1], buf[end + 1:]
-            data = self._decode(part)
+            data, part_lines = self._decode(part)
             if pending is not None:
                 data.insert(0, pending)
                 pending = None
@@ -432,7 +432,7 @@ class FastDumpReader:
                 self._trailer(trailer, self.count + len(data) // 2)
             self.count += len(data) // 2
             offset += len(part)
-            lines += part.count(b"\n")
+            lines += part_lines
             yield data[0::2], data[1::2]
 
     def _trailer(self, trailer: bytes, total: int) -> None:
@@ -445,10 +445,11 @@ class FastDumpReader:
                 raise NotRegular("data after the trailer")
 
     @staticmethod
-    def _decode(part: bytes) -> List[bytes]:
-        """The data of the datums in ``part`` ('#:len=' lines and base64)."""
+    def _decode(part: bytes) -> Tuple[List[bytes], int]:
+        """The data of the datums in ``part`` ('#:len=' lines and base64),
+        and the number of lines of ``part``."""
         if not part:
-            return []
+            return [], 0
         found = _DATUM_RE.findall(part)
         heads = list(map(itemgetter(0), found))
         bodies = list(map(itemgetter(1), found))
@@ -460,7 +461,8 @@ class FastDumpReader:
         if text.translate(None, _B64_AND_NL):
             raise NotRegular("a line that is not base64")
         lens = list(map(int, heads))
-        if len(text) - text.count(b"\n") != sum([(n + 2) // 3 * 4 for n in lens]):
+        newlines = text.count(b"\n")
+        if len(text) - newlines != sum([(n + 2) // 3 * 4 for n in lens]):
             raise NotRegular("a length that does not match its data")
         try:
             data = list(map(binascii.a2b_base64, bodies))
@@ -468,7 +470,7 @@ class FastDumpReader:
             raise NotRegular("bad base64") from None
         if list(map(len, data)) != lens:
             raise NotRegular("a length that does not match its data")
-        return data
+        return data, len(found) + newlines
 
 
 def detect_format(head: bytes) -> Optional[str]:
