@@ -9,7 +9,8 @@
  *
  *  10  dshm_txn.c      transactions: the writer lock held across calls
  *                      (begin with a timeout, reads under it, publish as a
- *                      batch, abort)
+ *                      batch, abort, or replace the file by one built
+ *                      beside it)
  *   9  dshm_batch.c    atomic batches, get_many, snapshot; a batch
  *                      published under a lock already held (dshm_batch_held)
  *   8  dshm_rmw.c      read-modify-write in one hold of the lock: incr, cas

@@ -21,6 +21,13 @@
  * from that thread (others get DSHM_INVALID), and a write through the same
  * handle from it fails with -EDEADLK (dshm_wlock) instead of hanging.
  *
+ * dshm_txn_replace ends a transaction another way: a store the caller
+ * built beside this one (dbm-shm load into an existing store) is renamed
+ * over the path under the held lock and this file marked moved before the
+ * lock goes, as reorganize does, so no writer commits to this file after
+ * the rename and every handle follows; a death between the rename and the
+ * mark is repaired by the next writer (check_replaced in dshm_handle.c).
+ *
  * Layer 10: calls batches (the publish under a held lock), the read lookup,
  * the lock (its deadline) and handles.
  */
