@@ -10,7 +10,7 @@ import itertools
 import os
 import sys
 import tempfile
-from typing import IO, Any, Dict, Iterator, List, Optional, Set, Tuple
+from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
 
 from .. import _dumpfmt
 from .._db import open as open_db
@@ -170,17 +170,15 @@ class _NewStoreLoad:
                                          suffix=".load", dir=os.path.dirname(target))
         os.close(fd)
         self._db = open_db(self._tmp, "n", 0o600)
-        self._seen: Set[bytes] = set()
         self.count = 0
 
     def add(self, keys: List[bytes], values: List[bytes]) -> None:
         """Store one chunk (one ``update`` call)."""
         chunk = dict(zip(keys, values))
-        if not self._args.replace:
-            self._seen.update(keys)
-            if len(self._seen) != self.count + len(keys):
-                raise CLIError(f"{self._args.dump_file}: key(s) appear more than once in "
-                               "the dump (use --replace to keep the last one)")
+        if not self._args.replace and (len(chunk) != len(keys) or any(
+                v is not None for v in self._db.get_many(list(chunk)))):
+            raise CLIError(f"{self._args.dump_file}: key(s) appear more than once in "
+                           "the dump (use --replace to keep the last one)")
         self._db.update(chunk)
         self.count += len(keys)
 
