@@ -374,8 +374,9 @@ class FastDumpReader:
         self.header: Dict[str, str] = {}
         self.count = 0
         #: Where to read on after NotRegular: the start of the chunk that
-        #: was not yielded (the dump's start if the header was not read).
-        self.resume = Resume(0, 0, None, 0, {})
+        #: was not yielded; None if the header was not read (read it all
+        #: again with :class:`DumpReader` then).
+        self.resume: Optional[Resume] = None
 
     def _read(self) -> bytes:
         data = self._fp.read(self._chunk)

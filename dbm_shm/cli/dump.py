@@ -133,7 +133,8 @@ def _chunks(fp: Any, fmt: str, args: argparse.Namespace,
                 yield fast, keys, values
             return
         except _dumpfmt.NotRegular:
-            pass
+            if fast.resume is None:  # stopped in the header: all again, exactly
+                raise
         fp.seek(fast.resume.offset)
         reader: Any = _dumpfmt.DumpReader(fp, resume=fast.resume)
         for keys, values in _grouped(iter(reader)):
