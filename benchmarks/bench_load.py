@@ -8,7 +8,8 @@ it (a fresh process each, wall-clock time including its start-up):
 
 * ``gdbm_load DUMP FILE.gdbm``: GNU gdbm's loader;
 * ``dbm-shm load DUMP FILE.db`` into a new store;
-* ``dbm-shm load DUMP FILE.db`` into an existing store (one atomic batch);
+* ``dbm-shm load DUMP FILE.db`` into an existing (empty) store (the merged store
+  built beside it under its writer lock, then put in its place);
 * ``gdbm_dump FILE.gdbm`` and ``dbm-shm dump FILE.db`` (to a file);
 * a bad dump (one base64 character of the last value made invalid) given to
   ``gdbm_load`` and to ``dbm-shm load`` into a new and into an existing store:
