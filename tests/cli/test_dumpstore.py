@@ -105,3 +105,34 @@ def test_encoder_stops_at_the_output_capacity():
     assert (rc, pos, count) == (2 * one, 2 * len(_rec(b"a", b"b")), 2)
     rc, pos, count, need, _ = _encode(recs, cap=one - 1)
     assert (rc, pos, count, need) == (-34, 0, 0, one)
+
+
+@pytest.mark.parametrize("compat", [True, False])
+def test_encoder_against_the_python_encoder_random_caps(compat):
+    """Random records, random output capacities: the pieces the encoder
+    writes, joined, are the Python encoder's output, and never more than
+    the capacity."""
+    rng = random.Random(11)
+    for _ in range(30):
+        items = [(rng.randbytes(rng.choice([0, 1, 2, 3, 57, 58, rng.randrange(400)])),
+                  rng.randbytes(rng.choice([0, 1, 2, 3, 57, 114, rng.randrange(400)])))
+                 for _ in range(rng.randrange(1, 40))]
+        recs = b"".join(_rec(k, v) for k, v in items)
+        want = _dumpfmt.encode_records(items, compat)
+        cap = rng.choice([64, 200, 1000, 1 << 16])
+        pos = ffi.new("size_t *")
+        count = ffi.new("uint64_t *")
+        need = ffi.new("uint64_t *")
+        out = ffi.new("char[]", cap)
+        got = b""
+        while pos[0] < len(recs):
+            rc = lib.dshm_dump_encode(recs, len(recs), pos, out, cap,
+                                      lib.DSHM_DUMP_COMPAT if compat else 0, count, need)
+            if rc == -34:
+                assert need[0] > cap
+                cap = need[0]
+                out = ffi.new("char[]", cap)
+                continue
+            assert 0 < rc <= cap
+            got += ffi.buffer(out, rc)[:]
+        assert got == want and count[0] == len(items)
