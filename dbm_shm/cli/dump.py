@@ -221,12 +221,13 @@ class _NewStoreLoad:
 
 class _ExistingStoreLoad:
     """Load into an existing database with memory bounded by a chunk: hold
-    its writer lock (a transaction) for the whole load, copy its records
-    into a new store beside it, add the dump's there chunk by chunk, and
-    put the new store in its place (``dshm_txn_replace``: renamed over it,
-    the old file marked moved so every handle follows). No other writer
-    commits meanwhile, so none is lost; readers see the old store until
-    the rename, then the new one: all of the dump or none of it."""
+    its writer lock (a transaction) for the whole load, put the dump's
+    records into a new store beside it chunk by chunk, then its own records
+    (those the dump did not replace), and put the new store in its place
+    (``dshm_txn_replace``: renamed over it, the old file marked moved so
+    every handle follows). No other writer commits meanwhile, so none is
+    lost; readers see the old store until the rename, then the new one:
+    all of the dump or none of it."""
 
     def __init__(self, args: argparse.Namespace):
         self._args = args
@@ -238,7 +239,7 @@ class _ExistingStoreLoad:
         self.header: Dict[str, str] = {}
 
     def reset(self) -> None:
-        """Start again: lock the store and copy it into a new file."""
+        """Start again: lock the store, make an empty new one beside it."""
         self.abort()
         args = self._args
         self.count = 0
@@ -255,28 +256,38 @@ class _ExistingStoreLoad:
                                          suffix=".load", dir=os.path.dirname(target))
         os.close(fd)
         self._new = open_db(self._tmp, "n", 0o600)
-        items = self._old.iteritems()
-        while True:
-            batch = list(itertools.islice(items, _LOAD_CHUNK))
-            if not batch:
-                break
-            keys, values = zip(*batch)
-            self._new._write_lists(list(keys), list(values), False)
 
     def add(self, keys: List[bytes], values: List[bytes]) -> None:
-        """Check one chunk for clashes and duplicates; store it."""
+        """Count one chunk's clashes and duplicates; store it."""
         chunk = dict(zip(keys, values))
         self.count += len(keys)
         if not self._args.replace:
             self._duplicates += len(keys) - len(chunk)
             ks = list(chunk)
-            there = [k for k, v in zip(ks, self._new.get_many(ks)) if v is not None]
-            if there:  # in the store (a clash) or earlier in the dump (a duplicate)
-                clash = [k for k, v in zip(there, self._old.get_many(there)) if v is not None]
-                self._duplicates += len(there) - len(clash)
+            # The new store holds only the dump's records so far: a key
+            # there came earlier in the dump; a first one may be a clash.
+            first = [k for k, v in zip(ks, self._new.get_many(ks)) if v is None]
+            self._duplicates += len(ks) - len(first)
+            clash = [k for k, v in zip(first, self._old.get_many(first)) if v is not None]
+            if clash:
                 self._clashes += len(clash)
                 self._clash_keys = heapq.nsmallest(3, self._clash_keys + clash)
-        self._new.update(chunk)  # also after a clash: later duplicates are then counted
+        self._new.update(chunk)
+
+    def _copy_old(self) -> None:
+        """Add the store's own records the dump did not replace."""
+        items = self._old.iteritems()
+        while True:
+            batch = list(itertools.islice(items, _LOAD_CHUNK))
+            if not batch:
+                return
+            keys, values = map(list, zip(*batch))
+            if self._args.replace:  # without it, no key of the dump is there
+                keep = [v is None for v in self._new.get_many(keys)]
+                keys = list(itertools.compress(keys, keep))
+                values = list(itertools.compress(values, keep))
+            if keys:
+                self._new._write_lists(keys, values, False)
 
     def finish(self) -> None:
         """Report duplicates and clashes, or put the new store in place."""
@@ -291,6 +302,7 @@ class _ExistingStoreLoad:
                            f"{args.db}: {shown}{more} (use --replace to "
                            "overwrite them)")
         assert self._tmp is not None
+        self._copy_old()
         self._new.sync()
         self._new.close()
         self._new = None

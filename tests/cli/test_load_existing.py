@@ -148,3 +148,22 @@ def test_txn_replace_refusals(tmp_path):
         db[b"x"] = b"y"              # and the lock went
     with dbm_shm.open(str(db_path), "r") as db:
         assert list(db.keys()) == [b"o.db"]
+
+
+def test_counts_and_replace_into_a_filled_store(tmp_path):
+    db_path = tmp_path / "s.db"
+    with dbm_shm.open(str(db_path), "c") as db:
+        db.update({b"k%d" % i: b"old" for i in range(10)})
+    items = [(b"k7", b"a"), (b"n1", b"b"), (b"k7", b"c"), (b"k8", b"d")]
+    make_dump(tmp_path / "d.dump", items)
+    r = run("load", tmp_path / "d.dump", db_path)  # duplicates come first, counted once
+    assert r.returncode == 3 and b"1 key(s) appear more than once" in r.stderr, r.stderr
+    make_dump(tmp_path / "e.dump", [kv for kv in items if kv != (b"k7", b"c")])
+    r = run("load", tmp_path / "e.dump", db_path)
+    assert r.returncode == 3 and b"2 key(s) of the dump are already in" in r.stderr, r.stderr
+    r = run("load", "--replace", tmp_path / "d.dump", db_path)
+    assert r.returncode == 0, r.stderr
+    with dbm_shm.open(str(db_path), "r") as db:
+        want = {b"k%d" % i: b"old" for i in range(10)}
+        want.update({b"k7": b"c", b"n1": b"b", b"k8": b"d"})
+        assert dict(db.items()) == want
