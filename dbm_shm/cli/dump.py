@@ -251,7 +251,9 @@ class _ExistingStoreLoad:
         if rc:
             raise_for(rc, "load", args.db)
         self._old = _open(args.db, "r")
-        target = os.path.abspath(args.db)
+        # beside the file itself (through a symlink: its target), so the
+        # rename stays on one file system and replaces what the core renames
+        target = os.path.realpath(args.db)
         fd, self._tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".",
                                          suffix=".load", dir=os.path.dirname(target))
         os.close(fd)
@@ -307,9 +309,9 @@ class _ExistingStoreLoad:
         self._new.close()
         self._new = None
         st = os.stat(args.db)
-        os.chmod(self._tmp, st.st_mode & 0o7777)
         with contextlib.suppress(OSError):
             os.chown(self._tmp, st.st_uid, st.st_gid)
+        os.chmod(self._tmp, st.st_mode & 0o7777)
         rc = lib.dshm_txn_replace(self._db._h, os.fsencode(self._tmp))
         if rc:
             raise_for(rc, "load", args.db)

@@ -167,3 +167,19 @@ def test_counts_and_replace_into_a_filled_store(tmp_path):
         want = {b"k%d" % i: b"old" for i in range(10)}
         want.update({b"k7": b"c", b"n1": b"b", b"k8": b"d"})
         assert dict(db.items()) == want
+
+
+def test_through_a_symlink_the_target_is_replaced(tmp_path):
+    (tmp_path / "real").mkdir()
+    real = tmp_path / "real" / "s.db"
+    with dbm_shm.open(str(real), "c") as db:
+        db[b"a"] = b"1"
+    link = tmp_path / "link.db"
+    link.symlink_to(real)
+    make_dump(tmp_path / "d.dump", [(b"b", b"2")])
+    r = run("load", tmp_path / "d.dump", link)
+    assert r.returncode == 0, r.stderr
+    assert link.is_symlink()
+    with dbm_shm.open(str(real), "r") as db:
+        assert dict(db.items()) == {b"a": b"1", b"b": b"2"}
+    assert [n for n in os.listdir(tmp_path / "real") if n.endswith(".load")] == []
