@@ -87,6 +87,8 @@ int64_t dshm_get_many(dshm_db *db, size_t n, const char *keys, const uint64_t *k
                       char *buf, size_t cap, int64_t *vlens, uint64_t *commit, uint64_t *need);
 int64_t dshm_snapshot(dshm_db *db, char **out, uint64_t *commit);
 void dshm_release(void *p);
+#define DSHM_DUMP_COMPAT ...
+int64_t dshm_dump_encode(const char *recs, size_t n, size_t *pos, char *out, size_t cap, int flags, uint64_t *count, uint64_t *need);
 const char *dshm_strerror(int rc);
 const char *dshm_errhint(int rc);
 int64_t dshm_pop(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap);
@@ -99,6 +101,7 @@ int64_t dshm_txn_get(dshm_db *db, const char *key, size_t klen, char *buf, size_
 int dshm_txn_commit(dshm_db *db, size_t n, const char *keys, const uint64_t *klens,
                     const char *vals, const int64_t *vlens, uint64_t *commit);
 int dshm_txn_abort(dshm_db *db);
+int dshm_txn_replace(dshm_db *db, const char *newpath);
 
 typedef struct dshm_salvage_t {
     uint64_t sv_pass;

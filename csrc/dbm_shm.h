@@ -277,6 +277,23 @@ int64_t dshm_snapshot(dshm_db *db, char **out, uint64_t *commit);
 void dshm_release(void *p);
 /** @} */
 
+/** @name Dump encoding (dshm_dump.c)
+ * @{ */
+/** Flag for dshm_dump_encode(): one empty line after an empty datum. */
+#define DSHM_DUMP_COMPAT 0x01
+/** Encode the records of @p recs (@p n bytes of dshm_scan records with
+ *  values, or a dshm_snapshot buffer) from offset @p *pos as the body of
+ *  a GNU gdbm ASCII dump: per record its key and its value, each a
+ *  `#:len=N` line and base64 lines of 76 characters. Writes as many whole
+ *  records as fit in @p cap bytes of @p out, advances @p *pos past them and
+ *  adds their number to @p *count. Touches no database.
+ * @return the bytes written; -ERANGE (with the size needed in @p *need)
+ *         if not even one record fits; DSHM_INVALID for a length in
+ *         @p recs that runs past its end, or a bad argument. */
+int64_t dshm_dump_encode(const char *recs, size_t n, size_t *pos, char *out, size_t cap,
+                         int flags, uint64_t *count, uint64_t *need);
+/** @} */
+
 /** Message for a return code: "DSHM_NOTFOUND: key not found", or the
  *  strerror text of -rc (or rc) for an errno. */
 const char *dshm_strerror(int rc);
@@ -356,6 +373,19 @@ int dshm_txn_commit(dshm_db *db, size_t n, const char *keys, const uint64_t *kle
                     const char *vals, const int64_t *vlens, uint64_t *commit);
 /** Let the lock go, publishing nothing. @return 0 or DSHM_INVALID. */
 int dshm_txn_abort(dshm_db *db);
+/** End the transaction by putting the store at @p newpath (a dbm_shm file
+ *  the caller built and closed, e.g. the store's records merged with
+ *  others) in the store's place: under the held lock, its commit counter
+ *  is set past the store's, it is synced and renamed over the store's
+ *  path, and the old file is marked moved (as reorganize does), so every
+ *  handle follows and no writer can commit to the old file after the
+ *  rename. Then the lock goes and this handle follows. The lock goes also
+ *  on error, with nothing renamed. A death between the rename and the mark
+ *  is repaired by the next writer (the path names another file).
+ * @return 0, DSHM_INVALID (no transaction, or @p newpath NULL), -ESTALE
+ *         (the path names another file than this handle's: nothing
+ *         renamed), or another negative error (-errno). */
+int dshm_txn_replace(dshm_db *db, const char *newpath);
 /** @} */
 
 /** @name Salvage

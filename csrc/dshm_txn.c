@@ -21,12 +21,23 @@
  * from that thread (others get DSHM_INVALID), and a write through the same
  * handle from it fails with -EDEADLK (dshm_wlock) instead of hanging.
  *
+ * dshm_txn_replace ends a transaction another way: a store the caller
+ * built beside this one (dbm-shm load into an existing store) is renamed
+ * over the path under the held lock and this file marked moved before the
+ * lock goes, as reorganize does, so no writer commits to this file after
+ * the rename and every handle follows; a death between the rename and the
+ * mark is repaired by the next writer (check_replaced in dshm_handle.c).
+ *
  * Layer 10: calls batches (the publish under a held lock), the read lookup,
  * the lock (its deadline) and handles.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "dshm_base.h"
@@ -34,6 +45,8 @@
 #include "dshm_hash.h"
 #include "dshm_index.h"
 #include "dshm_lock.h"
+#include "dshm_file.h"
+#include "dshm_wake.h"
 #include "dshm_handle.h"
 #include "dshm_batch.h"
 
@@ -140,6 +153,65 @@ static int abort_unguarded(dshm_db *db) {
     return 0;
 }
 
+/* The file at newpath takes the store's place; see dshm_txn_replace. */
+static int replace_unguarded(dshm_db *db, const char *newpath) {
+    if (!newpath)
+        return DSHM_INVALID;
+    dshm_env *env;
+    int rc = txn_enter(db, &env);
+    if (rc)
+        return rc;
+    /* The hold ends with this call whatever happens. */
+    atomic_store_explicit(&db->db_txn_tid, 0, memory_order_relaxed);
+    dshm_header *hd = DSHM_HDR(env);
+    struct stat mine, named;
+    int fd = open(newpath, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0 || fstat(env->ev_fd, &mine) != 0) {
+        rc = -errno;
+        goto out;
+    }
+    /* Commit numbers go on from the store's (wait(since=...) spans it),
+     * never back from the new file's own. */
+    uint64_t commit = atomic_load_explicit(&hd->hd_commit, memory_order_relaxed) + 1, theirs;
+    off_t at = (off_t)offsetof(dshm_header, hd_commit);
+    if (pread(fd, &theirs, sizeof theirs, at) != (ssize_t)sizeof theirs) {
+        rc = errno ? -errno : DSHM_CORRUPT;
+        goto out;
+    }
+    if (theirs > commit)
+        commit = theirs;
+    if (pwrite(fd, &commit, sizeof commit, at) != (ssize_t)sizeof commit || fsync(fd) != 0) {
+        rc = errno ? -errno : -EIO;
+        goto out;
+    }
+    /* Only over this handle's own file (as reorganize): a path replaced
+     * since is not ours to clobber; a path that names nothing gets it. */
+    if (stat(db->db_path, &named) == 0 && (named.st_ino != mine.st_ino || named.st_dev != mine.st_dev)) {
+        rc = -ESTALE;
+        goto out;
+    }
+    if (rename(newpath, db->db_path) != 0) {
+        rc = -errno;
+        goto out;
+    }
+    DSHM_CRASH_POINT("txn-replace-renamed");   /* the path names the new file; this one not yet marked */
+    dshm_sync_parent(db->db_path);
+    atomic_store_explicit(&hd->hd_moved, 1, memory_order_release);
+    atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
+out:
+    if (fd >= 0)
+        close(fd);
+    dshm_guard_tls.locked = NULL;
+    dshm_unlock_rw(env);
+    dshm_wake_waiters(env);
+    if (!rc) {
+        dshm_env *cur;
+        rc = dshm_refresh(db, &cur, 0);
+    }
+    dshm_leave(db);
+    return rc;
+}
+
 static int guarded_get(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap, int64_t *r) {
     GUARDED(int, (*r = get_unguarded(db, key, klen, buf, cap), 0));
 }
@@ -190,6 +262,16 @@ static int guarded_abort(dshm_db *db) {
 
 int dshm_txn_abort(dshm_db *db) {
     int rc = guarded_abort(db);
+    after_fault(db, rc);
+    return rc;
+}
+
+static int guarded_replace(dshm_db *db, const char *newpath) {
+    GUARDED(int, replace_unguarded(db, newpath));
+}
+
+int dshm_txn_replace(dshm_db *db, const char *newpath) {
+    int rc = guarded_replace(db, newpath);
     after_fault(db, rc);
     return rc;
 }

@@ -31,6 +31,7 @@ SOURCES = [   # bottom layer first (the table in CONTRIBUTING.md; .ci/layers.py 
     "dshm_check.c",
     "dshm_wait.c",
     "dshm_salvage.c",
+    "dshm_dump.c",
     "dshm_reorg.c",
     "dshm_rmw.c",
     "dshm_batch.c",

@@ -10,11 +10,14 @@ import itertools
 import os
 import sys
 import tempfile
-from typing import IO, Any, Dict, Iterator, List, Optional, Set, Tuple
+from typing import IO, Any, Dict, Iterator, List, Optional, Tuple
 
 from .. import _dumpfmt
 from .._db import open as open_db
+from .._dshm import lib
+from .._errors import raise_for
 from .._dumpfmt import DumpError
+from .._dumpstore import write_store_dump
 from ._common import (
     PROG, EXIT_OK, CLIError, UsageError, _version, _os_message, _other_kind, _is_ours,
     _probe_writable, _open, _show, _Progress, _want_progress, _same_file, _umask,
@@ -50,11 +53,10 @@ def cmd_dump(args: argparse.Namespace) -> int:
                                          value_format=args.value_format,
                                          progress=bar.update)
                 else:
-                    _dumpfmt.write_dump(fp, db.iteritems(), filename=args.db, count=total,
-                                        mode=st.st_mode & 0o777, uid=st.st_uid,
-                                        gid=st.st_gid,
-                                        created_by=f"dbm_shm version {_version()}",
-                                        progress=bar.update)
+                    write_store_dump(fp, db, filename=args.db, mode=st.st_mode & 0o777,
+                                     uid=st.st_uid, gid=st.st_gid,
+                                     created_by=f"dbm_shm version {_version()}",
+                                     progress=bar.update)
 
             if to_stdout:
                 write(sys.stdout.buffer)
@@ -101,31 +103,51 @@ def _open_dump_source(path: str, stack: contextlib.ExitStack[Optional[bool]]) ->
 _LOAD_CHUNK = 65536
 
 
+def _grouped(items: Iterator[Tuple[bytes, bytes]]) -> Iterator[Tuple[List[bytes], List[bytes]]]:
+    """``items`` as (keys, values) lists of up to ``_LOAD_CHUNK`` records."""
+    while True:
+        chunk = list(itertools.islice(items, _LOAD_CHUNK))
+        if not chunk:
+            return
+        keys, values = map(list, zip(*chunk))
+        yield keys, values
+
+
 def _chunks(fp: Any, fmt: str, args: argparse.Namespace,
             exact: bool) -> Iterator[Tuple[Any, List[bytes], List[bytes]]]:
     """The dump's records as (reader, keys, values) chunks.
 
-    A gdbm ASCII dump goes through ``FastDumpReader`` (bulk decoding; may
-    raise ``NotRegular``) unless ``exact``; then, and for JSON lines, the
-    record-by-record readers, grouped. ``reader`` is the object whose
-    ``header`` holds the dump's header, or None."""
+    A gdbm ASCII dump goes through ``FastDumpReader`` (bulk decoding)
+    unless ``exact``. Where that reader stops (a mistake, or a form it
+    leaves alone: comments between records, CRLF), ``DumpReader`` reads on
+    from the start of the chunk it did not give, record by record, and
+    names the line of a mistake; the chunks before are not read again.
+    (``NotRegular`` still comes out if it cannot resume there: the caller
+    reads the whole dump again with ``exact``.) JSON lines, and ``exact``,
+    go through the record-by-record readers from the start. ``reader`` is
+    the object whose ``header`` holds the dump's header, or None."""
     if fmt == "ascii" and not exact:
         fast = _dumpfmt.FastDumpReader(fp)
-        for keys, values in fast:
-            yield fast, keys, values
+        try:
+            for keys, values in fast:
+                yield fast, keys, values
+            return
+        except _dumpfmt.NotRegular:
+            if fast.resume is None:  # stopped in the header: all again, exactly
+                raise
+        fp.seek(fast.resume.offset)
+        reader: Any = _dumpfmt.DumpReader(fp, resume=fast.resume)
+        for keys, values in _grouped(iter(reader)):
+            yield reader, keys, values
         return
-    reader: Any = None
+    reader = None
     if fmt == "jsonl":
         items: Iterator[Tuple[bytes, bytes]] = _dumpfmt.read_jsonl(
             fp, key_format=args.key_format, value_format=args.value_format)
     else:
         reader = _dumpfmt.DumpReader(fp)
         items = iter(reader)
-    while True:
-        chunk = list(itertools.islice(items, _LOAD_CHUNK))
-        if not chunk:
-            return
-        keys, values = map(list, zip(*chunk))
+    for keys, values in _grouped(items):
         yield reader, keys, values
 
 
@@ -149,17 +171,15 @@ class _NewStoreLoad:
                                          suffix=".load", dir=os.path.dirname(target))
         os.close(fd)
         self._db = open_db(self._tmp, "n", 0o600)
-        self._seen: Set[bytes] = set()
         self.count = 0
 
     def add(self, keys: List[bytes], values: List[bytes]) -> None:
         """Store one chunk (one ``update`` call)."""
         chunk = dict(zip(keys, values))
-        if not self._args.replace:
-            self._seen.update(keys)
-            if len(self._seen) != self.count + len(keys):
-                raise CLIError(f"{self._args.dump_file}: key(s) appear more than once in "
-                               "the dump (use --replace to keep the last one)")
+        if not self._args.replace and (len(chunk) != len(keys) or any(
+                v is not None for v in self._db.get_many(list(chunk)))):
+            raise CLIError(f"{self._args.dump_file}: key(s) appear more than once in "
+                           "the dump (use --replace to keep the last one)")
         self._db.update(chunk)
         self.count += len(keys)
 
@@ -200,51 +220,121 @@ class _NewStoreLoad:
 
 
 class _ExistingStoreLoad:
-    """Load into an existing database: every record in one atomic batch
-    (one ``update`` call), after the whole dump was read and checked."""
+    """Load into an existing database with memory bounded by a chunk: hold
+    its writer lock (a transaction) for the whole load, put the dump's
+    records into a new store beside it chunk by chunk, then its own records
+    (those the dump did not replace), and put the new store in its place
+    (``dshm_txn_replace``: renamed over it, the old file marked moved so
+    every handle follows). No other writer commits meanwhile, so none is
+    lost; readers see the old store until the rename, then the new one:
+    all of the dump or none of it."""
 
     def __init__(self, args: argparse.Namespace):
         self._args = args
-        self._all: Dict[bytes, bytes] = {}
+        self._db: Any = None      # the store, holding its writer lock
+        self._old: Any = None     # the store again, read-only (lock-free reads)
+        self._new: Any = None     # the merged store being built
+        self._tmp: Optional[str] = None
         self.count = 0
         self.header: Dict[str, str] = {}
 
     def reset(self) -> None:
-        """Forget what was added."""
-        self._all = {}
+        """Start again: lock the store, make an empty new one beside it."""
+        self.abort()
+        args = self._args
         self.count = 0
+        self._duplicates = 0
+        self._clashes = 0
+        self._clash_keys: List[bytes] = []   # the 3 smallest
+        self._db = _open(args.db, "w")
+        rc = lib.dshm_txn_begin(self._db._h, -1)
+        if rc:
+            raise_for(rc, "load", args.db)
+        self._old = _open(args.db, "r")
+        # beside the file itself (through a symlink: its target), so the
+        # rename stays on one file system and replaces what the core renames
+        target = os.path.realpath(args.db)
+        fd, self._tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".",
+                                         suffix=".load", dir=os.path.dirname(target))
+        os.close(fd)
+        self._new = open_db(self._tmp, "n", 0o600)
 
     def add(self, keys: List[bytes], values: List[bytes]) -> None:
-        """Collect one chunk."""
-        self._all.update(zip(keys, values))
+        """Count one chunk's clashes and duplicates; store it."""
+        chunk = dict(zip(keys, values))
         self.count += len(keys)
+        if not self._args.replace:
+            self._duplicates += len(keys) - len(chunk)
+            ks = list(chunk)
+            # The new store holds only the dump's records so far: a key
+            # there came earlier in the dump; a first one may be a clash.
+            first = [k for k, v in zip(ks, self._new.get_many(ks)) if v is None]
+            self._duplicates += len(ks) - len(first)
+            clash = [k for k, v in zip(first, self._old.get_many(first)) if v is not None]
+            if clash:
+                self._clashes += len(clash)
+                self._clash_keys = heapq.nsmallest(3, self._clash_keys + clash)
+        self._new.update(chunk)
+
+    def _copy_old(self) -> None:
+        """Add the store's own records the dump did not replace."""
+        items = self._old.iteritems()
+        while True:
+            batch = list(itertools.islice(items, _LOAD_CHUNK))
+            if not batch:
+                return
+            keys, values = map(list, zip(*batch))
+            if self._args.replace:  # without it, no key of the dump is there
+                keep = [v is None for v in self._new.get_many(keys)]
+                keys = list(itertools.compress(keys, keep))
+                values = list(itertools.compress(values, keep))
+            if keys:
+                self._new._write_lists(keys, values, False)
 
     def finish(self) -> None:
-        """Check for duplicates and clashes, then write everything at once."""
+        """Report duplicates and clashes, or put the new store in place."""
         args = self._args
-        duplicates = self.count - len(self._all)
-        if duplicates and not args.replace:
-            raise CLIError(f"{args.dump_file}: {duplicates} key(s) appear more than once "
+        if self._duplicates:
+            raise CLIError(f"{args.dump_file}: {self._duplicates} key(s) appear more than once "
                            "in the dump (use --replace to keep the last one)")
-        with _open(args.db, "w") as db:
-            if not args.replace and self._all:
-                keys = list(self._all)
-                clash = [k for i in range(0, len(keys), _LOAD_CHUNK)
-                         for k, v in zip(keys[i:i + _LOAD_CHUNK],
-                                         db.get_many(keys[i:i + _LOAD_CHUNK]))
-                         if v is not None]
-                if clash:
-                    shown = ", ".join(_show(args.key_format, k) for k in heapq.nsmallest(3, clash))
-                    more = f" and {len(clash) - 3} more" if len(clash) > 3 else ""
-                    raise CLIError(f"{len(clash)} key(s) of the dump are already in "
-                                   f"{args.db}: {shown}{more} (use --replace to "
-                                   "overwrite them)")
-            db.update(self._all)
-            db.sync()
+        if self._clashes:
+            shown = ", ".join(_show(args.key_format, k) for k in self._clash_keys)
+            more = f" and {self._clashes - 3} more" if self._clashes > 3 else ""
+            raise CLIError(f"{self._clashes} key(s) of the dump are already in "
+                           f"{args.db}: {shown}{more} (use --replace to "
+                           "overwrite them)")
+        assert self._tmp is not None
+        self._copy_old()
+        self._new.sync()
+        self._new.close()
+        self._new = None
+        st = os.stat(args.db)
+        with contextlib.suppress(OSError):
+            os.chown(self._tmp, st.st_uid, st.st_gid)
+        os.chmod(self._tmp, st.st_mode & 0o7777)
+        rc = lib.dshm_txn_replace(self._db._h, os.fsencode(self._tmp))
+        if rc:
+            raise_for(rc, "load", args.db)
+        self._tmp = None
+        self.abort()
 
     def abort(self) -> None:
-        """Nothing was written: drop the records."""
-        self.reset()
+        """Give the lock back and remove the new store (nothing changed)."""
+        for name in ("_new", "_old"):
+            handle = getattr(self, name)
+            if handle is not None:
+                with contextlib.suppress(Exception):
+                    handle.close()
+                setattr(self, name, None)
+        if self._tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._tmp)
+            self._tmp = None
+        if self._db is not None:
+            lib.dshm_txn_abort(self._db._h)  # DSHM_INVALID if the lock went already
+            with contextlib.suppress(Exception):
+                self._db.close()
+            self._db = None
 
 
 def cmd_load(args: argparse.Namespace) -> int:
@@ -293,8 +383,9 @@ def cmd_load(args: argparse.Namespace) -> int:
         load: Any = _ExistingStoreLoad(args) if db_exists else _NewStoreLoad(args, mode)
         bar = stack.enter_context(_Progress(_want_progress(args), None, "load"))
         try:
-            # The fast reader first; a dump it leaves alone is read again,
-            # record by record. Nothing reaches the target before the end.
+            # The fast reader, then the exact one from where it stopped; a
+            # dump where that fails is read again from the start, record
+            # by record. Nothing reaches the target before the end.
             for exact in (False, True):
                 fp.seek(0)
                 load.reset()
