@@ -353,6 +353,25 @@ void dshm_sync_parent(const char *path) {
     free(copy);
 }
 
+int dshm_rename_over(dshm_env *env, const char *from, const char *path, const char *point) {
+    /* Only over env's own file: a path replaced since the handle opened it
+     * (os.replace, another store's 'n') is not ours to clobber. Looked at
+     * under the writer lock, right before the rename; a path that names
+     * nothing (unlinked) gets the file, so the store reappears there. */
+    struct stat named;
+    if (stat(path, &named) == 0 &&
+        ((uint64_t)named.st_ino != env->ev_ino || (uint64_t)named.st_dev != env->ev_dev))
+        return -ESTALE;
+    if (rename(from, path) != 0)
+        return -errno;
+    DSHM_CRASH_POINT(point);   /* the path names the new file; this one not yet marked */
+    dshm_sync_parent(path);
+    dshm_header *hd = DSHM_HDR(env);
+    atomic_store_explicit(&hd->hd_moved, 1, memory_order_release);
+    atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
+    return 0;
+}
+
 /* Create an initialised store with permissions `mode` in a private name
  * beside path and rename it over path. */
 static int create_renamed(const char *path, int mode, uint64_t commit) {

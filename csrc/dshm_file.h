@@ -23,5 +23,14 @@ int dshm_env_open(const char *path, int flags, int mode, uint64_t want, dshm_env
 int dshm_replace_file(const char *path, int fd);
 /** fsync the directory holding path, so a rename in it is durable. */
 void dshm_sync_parent(const char *path);
+/** Under the writer lock of env's file: rename the file at `from` over
+ *  `path` (only if path names env's file, else -ESTALE and nothing done;
+ *  a path that names nothing gets it), sync the directory, then mark env's
+ *  file moved and bump its commit counter, so every handle follows. The
+ *  file at `from` must be synced already. `point`: the crash point between
+ *  the rename and the mark (a death there leaves no mark: handles follow
+ *  the path by looking at it, dshm_path_replaced). The one protocol of
+ *  reorganize and of a transaction's replace. */
+int dshm_rename_over(dshm_env *env, const char *from, const char *path, const char *point);
 
 #endif /* DSHM_FILE_H */

@@ -113,27 +113,10 @@ static int reorganize_unguarded(dshm_db *db) {
     if ((rc = dshm_sync_env(nenv)))
         goto out;
     DSHM_CRASH_POINT("reorganize");
-    /* The rename must replace this handle's own file, never another one:
-     * if the path was replaced since the handle opened it (os.replace,
-     * another store's 'n'), its new file is not ours to clobber. Checked
-     * under the writer lock, right before the rename; a path that names
-     * nothing (unlinked) gets the copy, so the store reappears there. */
-    struct stat named;
-    if (stat(db->db_path, &named) == 0 &&
-        (named.st_ino != st.st_ino || named.st_dev != st.st_dev)) {
-        rc = -ESTALE;
+    if ((rc = dshm_rename_over(env, tmp, db->db_path, "reorganize-renamed")))
         goto out;
-    }
-    if (rename(tmp, db->db_path) != 0) {
-        rc = -errno;
-        goto out;
-    }
     free(tmp);
     tmp = NULL;
-    DSHM_CRASH_POINT("reorganize-renamed");   /* the path names the copy; this file not yet marked */
-    dshm_sync_parent(db->db_path);
-    atomic_store_explicit(&hd->hd_moved, 1, memory_order_release);
-    atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
 out:
     if (tmp) {
         unlink(tmp);

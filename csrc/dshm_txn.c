@@ -164,9 +164,8 @@ static int replace_unguarded(dshm_db *db, const char *newpath) {
     /* The hold ends with this call whatever happens. */
     atomic_store_explicit(&db->db_txn_tid, 0, memory_order_relaxed);
     dshm_header *hd = DSHM_HDR(env);
-    struct stat mine, named;
     int fd = open(newpath, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0 || fstat(env->ev_fd, &mine) != 0) {
+    if (fd < 0) {
         rc = -errno;
         goto out;
     }
@@ -184,20 +183,7 @@ static int replace_unguarded(dshm_db *db, const char *newpath) {
         rc = errno ? -errno : -EIO;
         goto out;
     }
-    /* Only over this handle's own file (as reorganize): a path replaced
-     * since is not ours to clobber; a path that names nothing gets it. */
-    if (stat(db->db_path, &named) == 0 && (named.st_ino != mine.st_ino || named.st_dev != mine.st_dev)) {
-        rc = -ESTALE;
-        goto out;
-    }
-    if (rename(newpath, db->db_path) != 0) {
-        rc = -errno;
-        goto out;
-    }
-    DSHM_CRASH_POINT("txn-replace-renamed");   /* the path names the new file; this one not yet marked */
-    dshm_sync_parent(db->db_path);
-    atomic_store_explicit(&hd->hd_moved, 1, memory_order_release);
-    atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
+    rc = dshm_rename_over(env, newpath, db->db_path, "txn-replace-renamed");
 out:
     if (fd >= 0)
         close(fd);

@@ -419,3 +419,40 @@ if __name__ == "__main__":
         _txn_writer(sys.argv[2])
     else:
         sys.exit(__doc__)
+
+
+# ---------------------------------------------------------------------------
+# Finding slots in a file
+
+SLOTS = 252               # slots of a bucket page
+REC_HDR = 16              # record header: u32 klen, u32 tag, u64 vlen
+
+
+def _key_at(f: Any, rec: int) -> bytes:
+    f.seek(rec)
+    klen = struct.unpack("<I", f.read(4))[0]
+    f.seek(rec + REC_HDR)
+    return f.read(klen)
+
+
+def displaced(path: str) -> Tuple[int, int, bytes, bytes]:
+    """(offset of slot s, s, the key in slot s, the key in slot s+1) for an
+    occupied slot s of a bucket page whose successor s+1 holds an entry
+    whose home is not s+1 (it probed past s)."""
+    dirw = read_u64(path, HD_DIR)
+    doff, depth = dirw & ~63, dirw & 63
+    seen = set()
+    with open(path, "rb") as f:
+        for i in range(1 << depth):
+            f.seek(doff + 8 * i)
+            b = struct.unpack("<Q", f.read(8))[0]
+            if b in seen:
+                continue
+            seen.add(b)
+            f.seek(b + 64)
+            slots = [struct.unpack("<QQ", f.read(16)) for _ in range(SLOTS)]
+            for s in range(SLOTS - 1):
+                h1, r1 = slots[s + 1]
+                if slots[s][1] and r1 and h1 % SLOTS != s + 1:
+                    return b + 64 + 16 * s, s, _key_at(f, slots[s][1]), _key_at(f, r1)
+    raise AssertionError("no displaced slot found")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import signal
-import struct
 import subprocess
 import sys
 import textwrap
@@ -36,41 +35,6 @@ from ._hardlib import clean_env
 HD_SMALL_MAP = 304        # hd_small_map[2]
 HD_SMALL = 320            # hd_small[DSHM_NSMALL]
 NSMALL = 128
-SLOTS = 252               # slots of a bucket page
-REC_HDR = 16              # record header: u32 klen, u32 tag, u64 vlen
-
-
-def _slots(f, page):
-    f.seek(page + 64)
-    return [struct.unpack("<QQ", f.read(16)) for _ in range(SLOTS)]
-
-
-def _key_of(f, rec):
-    f.seek(rec)
-    klen = struct.unpack("<I", f.read(4))[0]
-    f.seek(rec + REC_HDR)
-    return f.read(klen)
-
-
-def _displaced_pair(path):
-    """(slot offset of s, key in slot s, key in slot s+1) for an occupied
-    slot s whose successor holds an entry that probed past s."""
-    dirw = R.read_u64(path, R.HD_DIR)
-    doff, depth = dirw & ~63, dirw & 63
-    seen = set()
-    with open(path, "rb") as f:
-        for i in range(1 << depth):
-            f.seek(doff + 8 * i)
-            b = struct.unpack("<Q", f.read(8))[0]
-            if b in seen:
-                continue
-            seen.add(b)
-            slots = _slots(f, b)
-            for s in range(SLOTS - 1):
-                h1, r1 = slots[s + 1]
-                if slots[s][1] and r1 and h1 % SLOTS != s + 1:
-                    return b + 64 + 16 * s, _key_of(f, slots[s][1]), _key_of(f, r1)
-    raise AssertionError("no displaced slot found")
 
 
 # ---------------------------------------------------------------------------
@@ -79,7 +43,7 @@ def _displaced_pair(path):
 def test_put_after_free_space_rebuild_keeps_its_neighbours(tmp_path):
     path = str(tmp_path / "s.dshm")
     model = R.populate(path, 2000)
-    slot, wild_key, moved_key = _displaced_pair(path)
+    slot, _, wild_key, moved_key = R.displaced(path)
     R.write_u64(path, slot + 8, (1 << 47) - 16)   # slot s: a record far past the file
     # Every small free list claims a block at a misaligned offset: the
     # put's first allocation finds it damaged and rebuilds the free space,
