@@ -295,6 +295,10 @@ def _need(s: Snippet) -> None:
         for tool in TOOLS:
             if re.search(rf"(^|[\s|;&(]){re.escape(tool)}\b", s.code, re.M) and not shutil.which(tool):
                 pytest.skip(f"{s.id}: needs {tool}, not installed here")
+    if "fast_path" in s.code:
+        import dbm_shm
+        if not dbm_shm.fast_path_enabled():   # the snippets show it on (tox -e nofast turns it off)
+            pytest.skip(f"{s.id}: shows the C fast path on, which this run turned off")
     if NEEDS_GNU.search(s.code):
         try:
             import dbm.gnu  # noqa: F401
