@@ -236,6 +236,12 @@ int dshm_env_open(const char *path, int flags, int mode, uint64_t want, dshm_env
         bool exclusive = flock(env->ev_fd, LOCK_EX | LOCK_NB) == 0;
         if (!exclusive && (rc = flock_retry(env->ev_fd, LOCK_SH)))
             goto fail;
+        /* The header first, then the size: a writer in another process
+         * grows the file before it raises hd_file_size, so the size seen
+         * after is at least the one the header says (in the other order a
+         * growth in between read as a truncated file). */
+        dshm_header hdr;
+        memset(&hdr, 0, sizeof hdr);
         struct stat st;
         if (fstat(env->ev_fd, &st) != 0) {
             rc = -errno;
@@ -245,10 +251,8 @@ int dshm_env_open(const char *path, int flags, int mode, uint64_t want, dshm_env
             rc = DSHM_BAD_MAGIC;
             goto fail;
         }
-        dshm_header hdr;
-        memset(&hdr, 0, sizeof hdr);
         ssize_t got = pread(env->ev_fd, &hdr, sizeof hdr, 0);
-        if (got < 0) {
+        if (got < 0 || fstat(env->ev_fd, &st) != 0) {
             rc = -errno;
             goto fail;
         }

@@ -259,3 +259,34 @@ def test_reader_follows_a_path_replaced_by_a_killed_writer(tmp_path, flag, how, 
     res = json.loads(out.decode().strip().splitlines()[-1])
     assert res["seen"] is not None, "the reader never followed the path"
     assert res["woke"], "the waiter on the old file was never woken"
+
+
+# ---------------------------------------------------------------------------
+# Found by CI: an open racing a growth read the header after the size
+
+_GROWER = """
+    import sys, time, dbm_shm
+    with dbm_shm.open(sys.argv[1], "w") as db:
+        print("go", flush=True)
+        t0, i = time.monotonic(), 0
+        while time.monotonic() - t0 < 3:
+            db[b"g%07d" % i] = b"x" * 3000      # the file grows every few puts
+            i += 1
+"""
+
+
+def test_open_while_another_process_grows_the_file(tmp_path):
+    path = str(tmp_path / "s.dshm")
+    dbm_shm.open(path, "n").close()
+    g = subprocess.Popen([sys.executable, "-c", textwrap.dedent(_GROWER), path],
+                         stdout=subprocess.PIPE, env=clean_env())
+    try:
+        assert g.stdout.readline().strip() == b"go"
+        opens = 0
+        while g.poll() is None:
+            with dbm_shm.open(path, "r") as db:   # never "truncated": the file only grows
+                db.get(b"g0000000")
+            opens += 1
+        assert g.returncode == 0 and opens > 100, (g.returncode, opens)
+    finally:
+        g.kill()
