@@ -72,6 +72,7 @@ int64_t dshm_firstkey(dshm_db *db, char *buf, size_t cap);
 int64_t dshm_nextkey(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap);
 int64_t dshm_scan(dshm_db *db, uint64_t *cursor, int *done, char *buf, size_t cap, int flags, uint64_t *need);
 int dshm_sync(dshm_db *db);
+int dshm_commit_due_sync(dshm_db *db, int wait);
 int dshm_clear(dshm_db *db);
 int dshm_reorganize(dshm_db *db);
 int dshm_stat(dshm_db *db, dshm_stat_t *st);

@@ -186,8 +186,17 @@ int64_t dshm_nextkey(dshm_db *db, const char *key, size_t klen, char *buf, size_
 int64_t dshm_scan(dshm_db *db, uint64_t *cursor, int *done, char *buf,
                   size_t cap, int flags, uint64_t *need);
 
-/** msync + fsync the file. */
+/** Commit: make every write completed so far, in any process, durable on
+ *  disk so that a power loss keeps it (two flushes, under the writer lock;
+ *  docs/durability.md). On tmpfs nothing to do. A handle whose file is
+ *  open read-only only flushes what others committed. */
 int dshm_sync(dshm_db *db);
+
+/** dshm_sync for a handle opened for writing that wrote since its last
+ *  commit, if the store changed since the newest commit; else (or 'r', or
+ *  closed) 0 at once. @p wait 0: DSHM_BUSY rather than wait for a writer
+ *  lock held elsewhere. Called by the binding as it closes a handle. */
+int dshm_commit_due_sync(dshm_db *db, int wait);
 
 /** Delete every key (space is kept for reuse). */
 int dshm_clear(dshm_db *db);

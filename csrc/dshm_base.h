@@ -46,6 +46,8 @@
 typedef struct dshm_env {
     int      ev_fd;         /**< the file, O_RDWR or O_RDONLY */
     int      ev_writable;   /**< fd and mapping allow writes */
+    int      ev_volatile;   /**< the file is on tmpfs or ramfs: a commit has
+                                 nothing to make durable (dshm_commit.c) */
     char    *ev_base;       /**< start of the reserved range; file mapped at it */
     uint64_t ev_resv;       /**< bytes reserved (>= file size when mapped) */
     struct dshm_env *ev_older; /**< next on the handle's list of superseded mappings */
@@ -83,6 +85,8 @@ struct dshm_db {
     _Atomic uint64_t db_fallbacks;
     _Atomic uint64_t db_reopens;
     _Atomic uint64_t db_writes;    /**< committed writes (a batch counts once) */
+    _Atomic uint64_t db_synced_writes; /**< db_writes at this handle's last commit
+                                        (dshm_sync): close commits only if it moved */
     _Atomic uint64_t db_batches;   /**< committed batches */
     _Atomic uint64_t db_batch_ops; /**< sets and deletes in them */
     _Atomic uint64_t db_lock_waits;   /**< writer-lock takes that found it held */

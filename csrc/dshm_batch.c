@@ -155,6 +155,8 @@ static int stage(dshm_env *env, const bop *ops, size_t m, uint64_t total) {
         rec->rc_klen = (uint32_t)op->klen;
         rec->rc_check = (uint32_t)op->h;
         rec->rc_vlen = vlen;
+        rec->rc_gen = hd->hd_gen;
+        rec->rc_deadline = 0;
         if (op->klen)
             memcpy((char *)rec + DSHM_REC_HDR, op->key, op->klen);
         if (vlen)
@@ -258,8 +260,8 @@ static int batch_locked(dshm_db *db, dshm_env *env, bop *ops, size_t n, uint64_t
     uint64_t total = 0;
     for (size_t i = 0; i < m; i++)
         total += dshm_rec_size(ops[i].klen, ops[i].vlen < 0 ? 0 : (uint64_t)ops[i].vlen);
-    if (!rc && (rc = stage(env, ops, m, total)) == 0 && (db->db_flags & DSHM_SYNC))
-        rc = dshm_sync_env(env);
+    if (!rc)
+        rc = stage(env, ops, m, total);
     if (rc) {
         dshm_journal_free(env, true);
         rc = dshm_finish_write(db, env, rc);

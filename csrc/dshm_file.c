@@ -28,6 +28,8 @@
 #include "dshm_index.h"
 #include "dshm_lock.h"
 #include "dshm_recover.h"
+#include "dshm_meta.h"
+#include "dshm_commit.h"
 #include "dshm_file.h"
 
 #define DSHM_RESV_MIN     ((uint64_t)1 << 34)   /* 16 GiB of address space per mapping */
@@ -147,19 +149,34 @@ int dshm_init_file(int fd, const uint64_t *seed) {
     if ((rc = dshm_mutex_init(hd)))
         goto out;
     atomic_store_explicit(&hd->hd_file_size, DSHM_INITIAL_SIZE, memory_order_relaxed);
+    /* The first commit (meta 0) is the empty store, which references
+     * nothing (mt_dir 0: a restore makes a new directory): the directory
+     * and bucket made here belong to period 1, the first writes change
+     * them in place. */
     dshm_space_reset(&env, DSHM_HEADER_SIZE);
+    dshm_meta m;
+    dshm_meta_take(hd, &m, 1);
+    m.mt_dir = 0;
+    m.mt_sum = dshm_meta_sum(&m);
+    memcpy(dshm_meta_slot(hd, 0), &m, sizeof m);
+    hd->hd_gen = 1;
     if ((rc = dshm_index_init(&env)))
         goto out;
+    dshm_boot_id(hd->hd_boot);
     memcpy(hd->hd_magic, DSHM_MAGIC, DSHM_MAGIC_LEN);
     hd->hd_checksum = dshm_header_checksum(hd);
     hd->hd_alloc_sum = dshm_alloc_checksum(hd);
+    /* On disk before anyone uses it: a power loss leaves no file with a
+     * magic but without its first meta. */
+    if (fdatasync(fd) != 0 && errno != EINVAL)
+        rc = -errno;
 out:
     munmap(env.ev_base, DSHM_INITIAL_SIZE);
     return rc;
 }
 
 /* Check the header page read with pread, before anything is mapped. */
-static int validate_header(const dshm_header *hd, uint64_t fsize) {
+static int validate_header(const dshm_header *hd, uint64_t fsize, bool no_dir) {
     if (memcmp(hd->hd_magic, DSHM_MAGIC, DSHM_MAGIC_LEN) != 0)
         return DSHM_BAD_MAGIC;
     if (hd->hd_format != DSHM_FORMAT)
@@ -176,6 +193,8 @@ static int validate_header(const dshm_header *hd, uint64_t fsize) {
     if (size > fsize)
         return DSHM_TRUNCATED;
     uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed);
+    if (no_dir && dir == 0)
+        return 0;   /* a restore to the empty store makes the directory */
     if (DSHM_DIR_DEPTH(dir) > DSHM_MAX_DEPTH ||
         !dshm_in(DSHM_DIR_OFF(dir), dshm_dir_bytes(DSHM_DIR_DEPTH(dir)), size))
         return DSHM_CORRUPT;
@@ -285,9 +304,35 @@ int dshm_env_open(const char *path, int flags, int mode, uint64_t want, dshm_env
                ? DSHM_TRUNCATED : DSHM_BAD_MAGIC;
             goto fail;
         }
-        if ((rc = validate_header(&hdr, (uint64_t)st.st_size)))
+        /* Last opened under another boot: a power loss or a kernel crash
+         * may have torn the file, whose live header is then not to be
+         * trusted; the newest valid meta is (dshm_restore). */
+        bool torn = memcmp(hdr.hd_magic, DSHM_MAGIC, DSHM_MAGIC_LEN) == 0 &&
+                    hdr.hd_format == DSHM_FORMAT && dshm_boot_other(&hdr);
+        dshm_meta meta;
+        bool live_is_meta = false;
+        if (torn) {
+            if (!dshm_meta_newest(&hdr, &meta, NULL)) {
+                rc = DSHM_CORRUPT;
+                goto fail;
+            }
+            dshm_header as_meta = hdr;
+            dshm_meta_apply(&as_meta, &meta);
+            live_is_meta = dshm_live_is(&hdr, &meta);
+            hdr = as_meta;
+        }
+        if ((rc = validate_header(&hdr, (uint64_t)st.st_size, torn)))
             goto fail;
         if ((rc = dshm_env_map(env, (uint64_t)st.st_size, want)))
+            goto fail;
+        env->ev_volatile = dshm_fs_volatile(env->ev_fd);
+        if (torn && !(exclusive && env->ev_writable) && !live_is_meta) {
+            /* Only a handle that may write the file, with the file to
+             * itself, restores it; one that may not cannot read it. */
+            rc = DSHM_NEED_RECOVERY;
+            goto fail;
+        }
+        if (torn && exclusive && env->ev_writable && (rc = dshm_restore(env, (uint64_t)st.st_size)))
             goto fail;
         if (exclusive) {
             /* Alone with the file: no process can hold the writer lock now.
@@ -422,7 +467,7 @@ int dshm_replace_file(const char *path, int fd) {
         return -errno;
     dshm_header *hd = MAP_FAILED;
     int lrc = -EINVAL;
-    if (pread(fd, &hdr, sizeof hdr, 0) == (ssize_t)sizeof hdr && validate_header(&hdr, UINT64_MAX) == 0)
+    if (pread(fd, &hdr, sizeof hdr, 0) == (ssize_t)sizeof hdr && validate_header(&hdr, UINT64_MAX, false) == 0)
         hd = mmap(NULL, DSHM_HEADER_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (hd != MAP_FAILED) {
         lrc = dshm_mutex_lock_timed(hd, DSHM_OPEN_WAIT_NS);

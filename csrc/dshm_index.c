@@ -302,12 +302,24 @@ static int chain_put(dshm_env *env, uint64_t b, uint64_t h, uint64_t rec) {
     return 0;
 }
 
+/* Publish a new directory (written in this period) with one store of
+ * hd_dir inside an odd window of hd_struct_seq (inside a batch the window
+ * is already open and stays so). Its period is noted after: a writer that
+ * dies in between leaves a directory the next write copies once more. */
+static void dir_publish(dshm_env *env, uint64_t dir) {
+    dshm_header *hd = DSHM_HDR(env);
+    bool opened = dshm_struct_begin(hd);
+    atomic_store_explicit(&hd->hd_dir, dir, memory_order_release);
+    dshm_struct_end(hd, opened);
+    hd->hd_dir_gen = hd->hd_gen;
+}
+
 /* Double the directory. New directory entries 2i and 2i+1 both point to
  * old entry i; it is published with one store of hd_dir inside an odd
  * window of hd_struct_seq, and the old one is freed. */
 static int dir_double(dshm_env *env) {
     dshm_header *hd = DSHM_HDR(env);
-    uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed);
+    uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed), ogen = hd->hd_dir_gen;
     unsigned depth = DSHM_DIR_DEPTH(dir);
     uint64_t n = (uint64_t)1 << depth, noff;
     int rc = dshm_alloc_aligned(env, dshm_dir_bytes(depth + 1), 64, &noff);
@@ -321,11 +333,26 @@ static int dir_double(dshm_env *env) {
         st_rel(&nd[2 * i + 1], b);
     }
     DSHM_CRASH_POINT("double");
-    /* Inside a batch the window is already open (and stays so). */
-    bool opened = dshm_struct_begin(hd);
-    atomic_store_explicit(&hd->hd_dir, noff | (depth + 1), memory_order_release);
-    dshm_struct_end(hd, opened);
-    dshm_free_block(env, DSHM_DIR_OFF(dir), dshm_dir_bytes(depth));
+    dir_publish(env, noff | (depth + 1));
+    dshm_retire_block(env, DSHM_DIR_OFF(dir), dshm_dir_bytes(depth), ogen);
+    return 0;
+}
+
+/* Copy on write for the directory: before an entry changes, a directory
+ * of an older period (the last commit may reference it) is copied and the
+ * copy published in its place. */
+static int dir_own(dshm_env *env) {
+    dshm_header *hd = DSHM_HDR(env);
+    if (hd->hd_dir_gen == hd->hd_gen)
+        return 0;
+    uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed), ogen = hd->hd_dir_gen, noff;
+    unsigned depth = DSHM_DIR_DEPTH(dir);
+    int rc = dshm_alloc_aligned(env, dshm_dir_bytes(depth), 64, &noff);
+    if (rc)
+        return rc;
+    memcpy(DSHM_AT(env, noff), DSHM_AT(env, DSHM_DIR_OFF(dir)), dshm_dir_bytes(depth));
+    dir_publish(env, noff | depth);
+    dshm_retire_block(env, DSHM_DIR_OFF(dir), dshm_dir_bytes(depth), ogen);
     return 0;
 }
 
@@ -349,6 +376,19 @@ static void chain_free(dshm_env *env, uint64_t b) {
         dshm_page_free(env, page);
         page = next;
     }
+}
+
+/* Retire the chain of primary b, which no directory entry names any more:
+ * the overflow pages first (the primary's odd counter covers them), then
+ * the primary. */
+static void chain_retire(dshm_env *env, uint64_t b) {
+    uint64_t page = ld_rel(&page_at(env, b)->bk_next);
+    while (page) {
+        uint64_t next = ld_rel(&page_at(env, page)->bk_next);
+        dshm_retire_page(env, page);
+        page = next;
+    }
+    dshm_retire_page(env, b);
 }
 
 /* Split the primary bucket b (local depth ld) in two fresh pages. */
@@ -391,6 +431,13 @@ static int bucket_split(dshm_env *env, uint64_t b) {
     }
     dshm_bucket_end(L);
     dshm_bucket_end(H);
+    if ((rc = dir_own(env))) {
+        chain_free(env, lo);
+        dshm_page_free(env, lo);
+        chain_free(env, hi);
+        dshm_page_free(env, hi);
+        return rc;
+    }
     unsigned gd = DSHM_DIR_DEPTH(atomic_load_explicit(&hd->hd_dir, memory_order_relaxed));
     uint64_t first = prefix >> (64 - gd), n = (uint64_t)1 << (gd - ld);
     if (ld == 0)
@@ -413,8 +460,80 @@ static int bucket_split(dshm_env *env, uint64_t b) {
      * the primary itself is freed. (An unreachable page left odd by a death
      * here becomes free space in the repair.) */
     dshm_bucket_begin(bk);
-    chain_free(env, b);
-    dshm_page_free(env, b);   /* its counter stays odd: readers on it retry */
+    chain_retire(env, b);
+    return 0;
+}
+
+/* Copy on write for a bucket: before the chain of primary b changes, a
+ * chain with a page of an older period (the last commit may reference it)
+ * is copied whole into new pages, the directory entries of its prefix are
+ * switched to the copy (with the split's intent record: a writer that dies
+ * in the switch leaves it for the next lock holder) and the old chain is
+ * retired. *nb: the primary to change (b itself when it is of this
+ * period). pos, if not NULL, is moved to the same slot in the copy. */
+static int chain_own(dshm_env *env, uint64_t b, uint64_t *nb, dshm_pos *pos) {
+    dshm_header *hd = DSHM_HDR(env);
+    bool own = true;
+    unsigned pages = 0;
+    for (uint64_t page = b; page; page = ld_rel(&page_at(env, page)->bk_next), pages++)
+        own = own && page_at(env, page)->bk_gen == hd->hd_gen;
+    *nb = b;
+    if (own)
+        return 0;
+    int rc = dir_own(env);
+    if (rc)
+        return rc;
+    dshm_bucket *bk = page_at(env, b);
+    uint64_t first_new = 0, prev = 0, at = 0;
+    unsigned i = 0;
+    for (uint64_t page = b; page; page = ld_rel(&page_at(env, page)->bk_next), i++) {
+        dshm_bucket *pg = page_at(env, page);
+        uint64_t np;
+        if ((rc = dshm_page_alloc(env, atomic_load_explicit(&pg->bk_kind, memory_order_relaxed), &np))) {
+            if (first_new) {
+                chain_free(env, first_new);
+                dshm_page_free(env, first_new);
+            }
+            return rc;
+        }
+        dshm_bucket *npg = page_at(env, np);
+        st_rel(&npg->bk_prefix, ld_rel(&pg->bk_prefix));
+        atomic_store_explicit(&npg->bk_depth, atomic_load_explicit(&pg->bk_depth, memory_order_relaxed),
+                              memory_order_relaxed);
+        atomic_store_explicit(&npg->bk_count, atomic_load_explicit(&pg->bk_count, memory_order_relaxed),
+                              memory_order_relaxed);
+        memcpy((void *)npg->bk_slots, (const void *)pg->bk_slots, sizeof npg->bk_slots);
+        if (prev)
+            atomic_store_explicit(&page_at(env, prev)->bk_next, np, memory_order_relaxed);
+        else
+            first_new = np;
+        if (pos && pos->ps_page == page)
+            at = np;
+        prev = np;
+        dshm_bucket_end(npg);
+    }
+    unsigned gd = DSHM_DIR_DEPTH(atomic_load_explicit(&hd->hd_dir, memory_order_relaxed));
+    unsigned ld = atomic_load_explicit(&bk->bk_depth, memory_order_relaxed);
+    uint64_t first = ld ? ld_rel(&bk->bk_prefix) >> (64 - gd) : 0, n = (uint64_t)1 << (gd - ld);
+    if (gd == 0)
+        first = 0;
+    hd->hd_intent_old = b;
+    hd->hd_intent_lo = first_new;
+    hd->hd_intent_hi = first_new;
+    hd->hd_intent_first = first;
+    hd->hd_intent_n = n;
+    atomic_thread_fence(memory_order_release);
+    hd->hd_intent_op = DSHM_INTENT_SPLIT;
+    dir_switch(env, first, n, first_new, first_new);
+    hd->hd_intent_op = DSHM_INTENT_NONE;
+    DSHM_CRASH_POINT("cow-switched");
+    dshm_bucket_begin(bk);   /* odd for good: readers still on it retry */
+    chain_retire(env, b);
+    if (pos) {
+        pos->ps_bucket = first_new;
+        pos->ps_page = at;
+    }
+    *nb = first_new;
     return 0;
 }
 
@@ -426,7 +545,7 @@ int dshm_index_finish_split(dshm_env *env) {
     uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed);
     uint64_t entries = (uint64_t)1 << DSHM_DIR_DEPTH(dir);
     if (!dshm_page_ok(hd->hd_intent_lo, limit) || !dshm_page_ok(hd->hd_intent_hi, limit) ||
-        hd->hd_intent_n < 2 || hd->hd_intent_n > entries ||
+        hd->hd_intent_n < (hd->hd_intent_lo == hd->hd_intent_hi ? 1u : 2u) || hd->hd_intent_n > entries ||
         hd->hd_intent_first > entries - hd->hd_intent_n)
         return DSHM_CORRUPT;
     dir_switch(env, hd->hd_intent_first, hd->hd_intent_n, hd->hd_intent_lo, hd->hd_intent_hi);
@@ -480,9 +599,13 @@ int dshm_index_insert(dshm_env *env, uint64_t h, uint64_t rec) {
                 return rc;
             continue;
         }
+        int rc = chain_own(env, b, &b, NULL);
+        if (rc)
+            return rc;
+        bk = page_at(env, b);
         dshm_bucket_begin(bk);
         DSHM_CRASH_POINT("insert");
-        int rc = chain_put(env, b, h, rec);
+        rc = chain_put(env, b, h, rec);
         dshm_bucket_end(bk);
         return rc;
     }
@@ -513,7 +636,12 @@ static void page_remove(dshm_bucket *pg, unsigned i) {
                           memory_order_relaxed);
 }
 
-int dshm_index_remove(dshm_env *env, const dshm_pos *pos) {
+int dshm_index_remove(dshm_env *env, const dshm_pos *opos) {
+    dshm_pos own = *opos, *pos = &own;
+    uint64_t b;
+    int rc = chain_own(env, pos->ps_bucket, &b, pos);
+    if (rc)
+        return rc;
     dshm_bucket *bk = page_at(env, pos->ps_bucket);
     dshm_bucket *pg = page_at(env, pos->ps_page);
     dshm_bucket_begin(bk);
@@ -525,7 +653,7 @@ int dshm_index_remove(dshm_env *env, const dshm_pos *pos) {
         while (ld_rel(&page_at(env, prev)->bk_next) != pos->ps_page)
             prev = ld_rel(&page_at(env, prev)->bk_next);
         st_rel(&page_at(env, prev)->bk_next, ld_rel(&pg->bk_next));
-        dshm_page_free(env, pos->ps_page);
+        dshm_page_free(env, pos->ps_page);   /* of this period: chain_own made it */
     }
     dshm_bucket_end(bk);
     return 0;
@@ -544,12 +672,18 @@ int dshm_index_slot_rec(dshm_env *env, const dshm_pos *pos, uint64_t limit, uint
     return 0;
 }
 
-void dshm_index_replace(dshm_env *env, const dshm_pos *pos, uint64_t rec) {
+int dshm_index_replace(dshm_env *env, const dshm_pos *opos, uint64_t rec) {
+    dshm_pos own = *opos, *pos = &own;
+    uint64_t b;
+    int rc = chain_own(env, pos->ps_bucket, &b, pos);
+    if (rc)
+        return rc;
     dshm_bucket *bk = page_at(env, pos->ps_bucket);
     dshm_bucket *pg = page_at(env, pos->ps_page);
     dshm_bucket_begin(bk);
     atomic_store_explicit(&pg->bk_slots[pos->ps_slot].sl_rec, rec, memory_order_release);
     dshm_bucket_end(bk);
+    return 0;
 }
 
 /* Mend a page of a chain left inside its odd window: first drop the
@@ -660,6 +794,7 @@ int dshm_index_init(dshm_env *env) {
         return rc;
     st_rel(DSHM_AT(env, d), b);
     atomic_store_explicit(&hd->hd_dir, d, memory_order_release);
+    hd->hd_dir_gen = hd->hd_gen;
     return 0;
 }
 

@@ -43,7 +43,7 @@ int dshm_index_remove(dshm_env *env, const dshm_pos *pos);
 int dshm_index_slot_rec(dshm_env *env, const dshm_pos *pos, uint64_t limit, uint64_t *off, uint64_t *size);
 /** Switch the slot at pos to record rec (an overwrite): one atomic store
  *  inside the bucket's odd window. */
-void dshm_index_replace(dshm_env *env, const dshm_pos *pos, uint64_t rec);
+int dshm_index_replace(dshm_env *env, const dshm_pos *pos, uint64_t rec);
 int dshm_index_init(dshm_env *env);
 uint64_t dshm_bucket_for(dshm_env *env, uint64_t dir, uint64_t h, uint64_t limit);
 /** Is bk a primary bucket whose hash range holds h? */

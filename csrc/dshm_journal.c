@@ -65,10 +65,11 @@ int dshm_journal_apply(dshm_env *env, uint64_t ent, const uint64_t *known_hash) 
         atomic_fetch_sub_explicit(&hd->hd_count, 1, memory_order_release);
         hd->hd_live_bytes -= osize;
     } else {
-        dshm_index_replace(env, &pos, r);
+        if ((rc = dshm_index_replace(env, &pos, r)))
+            return rc;
         hd->hd_live_bytes += rs - osize;
     }
-    dshm_free_block(env, old, osize);
+    dshm_retire_record(env, old, osize);
     return 0;
 }
 

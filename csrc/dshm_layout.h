@@ -41,8 +41,11 @@
 #define DSHM_MAGIC        "\x93" "DSHM\r\n\x1a"
 #define DSHM_MAGIC_LEN    8
 /** File format version; bump on any incompatible layout change. */
-#define DSHM_FORMAT       1u
+#define DSHM_FORMAT       2u
 #define DSHM_HEADER_SIZE  4096u
+/** The two commit metas (struct dshm_meta) sit in the header page's last
+ *  two 512-byte sectors, from here. */
+#define DSHM_META_AT      3072u
 /** Bytes per bucket page (primary or overflow). */
 #define DSHM_BUCKET_SIZE  4096u
 /** Header of a bucket page, then the slots. */
@@ -80,6 +83,12 @@ typedef struct dshm_rec {
     uint32_t rc_klen;      /**< key length (<= DSHM_MAX_KEY) */
     uint32_t rc_check;     /**< low 32 bits of the key's hash: a cheap sanity tag */
     uint64_t rc_vlen;      /**< value length */
+    uint64_t rc_gen;       /**< commit period (hd_gen) the record was written in:
+                                one older than the current period may be part of
+                                the last committed image, and is only freed after
+                                the next commit (dshm_retire_block) */
+    uint64_t rc_deadline;  /**< reserved for expiry (0 = none): in the format now so
+                                that it changes once; not read yet */
     /* key bytes, then value bytes, then padding to DSHM_ALIGN */
 } dshm_rec;
 #define DSHM_REC_HDR  ((uint64_t)sizeof(dshm_rec))
@@ -118,7 +127,11 @@ typedef struct dshm_bucket {
     _Atomic uint32_t bk_count;  /**< occupied slots in this page */
     _Atomic uint32_t bk_kind;   /**< DSHM_BK_PRIMARY / _OVERFLOW / _FREE */
     uint32_t bk_pad0;
-    uint64_t bk_pad[3];
+    uint64_t bk_gen;            /**< commit period (hd_gen) the page was written in:
+                                     a page of an older period may be part of the last
+                                     committed image and is copied before it changes
+                                     (copy on write). Lock holder only */
+    uint64_t bk_pad[2];
     dshm_slot bk_slots[DSHM_SLOTS];
 } dshm_bucket;
 _Static_assert(sizeof(dshm_bucket) == DSHM_BUCKET_SIZE, "bucket page size");
@@ -205,11 +218,67 @@ typedef struct dshm_header {
                                          mismatch (damage) has the free space rebuilt
                                          from the structures before anything is
                                          allocated. Lock holders only */
+
+    /* ---- the commit protocol against power loss (dshm_commit.c); lock
+     *      holders only ---- */
+    uint64_t hd_gen;                /**< the current commit period: a structure stamped
+                                         with it (rc_gen, bk_gen, hd_dir_gen) was written
+                                         after the last commit's snapshot and may change
+                                         in place; an older one is copied first or, when
+                                         freed, waits on the pending list */
+    uint64_t hd_dir_gen;            /**< the period the directory was written in */
+    uint64_t hd_pending;            /**< first chunk (struct dshm_pending) of the blocks
+                                         freed this period that the last committed image
+                                         may reference: freed for reuse once the next
+                                         commit is on disk. 0 = none */
+    uint64_t hd_committing;         /**< 1 from a commit's snapshot until its meta is on
+                                         disk: a rebuild of the free space then keeps
+                                         what either meta references */
+    uint64_t hd_boot[2];            /**< the boot (kernel boot_id) under which this page
+                                         was last known to be whole: another boot means a
+                                         power loss or a kernel crash may have torn the
+                                         file, which then opens at its newest valid meta */
 } dshm_header;
-_Static_assert(sizeof(dshm_header) <= DSHM_HEADER_SIZE, "header fits its page");
+_Static_assert(sizeof(dshm_header) <= DSHM_META_AT, "header fits before the metas");
 _Static_assert(sizeof(pthread_mutex_t) <= 48, "the mutex shares its line with hd_lock_pid and hd_repair");
 _Static_assert(offsetof(dshm_header, hd_mutex) % 64 == 0, "lock on its own cache line");
 _Static_assert(offsetof(dshm_header, hd_file_size) % 64 == 0, "reader fields on their own cache line");
+
+/** A commit's meta: what a commit (dshm_commit.c) made durable, in one
+ *  512-byte sector of the header page. There are two, at DSHM_META_AT and
+ *  DSHM_META_AT + 512; a commit writes the one that does not hold the
+ *  newest valid meta, after the data it references is on disk, and flushes
+ *  it. Open after a power loss takes the valid one with the larger
+ *  mt_seq. Written by the committer (under the writer lock) and read by
+ *  openers and the free-space rebuild: everything the newest meta
+ *  references is left unchanged until the next meta is on disk. */
+typedef struct dshm_meta {
+    uint64_t mt_magic;         /**< DSHM_MT_MAGIC */
+    uint64_t mt_seq;           /**< commit number: 1 at creation, +1 per commit */
+    uint64_t mt_gen;           /**< the period this commit closed (hd_gen then) */
+    uint64_t mt_dir;           /**< hd_dir */
+    uint64_t mt_count;         /**< hd_count */
+    uint64_t mt_commit;        /**< hd_commit */
+    uint64_t mt_top;           /**< hd_top: nothing referenced lies above */
+    uint64_t mt_live_bytes;    /**< hd_live_bytes */
+    uint64_t mt_buckets;       /**< hd_buckets */
+    uint64_t mt_overflow;      /**< hd_overflow */
+    uint64_t mt_file_size;     /**< hd_file_size: on disk before the meta */
+    uint64_t mt_sum;           /**< SipHash (fixed key) of the fields above */
+} dshm_meta;
+#define DSHM_MT_MAGIC    UINT64_C(0x4154454d4d485344)   /* "DSHMMETA" */
+_Static_assert(sizeof(dshm_meta) <= 512, "a meta fits one sector");
+
+/** A chunk of the pending list (hd_pending): blocks freed in this period
+ *  that the last commit's image may reference. Allocated in the current
+ *  period; written and read only by the lock holder. */
+typedef struct dshm_pending {
+    uint64_t pd_next;          /**< older chunk, 0 = none */
+    uint64_t pd_n;             /**< entries used */
+    uint64_t pd_ent[];         /**< (offset, size) pairs; size 0 = a bucket page */
+} dshm_pending;
+#define DSHM_PD_SIZE     4096u
+#define DSHM_PD_CAP      ((DSHM_PD_SIZE - 16u) / 16u)
 
 /** The journal of an atomic batch (dshm_write_batch): the list of records
  *  the batch publishes, written into free space while the batch is staged.

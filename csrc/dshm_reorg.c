@@ -23,6 +23,7 @@
 #include "dshm_lock.h"
 #include "dshm_file.h"
 #include "dshm_handle.h"
+#include "dshm_commit.h"
 #include "dshm_write.h"
 
 /* Copy every record of env (locked) into the new file's mapping nenv.
@@ -92,6 +93,7 @@ static int reorganize_unguarded(dshm_db *db) {
     }
     nenv->ev_fd = nfd;
     nenv->ev_writable = 1;
+    nenv->ev_volatile = dshm_fs_volatile(nfd);
     nfd = -1;
     uint64_t need = hd->hd_live_bytes + 2 * hd->hd_buckets * DSHM_BUCKET_SIZE +
                     dshm_dir_bytes(DSHM_DIR_DEPTH(atomic_load_explicit(&hd->hd_dir, memory_order_relaxed)));
@@ -110,7 +112,9 @@ static int reorganize_unguarded(dshm_db *db) {
     atomic_store_explicit(&nhd->hd_commit, atomic_load_explicit(&hd->hd_commit, memory_order_relaxed) + 1,
                           memory_order_relaxed);
     nhd->hd_alloc_sum = dshm_alloc_checksum(nhd);   /* copy_all filled it without the lock */
-    if ((rc = dshm_sync_env(nenv)))
+    /* The copy's commit, then its flush even on tmpfs: on disk before the
+     * rename makes it the store. */
+    if ((rc = dshm_commit_held(nenv)) || (fsync(nenv->ev_fd) != 0 && errno != EINVAL && (rc = -errno)))
         goto out;
     DSHM_CRASH_POINT("reorganize");
     if ((rc = dshm_rename_over(env, tmp, db->db_path, "reorganize-renamed")))

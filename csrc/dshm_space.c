@@ -42,6 +42,7 @@
 #include "dshm_base.h"
 #include "dshm_guard.h"
 #include "dshm_walk.h"
+#include "dshm_meta.h"
 #include "dshm_space.h"
 
 /* Growth runs in bounded steps: fallocate costs about 0.24 ms per MiB on
@@ -344,6 +345,7 @@ int dshm_page_alloc(dshm_env *env, uint32_t kind, uint64_t *out) {
     atomic_store_explicit(&bk->bk_count, 0, memory_order_relaxed);
     atomic_store_explicit(&bk->bk_kind, kind, memory_order_relaxed);
     memset((char *)bk + 40, 0, DSHM_BUCKET_SIZE - 40);
+    bk->bk_gen = hd->hd_gen;
     if (kind == DSHM_BK_PRIMARY)
         hd->hd_buckets++;
     else
@@ -354,18 +356,104 @@ int dshm_page_alloc(dshm_env *env, uint32_t kind, uint64_t *out) {
 
 /** Put a page on the bucket pool. Its counter is left odd (so a reader
  *  that still holds it retries) and grows again when it is reused. */
-void dshm_page_free(dshm_env *env, uint64_t off) {
-    dshm_header *hd = DSHM_HDR(env);
-    dshm_bucket *bk = DSHM_AT(env, off);
-    uint64_t seq = atomic_load_explicit(&bk->bk_seq, memory_order_relaxed);
+static void page_uncount(dshm_header *hd, dshm_bucket *bk) {
     if (atomic_load_explicit(&bk->bk_kind, memory_order_relaxed) == DSHM_BK_PRIMARY)
         hd->hd_buckets--;
     else
         hd->hd_overflow--;
-    atomic_store_explicit(&bk->bk_seq, (seq + 1) | 1u, memory_order_release);
+}
+
+/* Make a page's counter odd for good: a reader that still holds it retries. */
+static void page_close(dshm_bucket *bk) {
+    uint64_t seq = atomic_load_explicit(&bk->bk_seq, memory_order_relaxed);
+    if (!(seq & 1))
+        atomic_store_explicit(&bk->bk_seq, seq + 1, memory_order_release);
+}
+
+/* A page no structure reaches any more onto the pool. */
+static void page_pool(dshm_env *env, uint64_t off) {
+    dshm_header *hd = DSHM_HDR(env);
+    dshm_bucket *bk = DSHM_AT(env, off);
+    page_close(bk);
     atomic_store_explicit(&bk->bk_kind, DSHM_BK_FREE, memory_order_relaxed);
     atomic_store_explicit(&bk->bk_next, hd->hd_bucket_free, memory_order_relaxed);
     hd->hd_bucket_free = off;
+}
+
+void dshm_page_free(dshm_env *env, uint64_t off) {
+    page_uncount(DSHM_HDR(env), DSHM_AT(env, off));
+    page_pool(env, off);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Frees that wait for the next commit                                     */
+
+/* Note (off, size) on the pending list, adding a chunk when the first one
+ * is full. false: no room for a chunk (the block then stays unused until
+ * a rebuild finds it unreferenced: leaked for a while, never reused early). */
+static bool pending_add(dshm_env *env, uint64_t off, uint64_t size) {
+    dshm_header *hd = DSHM_HDR(env);
+    uint64_t c = hd->hd_pending;
+    dshm_pending *pd = c && c % DSHM_ALIGN == 0 && dshm_in(c, DSHM_PD_SIZE, hd->hd_top) ? DSHM_AT(env, c) : NULL;
+    if (!pd || pd->pd_n >= DSHM_PD_CAP) {
+        uint64_t nc;
+        if (alloc_block(env, DSHM_PD_SIZE, &nc, false))
+            return false;
+        dshm_pending *npd = DSHM_AT(env, nc);
+        npd->pd_next = pd ? c : 0;
+        npd->pd_n = 0;
+        hd->hd_pending = nc;
+        pd = npd;
+    }
+    pd->pd_ent[2 * pd->pd_n] = off;
+    pd->pd_ent[2 * pd->pd_n + 1] = size;
+    pd->pd_n++;
+    return true;
+}
+
+void dshm_retire_block(dshm_env *env, uint64_t off, uint64_t size, uint64_t gen) {
+    dshm_header *hd = DSHM_HDR(env);
+    if (gen == hd->hd_gen)
+        dshm_free_block(env, off, size);
+    else if (size)
+        pending_add(env, off, size);
+}
+
+void dshm_retire_record(dshm_env *env, uint64_t off, uint64_t size) {
+    dshm_retire_block(env, off, size, ((const dshm_rec *)DSHM_AT(env, off))->rc_gen);
+}
+
+void dshm_retire_page(dshm_env *env, uint64_t off) {
+    dshm_header *hd = DSHM_HDR(env);
+    dshm_bucket *bk = DSHM_AT(env, off);
+    if (bk->bk_gen == hd->hd_gen) {
+        dshm_page_free(env, off);
+        return;
+    }
+    /* Part of the committed image: only its counter changes (odd for
+     * good, so readers on it retry; a power-cut restore makes it even). */
+    page_uncount(hd, bk);
+    page_close(bk);
+    pending_add(env, off, 0);
+}
+
+void dshm_pending_release(dshm_env *env) {
+    dshm_header *hd = DSHM_HDR(env);
+    uint64_t c = hd->hd_pending;
+    hd->hd_pending = 0;
+    while (c && c % DSHM_ALIGN == 0 && dshm_in(c, DSHM_PD_SIZE, hd->hd_top)) {
+        dshm_pending *pd = DSHM_AT(env, c);
+        uint64_t next = pd->pd_next, n = pd->pd_n < DSHM_PD_CAP ? pd->pd_n : DSHM_PD_CAP;
+        for (uint64_t i = 0; i < n; i++) {
+            uint64_t off = pd->pd_ent[2 * i], size = pd->pd_ent[2 * i + 1];
+            if (size == 0 && dshm_page_ok(off, hd->hd_top))
+                page_pool(env, off);
+            else if (size && off % DSHM_ALIGN == 0 && dshm_in(off, size, hd->hd_top))
+                dshm_free_block(env, off, size);
+        }
+        dshm_free_block(env, c, DSHM_PD_SIZE);
+        c = next;
+    }
 }
 
 void dshm_space_reset(dshm_env *env, uint64_t top) {
@@ -378,7 +466,7 @@ void dshm_space_reset(dshm_env *env, uint64_t top) {
     hd->hd_top = top;
 }
 
-typedef struct extent { uint64_t off, size; } extent;
+typedef struct extent { uint64_t off, size; bool prot; } extent;
 
 static int cmp_extent(const void *a, const void *b) {
     const extent *x = a, *y = b;
@@ -398,8 +486,44 @@ static int ext_add(extents *e, uint64_t off, uint64_t size) {
     }
     e->v[e->n].off = off;
     e->v[e->n].size = size;
+    e->v[e->n].prot = false;
     e->n++;
     return 0;
+}
+
+/* The structures a commit's meta references (its directory, bucket pages
+ * and records) are kept by a rebuild whether or not the live structures
+ * still reach them: until the next commit is on disk they are what a power
+ * loss goes back to. Walked best effort, read-only: a damaged image keeps
+ * what could be read of it. Returns 0 or -ENOMEM. */
+static int meta_extents(dshm_env *env, const dshm_meta *m, extents *e) {
+    uint64_t limit = atomic_load_explicit(&DSHM_HDR(env)->hd_file_size, memory_order_relaxed), page;
+    if (m->mt_top < limit)
+        limit = m->mt_top;
+    dshm_dirwalk w;
+    dshm_chain ch;
+    if (dshm_dir_start(&w, env, m->mt_dir, limit))
+        return 0;
+    size_t from = e->n;
+    int rc = ext_add(e, DSHM_DIR_OFF(m->mt_dir), dshm_dir_bytes(w.dw_gd)), more;
+    while (!rc && (more = dshm_dir_next_bucket(&w)) >= 0) {
+        if (more == 0)
+            break;
+        dshm_chain_start(&ch, env, w.dw_bucket, limit);
+        while (!rc && dshm_chain_next(&ch, &page) == 1) {
+            dshm_bucket *pg = DSHM_AT(env, page);
+            rc = ext_add(e, page, DSHM_BUCKET_SIZE);
+            for (unsigned s = 0; s < DSHM_SLOTS && !rc; s++) {
+                uint64_t r = atomic_load_explicit(&pg->bk_slots[s].sl_rec, memory_order_relaxed);
+                const dshm_rec *rec = r ? dshm_rec_sane(env, r, limit) : NULL;
+                if (rec)
+                    rc = ext_add(e, r, dshm_rec_size(rec->rc_klen, rec->rc_vlen));
+            }
+        }
+    }
+    for (size_t i = from; i < e->n; i++)
+        e->v[i].prot = true;
+    return rc;
 }
 
 uint64_t dshm_alloc_checksum(const dshm_header *hd) {
@@ -510,6 +634,13 @@ int dshm_space_rebuild(dshm_env *env, bool compact) {
     }
     if ((rc = more))
         goto out;
+    /* What the newest commit references (and, while a commit is on its
+     * way to the disk, the one before) is kept: see meta_extents. */
+    dshm_meta metas[2];
+    unsigned nm = dshm_meta_valid(hd, metas);
+    for (unsigned i = 0; i < nm && (i == 0 || hd->hd_committing); i++)
+        if ((rc = meta_extents(env, &metas[i], &e)))
+            goto out;
     /* The batch's journal and records are live (journal_extents); a
      * damaged journal is dropped (the batch is lost with the damage). */
     if (hd->hd_batch) {
@@ -520,12 +651,23 @@ int dshm_space_rebuild(dshm_env *env, bool compact) {
             goto out;
     }
     qsort(e.v, e.n, sizeof *e.v, cmp_extent);
-    /* A record both in a slot and in the journal is listed twice. */
+    /* A record both in a slot and in the journal is listed twice, and
+     * most of what a commit references is live too. Live extents must not
+     * overlap; one kept for a commit merges with whatever it meets. */
     size_t m = 0;
     for (size_t i = 0; i < e.n; i++) {
-        if (m && e.v[m - 1].off == e.v[i].off && e.v[m - 1].size == e.v[i].size)
+        if (m && e.v[m - 1].off == e.v[i].off && e.v[m - 1].size == e.v[i].size) {
+            e.v[m - 1].prot = e.v[m - 1].prot && e.v[i].prot;
             continue;
-        if (m && e.v[m - 1].off + e.v[m - 1].size > e.v[i].off) { rc = DSHM_CORRUPT; goto out; }
+        }
+        if (m && e.v[m - 1].off + e.v[m - 1].size > e.v[i].off) {
+            if (!e.v[m - 1].prot && !e.v[i].prot) { rc = DSHM_CORRUPT; goto out; }
+            uint64_t end = e.v[i].off + e.v[i].size;
+            if (end > e.v[m - 1].off + e.v[m - 1].size)
+                e.v[m - 1].size = end - e.v[m - 1].off;
+            e.v[m - 1].prot = e.v[m - 1].prot && e.v[i].prot;
+            continue;
+        }
         e.v[m++] = e.v[i];
     }
     e.n = m;
@@ -535,6 +677,10 @@ int dshm_space_rebuild(dshm_env *env, bool compact) {
         DSHM_CRASH_POINT("repair-space-reset");
     hd->hd_bucket_free = pool;
     hd->hd_freed = 0;
+    /* The pending blocks are kept above (the commit references them) and
+     * the list's chunks become free: the blocks come back at a rebuild
+     * after the next commit. */
+    hd->hd_pending = 0;
     uint64_t prev = DSHM_HEADER_SIZE;
     for (size_t i = 0; i < e.n; i++) {
         if (e.v[i].off > prev)

@@ -22,6 +22,19 @@ void dshm_free_block(dshm_env *env, uint64_t off, uint64_t size);
 int dshm_page_alloc(dshm_env *env, uint32_t kind, uint64_t *off);
 void dshm_page_free(dshm_env *env, uint64_t off);
 int dshm_grow(dshm_env *env, uint64_t need);
+/** Free a block written in period gen: at once if gen is the current
+ *  period (hd_gen), else (the last commit may reference it) on the pending
+ *  list, for reuse after the next commit. */
+void dshm_retire_block(dshm_env *env, uint64_t off, uint64_t size, uint64_t gen);
+/** dshm_retire_block for a record (its period is rc_gen). */
+void dshm_retire_record(dshm_env *env, uint64_t off, uint64_t size);
+/** A bucket page no structure reaches any more: to the pool at once if it
+ *  was written in this period, else its counter goes odd and it waits on
+ *  the pending list. */
+void dshm_retire_page(dshm_env *env, uint64_t off);
+/** After a commit is on disk: every pending block to the free lists and
+ *  the pool. */
+void dshm_pending_release(dshm_env *env);
 void dshm_space_reset(dshm_env *env, uint64_t top);
 /** Rebuild the free lists from the live structures. compact: a writer's
  *  defragmentation (keeps the bucket pool, changes nothing readers see);

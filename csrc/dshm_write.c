@@ -23,16 +23,10 @@
 #include "dshm_index.h"
 #include "dshm_lock.h"
 #include "dshm_handle.h"
+#include "dshm_commit.h"
+#include "dshm_recover.h"
 #include "dshm_write.h"
 
-int dshm_sync_env(dshm_env *env) {
-    uint64_t size = atomic_load_explicit(&DSHM_HDR(env)->hd_file_size, memory_order_acquire);
-    if (env->ev_writable && msync(env->ev_base, size, MS_SYNC) != 0)
-        return -errno;
-    if (fsync(env->ev_fd) != 0 && errno != EINVAL)
-        return -errno;
-    return 0;
-}
 
 /* Store under the lock: write the record into free space, then publish. */
 int dshm_put_locked(dshm_env *env, uint64_t h, const char *key, size_t klen,
@@ -65,6 +59,8 @@ int dshm_put_locked(dshm_env *env, uint64_t h, const char *key, size_t klen,
     rec->rc_klen = (uint32_t)klen;
     rec->rc_check = (uint32_t)h;
     rec->rc_vlen = vlen;
+    rec->rc_gen = hd->hd_gen;
+    rec->rc_deadline = 0;
     if (klen)
         memcpy((char *)rec + DSHM_REC_HDR, key, klen);
     if (vlen)
@@ -76,9 +72,12 @@ int dshm_put_locked(dshm_env *env, uint64_t h, const char *key, size_t klen,
             dshm_free_block(env, off, rsize);
             return rc;
         }
-        dshm_index_replace(env, &pos, off);
+        if ((rc = dshm_index_replace(env, &pos, off))) {
+            dshm_free_block(env, off, rsize);
+            return rc;
+        }
         DSHM_CRASH_POINT("put-replaced");
-        dshm_free_block(env, old, osize);
+        dshm_retire_record(env, old, osize);
         hd->hd_live_bytes += rsize - osize;
     } else {
         if ((rc = dshm_index_insert(env, h, off))) {
@@ -101,7 +100,7 @@ int dshm_del_locked(dshm_env *env, const dshm_pos *pos, const char *point) {
     if (rc)
         return rc;
     DSHM_CRASH_POINT(point);
-    dshm_free_block(env, old, osize);
+    dshm_retire_record(env, old, osize);
     hd->hd_live_bytes -= osize;
     atomic_fetch_sub_explicit(&hd->hd_count, 1, memory_order_release);
     atomic_fetch_add_explicit(&hd->hd_commit, 1, memory_order_seq_cst);
@@ -109,14 +108,17 @@ int dshm_del_locked(dshm_env *env, const dshm_pos *pos, const char *point) {
 }
 
 int dshm_finish_write(dshm_db *db, dshm_env *env, int rc) {
+    bool wrote = rc == 0;
+    /* 's': the write is published; the commit makes it durable before
+     * the call returns (two flushes, under the lock: the next writer's
+     * changes are not part of it). */
+    if (wrote && (db->db_flags & DSHM_SYNC))
+        rc = dshm_commit_held(env);
     dshm_unlock_rw(env);
     /* Outside the lock: a waker's system call does not lengthen it. */
     dshm_wake_waiters(env);
-    if (!rc) {
+    if (wrote)
         atomic_fetch_add_explicit(&db->db_writes, 1, memory_order_relaxed);
-        if (db->db_flags & DSHM_SYNC)
-            rc = dshm_sync_env(env);
-    }
     dshm_leave(db);
     return rc;
 }
@@ -149,12 +151,33 @@ static int del_unguarded(dshm_db *db, const char *key, size_t klen) {
     return dshm_finish_write(db, env, rc);
 }
 
-static int sync_unguarded(dshm_db *db) {
+/* A commit (dshm_commit.c) under the writer lock; a handle whose file is
+ * open read-only can only flush what others committed. due_only (close):
+ * nothing unless this handle wrote since its last commit and the store
+ * changed since the newest meta; wait: wait for the lock (else a lock
+ * held elsewhere gives DSHM_BUSY). */
+static int sync_unguarded(dshm_db *db, bool due_only, bool wait) {
     dshm_env *env;
     int rc = dshm_enter(db, &env);
     if (rc)
         return rc;
-    rc = dshm_sync_env(env);
+    if (!env->ev_writable || env->ev_volatile) {
+        rc = due_only || env->ev_volatile ? 0 : dshm_commit_held(env);
+        dshm_leave(db);
+        return rc;
+    }
+    uint64_t writes = atomic_load_explicit(&db->db_writes, memory_order_relaxed);
+    if (due_only && (writes == atomic_load_explicit(&db->db_synced_writes, memory_order_relaxed) ||
+                     !dshm_commit_due(env))) {
+        dshm_leave(db);
+        return 0;
+    }
+    if ((rc = dshm_lock_repair(env, NULL, wait)) == 0) {
+        rc = dshm_commit_held(env);
+        dshm_unlock_rw(env);
+    }
+    if (!rc)
+        atomic_store_explicit(&db->db_synced_writes, writes, memory_order_relaxed);
     dshm_leave(db);
     return rc;
 }
@@ -188,6 +211,12 @@ int dshm_put(dshm_db *db, const char *key, size_t klen, const char *val, size_t 
 
 int dshm_del(dshm_db *db, const char *key, size_t klen) { GUARDED(int, del_unguarded(db, key, klen)); }
 
-int dshm_sync(dshm_db *db) { GUARDED(int, sync_unguarded(db)); }
+int dshm_sync(dshm_db *db) { GUARDED(int, sync_unguarded(db, false, true)); }
+
+int dshm_commit_due_sync(dshm_db *db, int wait) {
+    if (!db || (db->db_flags & DSHM_RDONLY) || atomic_load_explicit(&db->db_closed, memory_order_relaxed))
+        return 0;
+    GUARDED(int, sync_unguarded(db, true, wait != 0));
+}
 
 int dshm_clear(dshm_db *db) { GUARDED(int, clear_unguarded(db)); }

@@ -19,9 +19,8 @@ int dshm_put_locked(dshm_env *env, uint64_t h, const char *key, size_t klen,
  *  commit counter. The one delete protocol of dshm_del, dshm_pop and
  *  dshm_popitem. */
 int dshm_del_locked(dshm_env *env, const dshm_pos *pos, const char *point);
-/** End a write: unlock, wake waiters, count it, sync if asked, leave. */
+/** End a write: commit if the handle is 's', unlock, wake waiters, count
+ *  it, leave. */
 int dshm_finish_write(dshm_db *db, dshm_env *env, int rc);
-/** msync + fsync of a mapping's file. */
-int dshm_sync_env(dshm_env *env);
 
 #endif /* DSHM_WRITE_H */

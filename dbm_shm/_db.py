@@ -445,7 +445,9 @@ class Database(_fastglue.Base, MutableMapping[bytes, bytes]):   # fast path: C s
         self._call(lib.dshm_reorganize, "reorganize")
 
     def sync(self) -> None:
-        """Make every write so far durable on disk (msync + fsync)."""
+        """Commit: make every write so far, by any process, durable on disk,
+        so that a power loss or a kernel crash keeps it (two flushes; on
+        tmpfs nothing to do). See docs/durability.md."""
         self._call(lib.dshm_sync, "sync")
 
     def clear(self) -> None:
@@ -818,8 +820,15 @@ class Database(_fastglue.Base, MutableMapping[bytes, bytes]):   # fast path: C s
             msg = open_batches_message(self._batches, "close()", self._path)
             if msg is not None:
                 raise error(msg)
+            # What this handle (or another) wrote since the last commit is
+            # committed first, as gdbm syncs on close (docs/durability.md).
+            # A store that cannot be written (cut, damaged) is closed all the
+            # same; a flush the system refused (EIO, ENOSPC) is reported.
+            rc = lib.dshm_commit_due_sync(self._h, 1)
             self._closed = True
             lib.dshm_close(self._h)
+            if -4096 < rc < 0:
+                raise_for(rc, "close", self._path)
 
     def __enter__(self) -> "Database":
         return self
@@ -832,8 +841,9 @@ class Database(_fastglue.Base, MutableMapping[bytes, bytes]):   # fast path: C s
         # left, and it needs nothing from module globals at shutdown.
         try:
             h = getattr(self, "_h", None)
-            if h is not None:
+            if h is not None and not self._closed:
                 self._closed = True
+                _commit_due(h, 0)   # never waits for a lock from a finalizer
                 _close(h)
         except Exception:   # never raise from a finalizer  # pragma: no cover
             pass
@@ -850,6 +860,7 @@ class Database(_fastglue.Base, MutableMapping[bytes, bytes]):   # fast path: C s
 
 _fastglue.install(Database)   # fast path: moves the six methods to _py_*
 _close = lib.dshm_close
+_commit_due = lib.dshm_commit_due_sync
 
 
 def open(filename: PathArg, flag: str = "r", mode: int = 0o666, /) -> Database:
