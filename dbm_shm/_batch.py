@@ -21,8 +21,10 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 from ._dshm import ffi, lib
 from ._errors import raise_for
 
+_from_buffer = ffi.from_buffer
+
 __all__ = ["DELETE", "Pending", "BatchContext", "overlay", "count_delta", "apply_to_values",
-           "open_batches_message", "write_lists"]
+           "open_batches_message", "pack_batch", "write_lists"]
 
 #: A pending delete in a batch (a value no key can have).
 DELETE: Any = object()
@@ -136,9 +138,16 @@ def open_batches_message(batches: Dict[int, Pending], what: str, path: Any) -> O
             " batch commits when its block ends)")
 
 
-def write_lists(h: Any, path: Any, keys: List[bytes], vals: List[Any], deletes: bool) -> int:
-    """Apply ``keys[i] -> vals[i]`` (bytes, or DELETE when ``deletes``) as one
-    atomic batch through ``dshm_write_batch``; its commit number."""
+def pack_batch(keys: List[bytes], vals: List[Any], deletes: bool) -> Tuple[bytes, Any, bytes, Any]:
+    """The arguments after the count that ``dshm_write_batch`` and
+    ``dshm_txn_commit`` take for ``keys[i] -> vals[i]`` (bytes, or DELETE
+    when ``deletes``): ``(keys, klens, values, vlens)``.
+
+    ``keys`` and ``values`` are the keys and the non-deleted values joined
+    end to end; ``klens`` (``uint64_t[]``) and ``vlens`` (``int64_t[]``, -1
+    for a delete) are cdata views of arrays they keep alive, no copy.
+    Hot: two joins, two arrays, two ``from_buffer`` views, nothing more.
+    """
     if deletes:
         vlens = array("q", [-1 if v is DELETE else len(v) for v in vals])
         vbuf = b"".join([v for v in vals if v is not DELETE])
@@ -146,9 +155,15 @@ def write_lists(h: Any, path: Any, keys: List[bytes], vals: List[Any], deletes: 
         vlens = array("q", map(len, vals))
         vbuf = b"".join(vals)
     klens = array("Q", map(len, keys))
+    return b"".join(keys), _from_buffer("uint64_t[]", klens), vbuf, _from_buffer("int64_t[]", vlens)
+
+
+def write_lists(h: Any, path: Any, keys: List[bytes], vals: List[Any], deletes: bool) -> int:
+    """Apply ``keys[i] -> vals[i]`` (bytes, or DELETE when ``deletes``) as one
+    atomic batch through ``dshm_write_batch``; its commit number."""
+    kbuf, klens, vbuf, vlens = pack_batch(keys, vals, deletes)
     out = ffi.new("uint64_t *")
-    rc = lib.dshm_write_batch(h, len(keys), b"".join(keys), ffi.from_buffer("uint64_t[]", klens),
-                              vbuf, ffi.from_buffer("int64_t[]", vlens), out)
+    rc = lib.dshm_write_batch(h, len(keys), kbuf, klens, vbuf, vlens, out)
     if rc:
         raise_for(rc, "batch", path)
     return int(out[0])

@@ -22,10 +22,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from array import array
 from typing import Any, Callable, Iterator, MutableMapping, Optional, TypeVar, Union
 
-from ._batch import DELETE, Pending, count_delta, overlay
+from ._batch import DELETE, Pending, count_delta, overlay, pack_batch
 from ._dshm import ffi, lib
 from ._errors import error, raise_for
 
@@ -38,7 +37,6 @@ _tls = threading.local()
 _get_ident = threading.get_ident
 _txn_get = lib.dshm_txn_get
 _unpack = ffi.unpack
-_from_buffer = ffi.from_buffer
 _NOTFOUND = lib.DSHM_NOTFOUND
 
 #: What ``incr()`` says of a stored value that is not an integer.
@@ -176,21 +174,12 @@ class Transaction(MutableMapping[bytes, bytes]):
             if rc and rc != lib.DSHM_CLOSED:
                 raise_for(rc, "transaction", db._path)
             return
-        keys = list(ops)
-        vals = list(ops.values())
-        if p.deletes:
-            vlens = array("q", [-1 if v is DELETE else len(v) for v in vals])
-            vbuf = b"".join([v for v in vals if v is not DELETE])
-        else:
-            vlens = array("q", map(len, vals))
-            vbuf = b"".join(vals)
-        klens = array("Q", map(len, keys))
+        kbuf, klens, vbuf, vlens = pack_batch(list(ops), list(ops.values()), bool(p.deletes))
         try:
             out = _tls.commit
         except AttributeError:
             out = _tls.commit = ffi.new("uint64_t *")
-        rc = self._run(lib.dshm_txn_commit, db._h, len(keys), b"".join(keys),
-                       _from_buffer("uint64_t[]", klens), vbuf, _from_buffer("int64_t[]", vlens), out)
+        rc = self._run(lib.dshm_txn_commit, db._h, len(ops), kbuf, klens, vbuf, vlens, out)
         if rc:
             raise_for(rc, "transaction commit", db._path)
         self.commit_id = int(out[0])
