@@ -339,9 +339,10 @@ class _Format1:
 
 
 @contextlib.contextmanager
-def _locked(path: PathArg, writable: bool) -> Iterator[int]:
-    """The file's descriptor with its flock held exclusively."""
-    name = _name(path)
+def _locked(path: PathArg, writable: bool, name: Optional[str] = None) -> Iterator[int]:
+    """The file's descriptor with its flock held exclusively (``name``:
+    the path as the user gave it, for messages)."""
+    name = name or _name(path)
     try:
         fd = os.open(os.fspath(path), (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
     except PermissionError:
@@ -478,7 +479,7 @@ def upgrade(path: PathArg) -> UpgradeResult:
         e.filename = name
         raise e
     tmp = target + TMP_SUFFIX
-    with _locked(target, writable=True) as fd:
+    with _locked(target, writable=True, name=name) as fd:
         st = os.fstat(fd)
         with _mapped(fd, name) as mm:
             old = _Format1(mm, name)
