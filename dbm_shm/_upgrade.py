@@ -227,10 +227,9 @@ class _Format1:
 
     # -- the walk -------------------------------------------------------------
 
-    def _directory(self) -> List[int]:
-        n = 1 << self.depth
-        entries: Tuple[int, ...] = struct.unpack_from(f"<{n}Q", self._mm, self.dir_off)
-        return list(entries)
+    def _entry(self, i: int) -> int:
+        """Directory entry ``i`` (read on demand: up to 2^28 of them)."""
+        return self._u64(self.dir_off + 8 * i)
 
     def records(self, values: bool = True) -> Iterator[Tuple[bytes, bytes]]:
         """Every (key, value), bucket by bucket; checks as it goes, and
@@ -240,10 +239,10 @@ class _Format1:
         seen_pages: Set[int] = set()
         found = 0
         depth = self.depth
-        entries = self._directory()
+        n_entries = 1 << depth
         i = 0
-        while i < len(entries):
-            off = entries[i]
+        while i < n_entries:
+            off = self._entry(i)
             where = f"directory entry {i} (at byte {self.dir_off + 8 * i})"
             self._span(off, _BUCKET_SIZE, f"{where}: bucket")
             if off % _ALIGN:
@@ -264,10 +263,10 @@ class _Format1:
             if prefix & ~mask or first != i:
                 self._fail(f"{where}: bucket at {off} covers prefix 0x{prefix:016x}/{ld}, "
                            f"not this entry")
-            for j in range(i, i + span):
-                if entries[j] != off:
+            for j in range(i + 1, i + span):
+                if self._entry(j) != off:
                     self._fail(f"directory entry {j} (at byte {self.dir_off + 8 * j}): "
-                               f"{entries[j]}, expected {off} (the bucket of entry {i})")
+                               f"{self._entry(j)}, expected {off} (the bucket of entry {i})")
             if off in seen_pages:
                 self._fail(f"{where}: bucket at {off} is reached twice")
             for key, value in self._chain(off, prefix, mask, seen_pages, values):
@@ -482,6 +481,11 @@ def upgrade(path: PathArg) -> UpgradeResult:
     with _locked(target, writable=True, name=name) as fd:
         st = os.fstat(fd)
         with _mapped(fd, name) as mm:
+            # Looked at again under the lock: another upgrade may have
+            # replaced the file since.
+            now = _U32.unpack_from(mm, _HDR_FORMAT)[0] if mm[:8] == MAGIC else None
+            if now == _FILE_FORMAT and now != FORMAT1:
+                return UpgradeResult(False, now, _FILE_FORMAT, 0)
             old = _Format1(mm, name)
             # The whole file is checked before anything is written; then it
             # is read again, one chunk in memory at a time.
