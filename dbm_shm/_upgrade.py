@@ -43,7 +43,7 @@ import mmap
 import os
 import signal
 import struct
-from typing import Dict, Iterator, List, NamedTuple, NoReturn, Optional, Set, Tuple, Union
+from typing import Dict, Iterator, NamedTuple, NoReturn, Optional, Set, Tuple, Union
 
 from ._errors import _FILE_FORMAT, error
 
