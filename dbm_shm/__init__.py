@@ -23,6 +23,7 @@ from ._fastglue import fast_path_enabled
 from ._registry import register, whichdb
 from ._salvage import SalvageReport, salvage
 from ._txn import AsyncTransaction, Transaction
+from ._upgrade import UpgradeResult, upgrade
 
 __version__ = "0.1.0"
 
@@ -42,6 +43,8 @@ __all__ = [
     "Shelf",
     "ShelfTransaction",
     "Transaction",
+    "upgrade",
+    "UpgradeResult",
     "whichdb",
     "__version__",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dbm
 import errno
 import os
+import shlex
 import threading
 from types import TracebackType
 from typing import NoReturn, Optional, Type, Union
@@ -17,6 +18,15 @@ from typing import NoReturn, Optional, Type, Union
 from ._dshm import ffi, lib
 
 __all__ = ["error", "raise_for", "CLOSED_MESSAGE"]
+
+#: The file format this build reads and writes. MUST match DSHM_FORMAT in
+#: csrc/dshm_layout.h (the C core does not export it; the test
+#: tests/cli/test_upgrade.py::test_file_format_constant compares the two, and
+#: with the format of a file the built core creates). Used for messages
+#: and by ``dbm_shm.upgrade`` (dbm_shm/_upgrade.py).
+_FILE_FORMAT = 1
+
+_MAGIC = b"\x93DSHM\r\n\x1a"
 
 #: The message dbm.gnu uses for a closed database; kept word for word so code
 #: (and CPython's own test suite) that matches on it works unchanged.
@@ -109,12 +119,42 @@ def raise_for(rc: int, what: str, path: Union[str, bytes, None] = None) -> NoRet
             else error(eno, f"{what}: {text}")
         e.code = eno
         raise e
+    if rc == lib.DSHM_VERSION_MISMATCH and what == "open" and path is not None:
+        _raise_other_format(rc, path)
     text = ffi.string(lib.dshm_strerror(rc)).decode()
     hint = lib.dshm_errhint(rc)
     detail = ffi.string(hint).decode() if hint != ffi.NULL else text
     name = text.split(":", 1)[0]
     where = f": {os.fsdecode(path)!r}" if path is not None else ""
     e = error(f"{what}: {detail} ({name}){where}")
+    e.filename = path
+    e.code = rc
+    raise e
+
+
+def _raise_other_format(rc: int, path: Union[str, bytes]) -> None:
+    """For an open that failed with DSHM_VERSION_MISMATCH: raise an error
+    that says which format the file has and what to do, where the file
+    starts with dbm_shm's magic and names another format; else return
+    (the generic message follows)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return
+    if len(head) < 12 or head[:8] != _MAGIC:
+        return
+    fmt = int.from_bytes(head[8:12], "little")
+    name = os.fsdecode(path)
+    if fmt == 1 and _FILE_FORMAT != 1:
+        msg = (f"open: {name}: written by dbm_shm file format 1; this version reads format "
+               f"{_FILE_FORMAT}; convert it with: dbm-shm upgrade {shlex.quote(name)}")
+    elif fmt > _FILE_FORMAT:
+        msg = (f"open: {name}: written by a newer dbm_shm (file format {fmt}); this version "
+               f"reads format {_FILE_FORMAT}: open it with a version that reads format {fmt}")
+    else:
+        return
+    e = error(msg)
     e.filename = path
     e.code = rc
     raise e

@@ -37,7 +37,9 @@ from ._common import (
     PROG, EXIT_DB_ERROR, CLIError, _version, _os_message, _fmt_type,
 )
 from .read import cmd_info, cmd_list, cmd_get, cmd_count, cmd_check, cmd_recover
-from .write import cmd_set, cmd_del, cmd_incr, cmd_convert, cmd_reorganize, cmd_shell, cmd_demo
+from .write import (
+    cmd_set, cmd_del, cmd_incr, cmd_convert, cmd_reorganize, cmd_upgrade, cmd_shell, cmd_demo,
+)
 from .dump import cmd_dump, cmd_load
 from .watch import cmd_watch
 
@@ -156,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("reorganize", cmd_reorganize,
             "compact the file, giving the space of deleted values back to the file system")
+    p.add_argument("db", metavar="DB_FILE")
+
+    p = add("upgrade", cmd_upgrade,
+            "convert a database file written by an older dbm_shm (file format 1) to "
+            "this version's format, in place; no process may have it open meanwhile")
     p.add_argument("db", metavar="DB_FILE")
 
     p = add("recover", cmd_recover,

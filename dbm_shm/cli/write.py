@@ -1,5 +1,5 @@
 """The commands that change a database: ``set``, ``del``, ``reorganize``,
-``convert``, ``shell``, and the ``demo``."""
+``convert``, ``upgrade``, ``shell``, and the ``demo``."""
 
 from __future__ import annotations
 
@@ -107,6 +107,29 @@ def cmd_reorganize(args: argparse.Namespace) -> int:
         db.reorganize()
     after = os.stat(args.db).st_size
     _line(f"{args.db}: {_human_size(before)} -> {_human_size(after)}")
+    return EXIT_OK
+
+
+def cmd_upgrade(args: argparse.Namespace) -> int:
+    """Convert a format-1 file in place (dbm_shm/_upgrade.py)."""
+    from .._upgrade import upgrade
+
+    path = args.db
+    if not os.path.lexists(path):
+        raise CLIError(f"{path}: No such file or directory")
+    if os.path.isdir(path):
+        raise CLIError(f"{path}: Is a directory")
+    kind = None if _is_ours(path) else _other_kind(path)
+    if kind:
+        raise CLIError(f"{path}: a {kind} database, not a dbm_shm file; 'dbm-shm convert' "
+                       "copies it into a new dbm_shm file")
+    result = upgrade(path)
+    if not result.converted:
+        _line(f"{path}: already file format {result.old_format}, the current one; "
+              "nothing to do")
+    else:
+        _line(f"{path}: converted {result.records} records from file format "
+              f"{result.old_format} to {result.new_format}")
     return EXIT_OK
 
 
