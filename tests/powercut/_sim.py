@@ -84,6 +84,7 @@ class Cut:
     where: str = ""              # what the workload was doing
     workload: str = ""
     sizes: List[int] = field(default_factory=list)    # file sizes a crash may leave besides old and new
+    earlier: List[bytes] = field(default_factory=list)  # images of the file between synced and later
 
     def final(self) -> Model:
         """The model after every step."""
@@ -449,11 +450,13 @@ def trace(workdir: Path, seed: int, periods: int = 4, env: Optional[Dict[str, st
 @dataclass
 class _File:
     """One file's history in cuts_from: its last synced image and model,
-    the steps since, the file sizes a crash may leave besides old and new."""
+    the steps since, the file sizes a crash may leave besides old and new,
+    the images taken since."""
     synced: bytes
     model: Model
     steps: List[Step] = field(default_factory=list)
     sizes: List[int] = field(default_factory=list)
+    images: List[bytes] = field(default_factory=list)
 
 
 def cuts_from(out: Path) -> List[Cut]:
@@ -469,7 +472,8 @@ def cuts_from(out: Path) -> List[Cut]:
     renamed: Model = {}
 
     def cut(f: _File, img: bytes, where: str) -> None:
-        cuts.append(Cut(f.synced, f.model, img, list(f.steps), where, sizes=list(f.sizes)))
+        cuts.append(Cut(f.synced, f.model, img, list(f.steps), where, sizes=list(f.sizes), earlier=list(f.images)))
+        f.images.append(img)
 
     for line in (out / "log.jsonl").read_text().splitlines():
         ev = json.loads(line)
@@ -496,7 +500,7 @@ def cuts_from(out: Path) -> List[Cut]:
             # the model to keep is still the last acknowledged one.
             assert cur is not None
             cut(cur, data, "before-staging-sync")
-            cur = _File(data, cur.model, cur.steps)
+            cur = _File(data, cur.model, cur.steps, cur.sizes)
         elif tag == "renamed-old" or tag == "old-after":
             assert (old or cur) is not None
             f = old if tag == "old-after" else cur
@@ -575,14 +579,30 @@ def changed_pages(a: bytes, b: bytes) -> List[int]:
 
 
 def states(cut: Cut, rng: random.Random, count: int) -> List[Tuple[str, bytes]]:
-    """``count`` crash states of a cut: (how it was made, bytes)."""
+    """``count`` crash states of a cut: (how it was made, bytes). Kinds:
+    ``subset`` (each changed page of the later image or not), ``torn`` (each
+    sector of a changed page), ``one``, ``all-but-one``, and ``versions``
+    (each changed page from any image since the sync, the size any of
+    theirs: pages written back at different moments)."""
     pages = changed_pages(cut.synced, cut.later)
     out: List[Tuple[str, bytes]] = []
     sizes = sorted({len(cut.synced), len(cut.later), *cut.sizes})
+    kinds = ["subset", "subset", "torn", "one", "all-but-one"] + (["versions"] * 2 if cut.earlier else [])
     for i in range(count):
+        kind = rng.choice(kinds)
+        if kind == "versions":
+            size = rng.choice(sorted({*sizes, *map(len, cut.earlier)}))
+            img = bytearray(cut.synced[:size].ljust(size, b"\0"))
+            imgs = [cut.synced, *cut.earlier, cut.later]
+            vpages = sorted({p for e in cut.earlier for p in changed_pages(cut.synced, e)} | set(pages))
+            for p in vpages:
+                lo, hi = p * PAGE, min(p * PAGE + PAGE, size)
+                if lo < hi:
+                    img[lo:hi] = rng.choice(imgs)[lo:hi].ljust(hi - lo, b"\0")
+            out.append((f"{cut.where}/versions/size={size}/{len(vpages)}pages/{len(imgs)}images", bytes(img)))
+            continue
         size = rng.choice(sizes)
         img = bytearray(cut.synced[:size].ljust(size, b"\0"))
-        kind = rng.choice(["subset", "subset", "torn", "one", "all-but-one"])
         if kind == "one":
             chosen = [rng.choice(pages)] if pages else []
         elif kind == "all-but-one":
@@ -658,7 +678,7 @@ def assess(cut: Cut, items: Dict[str, str], check: Sequence[str]) -> Tuple[str, 
             found.setdefault("invented", []).append(f"key {_key(k)}: never written, read {show(v)}")
         elif v not in {x for _, x in hist[k]}:
             found.setdefault("torn", []).append(
-                f"key {_key(k)}: synced {show(cut.model.get(k))}, read {show(v)} (never written)")
+                f"key {_key(k)}: synced {show(cut.model.get(k))}, read {show(v)} (neither the synced value nor one written since)")
     for k, h in sorted(hist.items()):
         if k not in items and None not in {x for _, x in h}:
             found.setdefault("lost", []).append(f"key {_key(k)}: synced {show(cut.model.get(k))}, read absent")
