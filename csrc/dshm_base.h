@@ -48,6 +48,8 @@ typedef struct dshm_env {
     int      ev_writable;   /**< fd and mapping allow writes */
     int      ev_volatile;   /**< the file is on tmpfs or ramfs: a commit has
                                  nothing to make durable (dshm_commit.c) */
+    int      ev_copy;       /**< a copy being made (reorganize), not yet the
+                                 store: its commit passes no crash points */
     char    *ev_base;       /**< start of the reserved range; file mapped at it */
     uint64_t ev_resv;       /**< bytes reserved (>= file size when mapped) */
     struct dshm_env *ev_older; /**< next on the handle's list of superseded mappings */

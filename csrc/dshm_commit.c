@@ -117,6 +117,9 @@ static int flush(int fd) {
     return 0;
 }
 
+/* The commit's crash points are the store's: a copy's commit passes none. */
+#define COMMIT_POINT(env, p) do { if (!(env)->ev_copy) DSHM_CRASH_POINT(p); } while (0)
+
 int dshm_commit_held(dshm_env *env) {
     dshm_header *hd = DSHM_HDR(env);
     if (env->ev_volatile)
@@ -131,16 +134,16 @@ int dshm_commit_held(dshm_env *env) {
      * it changes and waits on the pending list when freed. */
     hd->hd_committing = 1;
     hd->hd_gen++;
-    DSHM_CRASH_POINT("commit-begin");
+    COMMIT_POINT(env, "commit-begin");
     int rc = flush(env->ev_fd);
     if (rc)
         return rc;   /* hd_committing stays set: a rebuild keeps both images */
-    DSHM_CRASH_POINT("commit-flushed");
+    COMMIT_POINT(env, "commit-flushed");
     memcpy(dshm_meta_slot(hd, have ? 1u - slot : 0u), &m, sizeof m);
-    DSHM_CRASH_POINT("commit-meta");
+    COMMIT_POINT(env, "commit-meta");
     if ((rc = flush(env->ev_fd)))
         return rc;
-    DSHM_CRASH_POINT("commit-synced");
+    COMMIT_POINT(env, "commit-synced");
     hd->hd_committing = 0;
     dshm_pending_release(env);
     return 0;

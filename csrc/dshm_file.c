@@ -259,8 +259,11 @@ int dshm_env_open(const char *path, int flags, int mode, uint64_t want, dshm_env
          * grows the file before it raises hd_file_size, so the size seen
          * after is at least the one the header says (in the other order a
          * growth in between read as a truncated file). */
+        /* The whole header page: the metas lie past struct dshm_header. */
+        union { dshm_header h; char page[DSHM_HEADER_SIZE]; } hpage;
         dshm_header hdr;
         memset(&hdr, 0, sizeof hdr);
+        memset(&hpage, 0, sizeof hpage);
         struct stat st;
         if (fstat(env->ev_fd, &st) != 0) {
             rc = -errno;
@@ -270,7 +273,10 @@ int dshm_env_open(const char *path, int flags, int mode, uint64_t want, dshm_env
             rc = DSHM_BAD_MAGIC;
             goto fail;
         }
-        ssize_t got = pread(env->ev_fd, &hdr, sizeof hdr, 0);
+        ssize_t got = pread(env->ev_fd, &hpage, sizeof hpage, 0);
+        memcpy(&hdr, &hpage.h, sizeof hdr);
+        if (got > (ssize_t)sizeof hdr)
+            got = (ssize_t)sizeof hdr;
         if (got < 0 || fstat(env->ev_fd, &st) != 0) {
             rc = -errno;
             goto fail;
@@ -312,7 +318,7 @@ int dshm_env_open(const char *path, int flags, int mode, uint64_t want, dshm_env
         dshm_meta meta;
         bool live_is_meta = false;
         if (torn) {
-            if (!dshm_meta_newest(&hdr, &meta, NULL)) {
+            if (!dshm_meta_newest(&hpage.h, &meta, NULL)) {
                 rc = DSHM_CORRUPT;
                 goto fail;
             }
@@ -421,15 +427,18 @@ int dshm_rename_over(dshm_env *env, const char *from, const char *path, const ch
     return 0;
 }
 
-/* Create an initialised store with permissions `mode` in a private name
- * beside path and rename it over path. */
-static int create_renamed(const char *path, int mode, uint64_t commit) {
+/* Create an initialised store with permissions `mode` (and, where allowed,
+ * the owner of `like`) in a private name beside path and rename it over
+ * path. */
+static int create_renamed(const char *path, int mode, uint64_t commit, const struct stat *like) {
     size_t n = strlen(path) + 48;
     char *tmp = malloc(n);
     if (!tmp)
         return -ENOMEM;
     snprintf(tmp, n, "%s.dshm-new-%d", path, (int)getpid());
     int fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd >= 0 && like && (like->st_uid != getuid() || like->st_gid != getgid()) &&
+        fchown(fd, like->st_uid, like->st_gid) != 0) { /* best effort: only root may give a file away */ }
     int rc = fd < 0 ? -errno : fchmod(fd, (mode_t)mode) ? -errno : dshm_init_file(fd, NULL);
     /* The commit numbers go on from the store it replaces: a waiter's
      * next wait(since=...) on the new file is not behind it. */
@@ -479,7 +488,7 @@ int dshm_replace_file(const char *path, int fd) {
     /* The commit numbers go on from the old store's (bumped below). */
     uint64_t commit = hd == MAP_FAILED ? 0
                     : atomic_load_explicit(&hd->hd_commit, memory_order_relaxed) + 1;
-    int rc = create_renamed(path, (int)(st.st_mode & 07777), commit);
+    int rc = create_renamed(path, (int)(st.st_mode & 07777), commit, &st);
     if (!rc)
         DSHM_CRASH_POINT("n-rename");
     if (hd != MAP_FAILED) {

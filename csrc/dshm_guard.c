@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,33 +18,55 @@
 #include "dshm_guard.h"
 
 /* ---------------------------------------------------------------------- */
-/* Test hooks: DSHM_CRASH_AT="point:n", DSHM_TEST_COLLIDE=n                */
+/* Test hooks: DSHM_CRASH_AT="point:n[,point:n...]", DSHM_TEST_COLLIDE=n   */
 /* (DSHM_CRASH_SIGNAL=n: the signal sent at the point, SIGKILL by default;  */
-/* SIGSTOP leaves a live writer frozen inside its change.)                  */
+/* SIGSTOP leaves a live writer frozen inside its change. n: the pass that  */
+/* signals, or "every": each pass. DSHM_CRASH_NOTE=file: the point's name   */
+/* is written there first, for a tracer that freezes at several points.)    */
 
+#define CRASH_POINTS 4
 int dshm_crash_armed;
 int dshm_test_collide;
-static char crash_point[64];
-static long crash_count;
+static struct { char name[64]; long count; } crash_at[CRASH_POINTS];   /* count -1: every pass */
 static int crash_signal = SIGKILL;
+static const char *crash_note;
 
 static void crash_init(void) {
     const char *s = getenv("DSHM_CRASH_AT");
-    const char *colon = s ? strrchr(s, ':') : NULL;
-    if (!colon || (size_t)(colon - s) >= sizeof crash_point)
-        return;
-    memcpy(crash_point, s, (size_t)(colon - s));
-    crash_point[colon - s] = 0;
-    crash_count = strtol(colon + 1, NULL, 10);
-    dshm_crash_armed = crash_count > 0;
+    for (unsigned i = 0; s && *s && i < CRASH_POINTS; i++) {
+        const char *end = strchr(s, ',');
+        size_t len = end ? (size_t)(end - s) : strlen(s);
+        const char *colon = memchr(s, ':', len);
+        if (colon && (size_t)(colon - s) < sizeof crash_at[i].name) {
+            memcpy(crash_at[i].name, s, (size_t)(colon - s));
+            crash_at[i].name[colon - s] = 0;
+            crash_at[i].count = strncmp(colon + 1, "every", 5) == 0 ? -1 : strtol(colon + 1, NULL, 10);
+            dshm_crash_armed |= crash_at[i].count != 0;
+        }
+        s = end ? end + 1 : NULL;
+    }
     const char *sig = getenv("DSHM_CRASH_SIGNAL");
     if (sig && atoi(sig) > 0)
         crash_signal = atoi(sig);
+    crash_note = getenv("DSHM_CRASH_NOTE");
 }
 
 void dshm_crash_hit(const char *point) {
-    if (strcmp(point, crash_point) == 0 && --crash_count == 0)
+    for (unsigned i = 0; i < CRASH_POINTS; i++) {
+        if (!crash_at[i].count || strcmp(point, crash_at[i].name) != 0)
+            continue;
+        if (crash_at[i].count > 0 && --crash_at[i].count != 0)
+            return;
+        if (crash_note) {
+            int fd = open(crash_note, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+            if (fd >= 0) {
+                if (write(fd, point, strlen(point)) < 0) { /* best effort */ }
+                close(fd);
+            }
+        }
         kill(getpid(), crash_signal);
+        return;
+    }
 }
 
 /* ---------------------------------------------------------------------- */

@@ -278,12 +278,22 @@ static int open_unguarded(const char *path, int flags, int mode, dshm_db **out) 
             rc = -errno;
             goto fail;
         }
-        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
-            rc = ftruncate(fd, 0) ? -errno : dshm_init_file(fd, NULL);
-            if (!rc && fsync(fd) != 0 && errno != EINVAL)   /* the empty store, durable as 'n' returns */
-                rc = -errno;
+        struct stat st;
+        if (fstat(fd, &st) != 0) {
+            rc = -errno;
+        } else if (st.st_size == 0 && flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            /* A new (or empty) file: the store is made in it. */
+            rc = dshm_init_file(fd, NULL);   /* syncs the empty store */
+            if (!rc)
+                dshm_sync_parent(path);      /* and the name of a file 'n' created */
         } else {
-            rc = dshm_replace_file(path, fd);   /* syncs the new file and the rename */
+            /* A fresh store renamed over the path (through a symbolic link:
+             * over the file it names), and the old one marked moved for
+             * whoever has it open: a power loss before the rename is on
+             * disk leaves the old store whole, never a half-made one. */
+            char *real = realpath(path, NULL);
+            rc = dshm_replace_file(real ? real : path, fd);   /* syncs the new file and the rename */
+            free(real);
         }
         close(fd);
         if (rc)

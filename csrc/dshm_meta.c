@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -67,15 +68,23 @@ void dshm_boot_id(uint64_t out[2]) {
     }
     out[0] = out[1] = 0;
     char buf[64];
-    int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        ssize_t n = read(fd, buf, sizeof buf - 1);
-        close(fd);
-        if (n > 0) {
-            static const uint64_t key[2] = {0x626f6f745f696431ULL, 0x64626d5f73686d33ULL};
-            out[0] = dshm_hash(key, buf, (size_t)n);
-            out[1] = dshm_hash(out, buf, (size_t)n) | 1u;   /* never {0, 0} */
+    ssize_t n = -1;
+    /* Tests (the power-cut simulator): a file opened "after a reboot". */
+    const char *t = getenv("DSHM_TEST_BOOT_ID");
+    if (t && *t) {
+        n = (ssize_t)strnlen(t, sizeof buf - 1);
+        memcpy(buf, t, (size_t)n);
+    } else {
+        int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            n = read(fd, buf, sizeof buf - 1);
+            close(fd);
         }
+    }
+    if (n > 0) {
+        static const uint64_t key[2] = {0x626f6f745f696431ULL, 0x64626d5f73686d33ULL};
+        out[0] = dshm_hash(key, buf, (size_t)n);
+        out[1] = dshm_hash(out, buf, (size_t)n) | 1u;   /* never {0, 0} */
     }
     atomic_store_explicit(&cached[0], out[0], memory_order_relaxed);
     atomic_store_explicit(&cached[1], out[1], memory_order_relaxed);

@@ -94,6 +94,7 @@ static int reorganize_unguarded(dshm_db *db) {
     nenv->ev_fd = nfd;
     nenv->ev_writable = 1;
     nenv->ev_volatile = dshm_fs_volatile(nfd);
+    nenv->ev_copy = 1;
     nfd = -1;
     uint64_t need = hd->hd_live_bytes + 2 * hd->hd_buckets * DSHM_BUCKET_SIZE +
                     dshm_dir_bytes(DSHM_DIR_DEPTH(atomic_load_explicit(&hd->hd_dir, memory_order_relaxed)));

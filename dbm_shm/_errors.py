@@ -24,7 +24,7 @@ __all__ = ["error", "raise_for", "CLOSED_MESSAGE"]
 #: tests/cli/test_upgrade.py::test_file_format_constant compares the two, and
 #: with the format of a file the built core creates). Used for messages
 #: and by ``dbm_shm.upgrade`` (dbm_shm/_upgrade.py).
-_FILE_FORMAT = 1
+_FILE_FORMAT = 2
 
 _MAGIC = b"\x93DSHM\r\n\x1a"
 

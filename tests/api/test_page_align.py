@@ -1,10 +1,13 @@
-"""Bucket pages are 4096-aligned in new stores (issue 15), and files written
-before, whose pages are only 64-byte aligned, are still read and written."""
+"""Bucket pages are 4096-aligned in new stores, and files written before,
+whose pages are only 64-byte aligned (file format 1), are refused with a
+message naming the command that converts them, and converted whole."""
 
 import gzip
 import mmap
 import os
 import struct
+
+import pytest
 
 import dbm_shm
 
@@ -35,12 +38,20 @@ def test_new_pages_are_page_aligned(tmp_path):
 
 def test_old_file_with_64_byte_aligned_pages(tmp_path):
     """A store written before pages were page-aligned (3,000 keys, most of
-    its 16 pages not 4096-aligned): read, then grown, churned and checked."""
+    its 16 pages not 4096-aligned, file format 1): refused with the command
+    that converts it; converted, then grown, churned and checked."""
     path = str(tmp_path / "old.dshm")
     with gzip.open(os.path.join(DATA, "old-64-aligned.dshm.gz")) as src, open(path, "wb") as dst:
         dst.write(src.read())
     old = bucket_pages(path)
     assert any(p % 4096 for p in old)
+    with open(path, "rb") as f:
+        before = f.read()
+    with pytest.raises(dbm_shm.error, match="format 1.*dbm-shm upgrade"):
+        dbm_shm.open(path, "r")
+    with open(path, "rb") as f:
+        assert f.read() == before          # the refusal changed nothing
+    assert dbm_shm.upgrade(path).records == 3000
     model = {b"k%05d" % i: b"v%05d" % i * 10 for i in range(3000)}
     with dbm_shm.open(path, "r") as db:
         assert dict(db.items()) == model

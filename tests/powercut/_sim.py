@@ -27,7 +27,7 @@ each one in a fresh process against a model of what was synced:
 - ``states()`` makes crash states from a cut: random subsets of the 4 KiB
   pages that differ, each page whole or torn at 512-byte sectors, the size
   old or new (a grown file's new pages read as zeros where they did not
-  reach the disk; a file truncated in place may also be empty).
+  reach the disk).
 - ``judge()`` opens a state in a fresh process (``'w'``: a repair may run),
   reads every key, runs ``check()``; ``assess()`` gives the verdict: ``ok``
   (every synced key at its synced value or one a later step wrote, nothing
@@ -292,9 +292,8 @@ for period in range(periods):
 db.close()
 ''', None),
     # open(path, 'n') over a store this process has open: a fresh file is
-    # renamed over the path (frozen after the rename); then 'n' on a file
-    # no one has open, which truncates it in place (a crash may leave it
-    # empty) and syncs it before it returns.
+    # renamed over the path (frozen after the rename); then 'n' on a store
+    # no one has open, which is renamed over just the same.
     "renew": ('''
 db = dbm_shm.open(path, "n")
 fill(db); sync(db)
@@ -311,9 +310,9 @@ sync(db)
 for i in range(40):
     random_ops(db, 200 + i)
 db.close()
-step("n", {k: None for k in model}, sizes=[0])
-db = dbm_shm.open(path, "n")
-image("sync")
+# 'n' on a store no one has open: a fresh file renamed over it as well.
+db = renamed_over(lambda: dbm_shm.open(path, "n"), {}, 2)
+image("sync", gen=2)
 fill(db, 50)
 sync(db)
 db.close()
@@ -363,7 +362,7 @@ for i in range(5):
     put(db, k, val(k, 2000 + i))
     image("sync")
 db.close()
-''', "batch-staged"),
+''', None),
     # The same with a transaction on the 's' store (its commit is a batch).
     "sflag-txn": ('''
 db = dbm_shm.open(path, "n")
@@ -378,7 +377,7 @@ image("sync")
 clear(db)
 image("sync")
 db.close()
-''', "batch-staged"),
+''', None),
 }
 
 
@@ -399,9 +398,15 @@ def _copy_frozen(path: str, out: Path, freeze: str) -> None:
         (out / name).write_bytes(Path(src).read_bytes())
         with open(out / "log.jsonl", "a") as f:
             f.write(json.dumps(dict(e="image", tag=tag, img=name, **kw)) + "\n")
-    if freeze == "batch-staged":
-        # An 's' batch's staging sync has returned: the file as it is now is on disk.
+    if freeze == "commit-flushed":
+        # A commit's first flush has returned: the file as it is now is on
+        # disk (its new meta not yet written); the commit is not
+        # acknowledged until the call returns.
         image("sync-mid", path)
+    elif freeze == "commit-synced":
+        # Its second flush has returned: the new meta is on disk, the commit
+        # durable, before it frees what waited for it and returns.
+        image("sync-durable", path)
     else:
         # The path names the new file, fsynced before the rename.
         image("renamed-old", path + ".old")
@@ -417,17 +422,23 @@ def trace(workdir: Path, seed: int, periods: int = 4, env: Optional[Dict[str, st
     out.mkdir(parents=True, exist_ok=True)
     path = str(workdir / f"store-{workload}-{seed}")
     e = dict(os.environ if env is None else env)
-    if freeze:
-        e.update({"DSHM_CRASH_AT": f"{freeze}:1", "DSHM_CRASH_SIGNAL": str(int(signal.SIGSTOP))})
+    # Frozen at the workload's point (once), and at every commit between
+    # its two flushes: what the first flush made durable is an image of
+    # its own (the data of the commit, without its meta).
+    note = out / "crash-note"
+    e.update({"DSHM_CRASH_AT": (f"{freeze}:every," if freeze else "") + "commit-flushed:every,commit-synced:every",
+              "DSHM_CRASH_SIGNAL": str(int(signal.SIGSTOP)), "DSHM_CRASH_NOTE": str(note)})
     p = subprocess.Popen([sys.executable, "-c", _PRELUDE + code, path, str(out), str(seed), str(periods)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
     try:
         deadline = time.monotonic() + 600
         frozen = not freeze
         while p.poll() is None:
-            if not frozen and _stopped(p.pid):
-                _copy_frozen(path, out, freeze or "")
-                frozen = True
+            if _stopped(p.pid):
+                point = note.read_text()
+                _copy_frozen(path, out, point)
+                if point == freeze:
+                    frozen = True
                 os.kill(p.pid, signal.SIGCONT)
             if time.monotonic() > deadline:
                 raise RuntimeError(f"workload {workload} did not finish")
@@ -468,6 +479,7 @@ def cuts_from(out: Path) -> List[Cut]:
     cuts: List[Cut] = []
     cur: Optional[_File] = None
     old: Optional[_File] = None
+    durable = False      # a commit's meta reached the disk since the last "sync" image
     model: Model = {}
     renamed: Model = {}
 
@@ -478,6 +490,7 @@ def cuts_from(out: Path) -> List[Cut]:
     for line in (out / "log.jsonl").read_text().splitlines():
         ev = json.loads(line)
         if ev["e"] == "step":
+            durable = False      # a "sync" image after this is a sync of its own
             s = Step(ev["op"], ev["d"])
             apply_delta(model, s.delta)
             assert cur is not None or ev["op"] == "put"
@@ -490,16 +503,31 @@ def cuts_from(out: Path) -> List[Cut]:
             continue
         tag = ev["tag"]
         data = (out / ev["img"]).read_bytes()
-        if tag == "sync":
+        if tag == "sync-durable":
+            # The commit's meta is on disk: the new synced image (the model
+            # holds every step begun, the one in flight included).
             if cur is not None:
                 cut(cur, data, "before-sync")
-            # The fill before the first sync is part of its model.
-            cur, old = _File(data, dict(model)), None
+            cur, old, durable = _File(data, dict(model)), None, True
+        elif tag == "sync":
+            if durable and cur is not None:
+                # The call returned after freeing what waited for the
+                # commit: those writes belong to the next period.
+                cut(cur, data, "after-commit")
+                cur.model = dict(model)
+            else:
+                if cur is not None:
+                    cut(cur, data, "before-sync")
+                # The fill before the first sync is part of its model.
+                cur, old = _File(data, dict(model)), None
+            durable = False
         elif tag == "sync-mid":
             # Durable now, yet the call (its last step) has not returned:
-            # the model to keep is still the last acknowledged one.
-            assert cur is not None
-            cut(cur, data, "before-staging-sync")
+            # the model to keep is still the last acknowledged one. (Before
+            # the first sync nothing is kept: the fill is not a cut.)
+            if cur is None:
+                continue
+            cut(cur, data, "before-first-flush")
             cur = _File(data, cur.model, cur.steps, cur.sizes)
         elif tag == "renamed-old" or tag == "old-after":
             assert (old or cur) is not None
@@ -718,10 +746,17 @@ def assess(cut: Cut, items: Dict[str, str], check: Sequence[str]) -> Tuple[str, 
     return "ok", ""
 
 
-def judge(cut: Cut, state: bytes, path: Path, env: Optional[Dict[str, str]] = None) -> Tuple[str, str]:
-    """(verdict, detail) for one crash state, opened in a fresh process."""
+def judge(cut: Cut, state: bytes, path: Path, env: Optional[Dict[str, str]] = None,
+          reboot: bool = True) -> Tuple[str, str]:
+    """(verdict, detail) for one state, opened in a fresh process. A crash
+    state is opened "after the reboot" (another kernel boot id, as the core
+    sees it through DSHM_TEST_BOOT_ID); reboot=False: in this boot, as after
+    a killed process (the page cache kept every write)."""
     path.write_bytes(state)
-    r = subprocess.run([sys.executable, "-c", _JUDGE, str(path)], capture_output=True, env=env, timeout=120)
+    e = dict(os.environ if env is None else env)
+    if reboot:
+        e["DSHM_TEST_BOOT_ID"] = "powercut-simulator-reboot"
+    r = subprocess.run([sys.executable, "-c", _JUDGE, str(path)], capture_output=True, env=e, timeout=120)
     if r.returncode != 0:
         return "crashed", f"exit {r.returncode}: {r.stderr.decode()[-500:]}"
     res = json.loads(r.stdout.decode().strip().splitlines()[-1])
@@ -758,11 +793,11 @@ def sample_states(cuts: Sequence[Cut], rng: random.Random, per_workload: int) ->
 
 
 def judge_all(work: Sequence[Tuple[Cut, str, bytes]], tmp: Path, jobs: int = 2,
-              env: Optional[Dict[str, str]] = None) -> List[Result]:
-    """Judge every (cut, how, state), ``jobs`` at a time."""
+              env: Optional[Dict[str, str]] = None, reboot: bool = True) -> List[Result]:
+    """Judge every (cut, how, state), ``jobs`` at a time (see ``judge``)."""
     def one(n: int) -> Result:
         cut, how, data = work[n]
-        verdict, detail = judge(cut, data, tmp / f"state-{n}", env)
+        verdict, detail = judge(cut, data, tmp / f"state-{n}", env, reboot)
         (tmp / f"state-{n}").unlink(missing_ok=True)
         return Result(cut.workload, how, verdict, detail)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
