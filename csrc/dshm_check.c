@@ -18,6 +18,7 @@
 
 #include "dshm_base.h"
 #include "dshm_walk.h"
+#include "dshm_meta.h"
 #include "dshm_hash.h"
 #include "dshm_index.h"
 #include "dshm_lock.h"
@@ -116,6 +117,95 @@ static void check_dups(dshm_env *env, report *rp, uint64_t b, ckey *keys, size_t
 static int cmp_cext(const void *a, const void *b) {
     const cext *x = a, *y = b;
     return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* Does [off, off+size) overlap an extent of the sorted ex[0..n)? */
+static const cext *overlap(const cext *ex, size_t n, uint64_t off, uint64_t size) {
+    size_t lo = 0, hi = n;
+    while (lo < hi) {   /* the first extent ending after off */
+        size_t mid = lo + (hi - lo) / 2;
+        if (ex[mid].off + ex[mid].size <= off)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && ex[lo].off < off + size ? &ex[lo] : NULL;
+}
+
+/* The commit protocol (dshm_commit.c): a valid meta, and what the newest
+ * one references whole, within the file, of an older period than the
+ * current one, and on no free list (free space would be reused before the
+ * next commit: a power loss then loses what it acknowledged). `free_ex`:
+ * the free blocks and pooled pages, sorted. */
+static void check_commit(dshm_env *env, report *rp, uint64_t limit, const cext *free_ex, size_t nfree) {
+    dshm_header *hd = DSHM_HDR(env);
+    dshm_meta m;
+    if (!dshm_meta_newest(hd, &m, NULL)) {
+        problem(rp, "header: no valid commit meta (a power loss would leave the file unopenable)");
+        return;
+    }
+    if (m.mt_gen >= hd->hd_gen)
+        problem(rp, "commit %" PRIu64 ": period %" PRIu64 " not before the current one (%" PRIu64 ")",
+                m.mt_seq, m.mt_gen, hd->hd_gen);
+    if (hd->hd_dir_gen > hd->hd_gen)
+        problem(rp, "header: directory of period %" PRIu64 ", after the current one (%" PRIu64 ")",
+                hd->hd_dir_gen, hd->hd_gen);
+    if (m.mt_dir == 0)
+        return;   /* the empty store of a new file: references nothing */
+    uint64_t top = m.mt_top < limit ? m.mt_top : limit;
+    if (m.mt_file_size > limit || m.mt_top > m.mt_file_size) {
+        problem(rp, "commit %" PRIu64 ": file size %" PRIu64 " or top %" PRIu64 " past the file (%" PRIu64 " bytes)",
+                m.mt_seq, m.mt_file_size, m.mt_top, limit);
+        return;
+    }
+    dshm_dirwalk w;
+    if (dshm_dir_start(&w, env, m.mt_dir, top)) {
+        problem(rp, "commit %" PRIu64 ": directory at %" PRIu64 " is out of bounds", m.mt_seq, DSHM_DIR_OFF(m.mt_dir));
+        return;
+    }
+    const cext *o;
+#define PROTECTED(off_, size_, what_) do {         if ((o = overlap(free_ex, nfree, (off_), (size_))) != NULL)             problem(rp, "commit %" PRIu64 ": its %s at %" PRIu64 " overlaps the %s at %" PRIu64                     " (it could be reused before the next commit)", m.mt_seq, (what_), (uint64_t)(off_),                     o->what, o->off); } while (0)
+    PROTECTED(DSHM_DIR_OFF(m.mt_dir), dshm_dir_bytes(w.dw_gd), "directory");
+    int more;
+    while ((more = dshm_dir_next_bucket(&w)) != 0) {
+        if (more < 0) {
+            problem(rp, "commit %" PRIu64 ": directory[%" PRIu64 "] names a bad bucket %" PRIu64,
+                    m.mt_seq, w.dw_i, w.dw_bucket);
+            continue;
+        }
+        dshm_chain ch;
+        uint64_t page;
+        int link;
+        dshm_chain_start(&ch, env, w.dw_bucket, top);
+        while ((link = dshm_chain_next(&ch, &page)) != 0) {
+            if (link < 0) {
+                problem(rp, "commit %" PRIu64 ": bucket %" PRIu64 ": overflow link %" PRIu64 " is out of bounds",
+                        m.mt_seq, w.dw_bucket, page);
+                break;
+            }
+            const dshm_bucket *pg = DSHM_AT(env, page);
+            if (pg->bk_gen > m.mt_gen)
+                problem(rp, "commit %" PRIu64 ": page %" PRIu64 " is of a later period (%" PRIu64 ")",
+                        m.mt_seq, page, pg->bk_gen);
+            PROTECTED(page, DSHM_BUCKET_SIZE, "bucket page");
+            for (unsigned s = 0; s < DSHM_SLOTS; s++) {
+                uint64_t r = atomic_load_explicit(&pg->bk_slots[s].sl_rec, memory_order_relaxed);
+                if (!r)
+                    continue;
+                const dshm_rec *rec = dshm_rec_sane(env, r, top);
+                if (!rec) {
+                    problem(rp, "commit %" PRIu64 ": page %" PRIu64 " slot %u: record %" PRIu64 " is out of bounds",
+                            m.mt_seq, page, s, r);
+                    continue;
+                }
+                if (rec->rc_gen > m.mt_gen)
+                    problem(rp, "commit %" PRIu64 ": record %" PRIu64 " is of a later period (%" PRIu64 ")",
+                            m.mt_seq, r, rec->rc_gen);
+                PROTECTED(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), "record");
+            }
+        }
+    }
+#undef PROTECTED
 }
 
 /* Verify the whole structure, writing nothing to the file: under the
@@ -286,6 +376,13 @@ static int64_t check_locked(dshm_env *env, report *rp) {
         if (ex[i - 1].off + ex[i - 1].size > ex[i].off)
             problem(rp, "%s at %" PRIu64 " overlaps %s at %" PRIu64, ex[i - 1].what, ex[i - 1].off,
                     ex[i].what, ex[i].off);
+    /* The free space alone (the same "what" strings), for check_commit. */
+    size_t nf = 0;
+    for (size_t i = 0; i < n; i++)
+        if (ex[i].what[0] == 'f' || ex[i].what[0] == 'p')   /* "free block", "pooled page" */
+            ex[nf++] = ex[i];
+    if (rp->locked)   /* a racy view may see a commit half-made */
+        check_commit(env, rp, limit, ex, nf);
     free(ex);
 #undef ADD
     return rp->problems;

@@ -718,6 +718,8 @@ def _crash_child(path: str, scenario: str, seed: int, run: int, nops: int) -> No
             kind = "clear" if op % 100 == 99 else "set"
         elif scenario == "reorganize":
             kind = "reorganize" if op % 50 == 49 else "set"
+        elif scenario == "sync":
+            kind = "sync" if op % 25 == 24 else "set"
         elif scenario == "delete":
             kind = "delete" if (existing and rng.random() < 0.7) else "set"
         elif scenario in ("pop", "popitem"):
@@ -764,6 +766,9 @@ def _crash_child(path: str, scenario: str, seed: int, run: int, nops: int) -> No
         elif kind == "reorganize":
             emit(f"I {op} O\n")
             db.reorganize()
+        elif kind == "sync":
+            emit(f"I {op} Y\n")
+            db.sync()
         worst = max(worst, time.monotonic() - t_op)
         emit(f"A {op}{acked}\n")
     emit(f"E {worst:.6f}\n")

@@ -23,4 +23,11 @@ WRITER_POINTS: Dict[str, Tuple[str, int, int]] = {
     "clear": ("clear", 1, 2000),
     "reorganize": ("reorganize", 2, 2000),
     "reorganize-renamed": ("reorganize", 2, 2000),
+    # a bucket chain copied (copy on write after a commit) and switched in
+    "cow-switched": ("set", 5, 2000),
+    # a commit (sync()), between its steps (csrc/dshm_commit.c)
+    "commit-begin": ("sync", 3, 2000),
+    "commit-flushed": ("sync", 3, 2000),
+    "commit-meta": ("sync", 3, 2000),
+    "commit-synced": ("sync", 3, 2000),
 }
