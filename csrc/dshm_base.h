@@ -46,8 +46,8 @@
 typedef struct dshm_env {
     int      ev_fd;         /**< the file, O_RDWR or O_RDONLY */
     int      ev_writable;   /**< fd and mapping allow writes */
-    int      ev_volatile;   /**< the file is on tmpfs or ramfs: a commit has
-                                 nothing to make durable (dshm_commit.c) */
+    int      ev_volatile;   /**< the file is on tmpfs or ramfs: an 's' write
+                                 does not commit (nothing to make durable) */
     int      ev_copy;       /**< a copy being made (reorganize), not yet the
                                  store: its commit passes no crash points */
     char    *ev_base;       /**< start of the reserved range; file mapped at it */

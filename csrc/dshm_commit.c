@@ -122,8 +122,6 @@ static int flush(int fd) {
 
 int dshm_commit_held(dshm_env *env) {
     dshm_header *hd = DSHM_HDR(env);
-    if (env->ev_volatile)
-        return 0;
     if (!env->ev_writable)
         return flush(env->ev_fd);   /* what others committed; a meta needs a writable mapping */
     dshm_meta newest, m;

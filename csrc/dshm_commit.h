@@ -22,7 +22,8 @@ void dshm_meta_apply(dshm_header *hd, const dshm_meta *m);
 /** Commit, by the holder of the writer lock (or the only user of a new
  *  file): flush the file, write the next meta into the slot that does not
  *  hold the newest one, flush again, then free what waited for it. Two
- *  flushes. A file on tmpfs (ev_volatile): nothing to do. */
+ *  flushes (which cost nothing on tmpfs; the meta is written there too,
+ *  for a copy of the file taken to a disk). */
 int dshm_commit_held(dshm_env *env);
 /** Is the live state of hd the one m describes? */
 bool dshm_live_is(const dshm_header *hd, const dshm_meta *m);

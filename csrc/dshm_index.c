@@ -799,16 +799,22 @@ int dshm_index_init(dshm_env *env) {
 }
 
 uint64_t dshm_index_room(dshm_env *env, uint64_t keys) {
-    unsigned gd = DSHM_DIR_DEPTH(atomic_load_explicit(&DSHM_HDR(env)->hd_dir, memory_order_relaxed));
+    dshm_header *hd = DSHM_HDR(env);
+    unsigned gd = DSHM_DIR_DEPTH(atomic_load_explicit(&hd->hd_dir, memory_order_relaxed));
     if (keys == 0)
         return 0;
+    /* Copies on write: the directory once, and the chains the keys touch
+     * (at most every bucket page there is). */
+    uint64_t chains = hd->hd_buckets + hd->hd_overflow;
+    uint64_t cow = dshm_dir_bytes(gd) + 64 +
+                   2 * (uint64_t)DSHM_BUCKET_SIZE * (keys == DSHM_ROOM_PUT ? 2 : keys < chains ? keys : chains);
     if (keys == DSHM_ROOM_PUT)   /* a split with overflow pages, and a doubling */
-        return 8 * (uint64_t)DSHM_BUCKET_SIZE + dshm_dir_bytes(gd + 1) + 128;
+        return 8 * (uint64_t)DSHM_BUCKET_SIZE + dshm_dir_bytes(gd + 1) + 128 + cow;
     uint64_t pages = keys / (DSHM_MAX_FILL / 4) + 16;
     unsigned grow = 0;
     while (grow < 8 && ((uint64_t)1 << grow) < pages)
         grow++;
     unsigned nd = gd + grow > DSHM_MAX_DEPTH ? DSHM_MAX_DEPTH : gd + grow;
     /* A new page is page-aligned: it may take up to twice its size. */
-    return pages * (2 * (uint64_t)DSHM_BUCKET_SIZE) + 2 * dshm_dir_bytes(nd) + 4096;
+    return pages * (2 * (uint64_t)DSHM_BUCKET_SIZE) + 2 * dshm_dir_bytes(nd) + 4096 + cow;
 }

@@ -111,8 +111,9 @@ int dshm_finish_write(dshm_db *db, dshm_env *env, int rc) {
     bool wrote = rc == 0;
     /* 's': the write is published; the commit makes it durable before
      * the call returns (two flushes, under the lock: the next writer's
-     * changes are not part of it). */
-    if (wrote && (db->db_flags & DSHM_SYNC))
+     * changes are not part of it). Not on tmpfs: nothing there outlives
+     * the kernel, and a commit per write would copy a bucket each time. */
+    if (wrote && (db->db_flags & DSHM_SYNC) && !env->ev_volatile)
         rc = dshm_commit_held(env);
     dshm_unlock_rw(env);
     /* Outside the lock: a waker's system call does not lengthen it. */
@@ -161,8 +162,8 @@ static int sync_unguarded(dshm_db *db, bool due_only, bool wait) {
     int rc = dshm_enter(db, &env);
     if (rc)
         return rc;
-    if (!env->ev_writable || env->ev_volatile) {
-        rc = due_only || env->ev_volatile ? 0 : dshm_commit_held(env);
+    if (!env->ev_writable) {
+        rc = due_only ? 0 : dshm_commit_held(env);   /* a flush of what others committed */
         dshm_leave(db);
         return rc;
     }
