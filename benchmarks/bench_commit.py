@@ -44,7 +44,7 @@ kind, workload, path, n, n_sync = sys.argv[1], sys.argv[2], sys.argv[3], int(sys
 if kind == "gnu":
     import dbm.gnu as m
     def op(p, flag):
-        return m.open(p, {"n": "nf", "w": "wf", "cs": "cf", "r": "r"}[flag])
+        return m.open(p, {"n": "nf", "w": "wf", "cs": "cs", "r": "r"}[flag])
     def sync(d):
         d.sync()
 else:
