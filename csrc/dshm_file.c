@@ -332,13 +332,15 @@ int dshm_env_open(const char *path, int flags, int mode, uint64_t want, dshm_env
         if ((rc = dshm_env_map(env, (uint64_t)st.st_size, want)))
             goto fail;
         env->ev_volatile = dshm_fs_volatile(env->ev_fd);
-        if (torn && !(exclusive && env->ev_writable) && !live_is_meta) {
-            /* Only a handle that may write the file, with the file to
-             * itself, restores it; one that may not cannot read it. */
+        /* Only a handle opened for writing, with the file to itself,
+         * restores it (a read-only one writes nothing); any other reads it
+         * only if its live state is the meta's. */
+        bool restorer = exclusive && env->ev_writable && !rdonly;
+        if (torn && !restorer && !live_is_meta) {
             rc = DSHM_NEED_RECOVERY;
             goto fail;
         }
-        if (torn && exclusive && env->ev_writable && (rc = dshm_restore(env, (uint64_t)st.st_size)))
+        if (torn && restorer && (rc = dshm_restore(env, (uint64_t)st.st_size)))
             goto fail;
         if (exclusive) {
             /* Alone with the file: no process can hold the writer lock now.

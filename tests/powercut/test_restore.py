@@ -164,7 +164,7 @@ def test_check_reports_committed_data_on_a_free_list(tmp_path):
     struct.pack_into("<QQ", raw, rec, 64, 0)          # fr_size, fr_next
     struct.pack_into("<Q", raw, HD_SMALL_MAP, struct.unpack_from("<Q", raw, HD_SMALL_MAP)[0] | 1 << 3)
     path.write_bytes(bytes(raw))
-    with dbm_shm.open(str(path), "r") as db:
+    with dbm_shm.open(str(path), "w") as db:   # the writer lock: a stable view (nothing repaired here)
         problems = db.check()
     assert any("could be reused before the next commit" in p for p in problems), problems
 
