@@ -333,10 +333,12 @@ int dshm_env_open(const char *path, int flags, int mode, uint64_t want, dshm_env
             goto fail;
         env->ev_volatile = dshm_fs_volatile(env->ev_fd);
         /* Only a handle opened for writing, with the file to itself,
-         * restores it (a read-only one writes nothing); any other reads it
-         * only if its live state is the meta's. */
+         * restores it (a read-only one writes nothing). A read-only one
+         * reads it only if its live state is the meta's; a writer that
+         * shares it with one waits for the restore (its free lists are
+         * not to be trusted before it). */
         bool restorer = exclusive && env->ev_writable && !rdonly;
-        if (torn && !restorer && !live_is_meta) {
+        if (torn && !restorer && (!live_is_meta || !rdonly)) {
             rc = DSHM_NEED_RECOVERY;
             goto fail;
         }

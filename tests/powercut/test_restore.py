@@ -183,3 +183,29 @@ def test_check_reports_a_file_without_a_valid_commit(tmp_path):
     # After a reboot there is nothing to go back to: refused, not guessed.
     r = _run(path, "w", REBOOT)
     assert r.returncode != 0 and b"DSHM_CORRUPT" in r.stderr
+
+
+def test_writer_waits_for_the_restore_while_a_reader_has_the_file(tmp_path):
+    """After a reboot a read-only opener may read a file that is as its last
+    commit left it, without a restore; a writer that opens it meanwhile
+    (not alone with it, so it cannot restore) is refused rather than trust
+    free lists of the other boot; alone with it, it restores."""
+    path = tmp_path / "db"
+    with dbm_shm.open(str(path), "n") as db:
+        for i in range(500):
+            db[b"k%03d" % i] = b"v" * i
+    env = dict(os.environ, DSHM_TEST_BOOT_ID=REBOOT)
+    reader = subprocess.Popen([sys.executable, "-c", textwrap.dedent("""
+        import sys, dbm_shm
+        db = dbm_shm.open(sys.argv[1], "r")
+        print(len(db), flush=True)
+        sys.stdin.readline()
+        db.close()
+    """), str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    try:
+        assert reader.stdout.readline().strip() == b"500"
+        r = _run(path, "w", REBOOT)
+        assert r.returncode != 0 and b"DSHM_NEED_RECOVERY" in r.stderr, r.stderr.decode()[-500:]
+    finally:
+        reader.communicate(b"\n", timeout=60)
+    assert len(_items(_run(path, "w", REBOOT))) == 500
