@@ -415,3 +415,14 @@ int dshm_write_enter(dshm_db *db, dshm_env **envp, int argrc, uint64_t bytes, ui
         dshm_leave(db);
     return rc;
 }
+
+int dshm_end_replace(dshm_db *db, dshm_env *env, int rc) {
+    dshm_unlock_rw(env);
+    dshm_wake_waiters(env);
+    if (!rc) {
+        dshm_env *cur;
+        rc = dshm_refresh(db, &cur, 0);
+    }
+    dshm_leave(db);
+    return rc;
+}

@@ -16,6 +16,10 @@
 
 /** Replace the handle's mapping (reorganize, or growth past it). */
 int dshm_refresh(dshm_db *db, dshm_env **envp, uint64_t want);
+/** The end of a call that put a new file in place of the store under its
+ *  writer lock (reorganize, a transaction's replace): unlock, wake the
+ *  waiters, follow the path to the new file if rc is 0, leave. */
+int dshm_end_replace(dshm_db *db, dshm_env *env, int rc);
 /** Unmap superseded mappings once no call is in flight: a call that
  *  entered later loads the current mapping, never a retired one. */
 void dshm_reclaim(dshm_db *db);

@@ -17,10 +17,8 @@
 
 #include "dshm_base.h"
 #include "dshm_guard.h"
-#include "dshm_wake.h"
 #include "dshm_walk.h"
 #include "dshm_space.h"
-#include "dshm_lock.h"
 #include "dshm_file.h"
 #include "dshm_handle.h"
 #include "dshm_commit.h"
@@ -130,14 +128,7 @@ out:
     if (nfd >= 0)
         close(nfd);
     dshm_env_free(nenv);
-    dshm_unlock_rw(env);
-    dshm_wake_waiters(env);
-    if (!rc) {
-        dshm_env *cur;
-        rc = dshm_refresh(db, &cur, 0);
-    }
-    dshm_leave(db);
-    return rc;
+    return dshm_end_replace(db, env, rc);
 }
 
 int dshm_reorganize(dshm_db *db) { GUARDED(int, reorganize_unguarded(db)); }

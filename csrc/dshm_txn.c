@@ -46,7 +46,6 @@
 #include "dshm_index.h"
 #include "dshm_lock.h"
 #include "dshm_file.h"
-#include "dshm_wake.h"
 #include "dshm_handle.h"
 #include "dshm_batch.h"
 
@@ -187,15 +186,7 @@ static int replace_unguarded(dshm_db *db, const char *newpath) {
 out:
     if (fd >= 0)
         close(fd);
-    dshm_guard_tls.locked = NULL;
-    dshm_unlock_rw(env);
-    dshm_wake_waiters(env);
-    if (!rc) {
-        dshm_env *cur;
-        rc = dshm_refresh(db, &cur, 0);
-    }
-    dshm_leave(db);
-    return rc;
+    return dshm_end_replace(db, env, rc);
 }
 
 static int guarded_get(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap, int64_t *r) {
