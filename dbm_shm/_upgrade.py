@@ -122,7 +122,8 @@ _FORCE_ENV = "DBM_SHM_UPGRADE_FORCE"
 class UpgradeResult(NamedTuple):
     """What :func:`upgrade` did."""
 
-    #: False: the file was already of the current format and is unchanged.
+    #: Whether the file was converted (not when it was already of the
+    #: current format: then it is unchanged).
     converted: bool
     #: The file's format before.
     old_format: int
