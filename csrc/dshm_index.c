@@ -368,6 +368,30 @@ static void dir_switch(dshm_env *env, uint64_t first, uint64_t n, uint64_t lo, u
     }
 }
 
+/* Switch the directory entries of bucket b (local depth ld, hash prefix
+ * `prefix`) to lo for the lower half and hi for the upper (the same page
+ * for a copy on write), under the intent record: it is written first, so a
+ * writer dying in the switch leaves it for the next lock holder, which
+ * finishes the switch (dshm_index_finish_split). `point`: a crash point
+ * between the record and the switch, or NULL. */
+static void switch_under_intent(dshm_env *env, uint64_t b, unsigned ld, uint64_t prefix,
+                                uint64_t lo, uint64_t hi, const char *point) {
+    dshm_header *hd = DSHM_HDR(env);
+    unsigned gd = DSHM_DIR_DEPTH(atomic_load_explicit(&hd->hd_dir, memory_order_relaxed));
+    uint64_t first = ld ? prefix >> (64 - gd) : 0, n = (uint64_t)1 << (gd - ld);
+    hd->hd_intent_old = b;
+    hd->hd_intent_lo = lo;
+    hd->hd_intent_hi = hi;
+    hd->hd_intent_first = first;
+    hd->hd_intent_n = n;
+    atomic_thread_fence(memory_order_release);
+    hd->hd_intent_op = DSHM_INTENT_SPLIT;
+    if (point)
+        DSHM_CRASH_POINT(point);
+    dir_switch(env, first, n, lo, hi);
+    hd->hd_intent_op = DSHM_INTENT_NONE;
+}
+
 /* Free a bucket's overflow chain (not the primary). */
 static void chain_free(dshm_env *env, uint64_t b) {
     uint64_t page = ld_rel(&page_at(env, b)->bk_next);
@@ -393,7 +417,6 @@ static void chain_retire(dshm_env *env, uint64_t b) {
 
 /* Split the primary bucket b (local depth ld) in two fresh pages. */
 static int bucket_split(dshm_env *env, uint64_t b) {
-    dshm_header *hd = DSHM_HDR(env);
     dshm_bucket *bk = page_at(env, b);
     unsigned ld = atomic_load_explicit(&bk->bk_depth, memory_order_relaxed);
     uint64_t prefix = ld_rel(&bk->bk_prefix);
@@ -438,22 +461,7 @@ static int bucket_split(dshm_env *env, uint64_t b) {
         dshm_page_free(env, hi);
         return rc;
     }
-    unsigned gd = DSHM_DIR_DEPTH(atomic_load_explicit(&hd->hd_dir, memory_order_relaxed));
-    uint64_t first = prefix >> (64 - gd), n = (uint64_t)1 << (gd - ld);
-    if (ld == 0)
-        first = 0;
-    /* Record the intent, then switch: a writer dying in between leaves the
-     * intent for the next lock holder, which finishes the switch. */
-    hd->hd_intent_old = b;
-    hd->hd_intent_lo = lo;
-    hd->hd_intent_hi = hi;
-    hd->hd_intent_first = first;
-    hd->hd_intent_n = n;
-    atomic_thread_fence(memory_order_release);
-    hd->hd_intent_op = DSHM_INTENT_SPLIT;
-    DSHM_CRASH_POINT("split-intent");
-    dir_switch(env, first, n, lo, hi);
-    hd->hd_intent_op = DSHM_INTENT_NONE;
+    switch_under_intent(env, b, ld, prefix, lo, hi, "split-intent");
     /* The old bucket's counter goes odd before its overflow pages go to
      * the pool: a reader still walking its chain could otherwise follow a
      * freed page's pool link into stale slots and finish, unnoticed, before
@@ -512,20 +520,8 @@ static int chain_own(dshm_env *env, uint64_t b, uint64_t *nb, dshm_pos *pos) {
         prev = np;
         dshm_bucket_end(npg);
     }
-    unsigned gd = DSHM_DIR_DEPTH(atomic_load_explicit(&hd->hd_dir, memory_order_relaxed));
-    unsigned ld = atomic_load_explicit(&bk->bk_depth, memory_order_relaxed);
-    uint64_t first = ld ? ld_rel(&bk->bk_prefix) >> (64 - gd) : 0, n = (uint64_t)1 << (gd - ld);
-    if (gd == 0)
-        first = 0;
-    hd->hd_intent_old = b;
-    hd->hd_intent_lo = first_new;
-    hd->hd_intent_hi = first_new;
-    hd->hd_intent_first = first;
-    hd->hd_intent_n = n;
-    atomic_thread_fence(memory_order_release);
-    hd->hd_intent_op = DSHM_INTENT_SPLIT;
-    dir_switch(env, first, n, first_new, first_new);
-    hd->hd_intent_op = DSHM_INTENT_NONE;
+    switch_under_intent(env, b, atomic_load_explicit(&bk->bk_depth, memory_order_relaxed),
+                        ld_rel(&bk->bk_prefix), first_new, first_new, NULL);
     DSHM_CRASH_POINT("cow-switched");
     dshm_bucket_begin(bk);   /* odd for good: readers still on it retry */
     chain_retire(env, b);
