@@ -111,11 +111,7 @@ bool dshm_commit_due(const dshm_env *env) {
     return !dshm_meta_newest(hd, &m, NULL) || !dshm_live_is(hd, &m);
 }
 
-static int flush(int fd) {
-    if (fdatasync(fd) != 0 && errno != EINVAL)
-        return -errno;
-    return 0;
-}
+static int flush(int fd) { return dshm_flush(fd, true); }
 
 /* The commit's crash points are the store's: a copy's commit passes none. */
 #define COMMIT_POINT(env, p) do { if (!(env)->ev_copy) DSHM_CRASH_POINT(p); } while (0)

@@ -168,8 +168,7 @@ int dshm_init_file(int fd, const uint64_t *seed) {
     hd->hd_alloc_sum = dshm_alloc_checksum(hd);
     /* On disk before anyone uses it: a power loss leaves no file with a
      * magic but without its first meta. */
-    if (fdatasync(fd) != 0 && errno != EINVAL)
-        rc = -errno;
+    rc = dshm_flush(fd, true);
 out:
     munmap(env.ev_base, DSHM_INITIAL_SIZE);
     return rc;
@@ -406,7 +405,7 @@ void dshm_sync_parent(const char *path) {
     }
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd >= 0) {
-        if (fsync(fd) != 0) { /* best effort: some file systems refuse */ }
+        if (dshm_flush(fd, false) != 0) { /* best effort: some file systems refuse */ }
         close(fd);
     }
     free(copy);
@@ -451,8 +450,8 @@ static int create_renamed(const char *path, int mode, uint64_t commit, const str
         rc = errno ? -errno : -EIO;
     /* On the disk before its name is (a power cut after the rename must
      * not leave the path naming an empty or half-written file). */
-    if (!rc && fsync(fd) != 0 && errno != EINVAL)
-        rc = -errno;
+    if (!rc)
+        rc = dshm_flush(fd, false);
     if (fd >= 0)
         close(fd);
     if (!rc && rename(tmp, path) != 0)

@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -18,7 +19,8 @@
 #include "dshm_guard.h"
 
 /* ---------------------------------------------------------------------- */
-/* Test hooks: DSHM_CRASH_AT="point:n[,point:n...]", DSHM_TEST_COLLIDE=n   */
+/* Test hooks: DSHM_TEST_NOFLUSH=1 (the test suite: no fsync, no fdatasync, */
+/* so its time does not depend on the disk), DSHM_CRASH_AT="point:n[,point:n...]", DSHM_TEST_COLLIDE=n   */
 /* (DSHM_CRASH_SIGNAL=n: the signal sent at the point, SIGKILL by default;  */
 /* SIGSTOP leaves a live writer frozen inside its change. n: the pass that  */
 /* signals, or "every": each pass. DSHM_CRASH_NOTE=file: the point's name   */
@@ -173,7 +175,18 @@ bool dshm_interrupt_requested(void) {
 /* Test hooks once per process, at the first open; the handler at every open. */
 static pthread_once_t hooks_once = PTHREAD_ONCE_INIT;
 
+static int test_noflush;   /* DSHM_TEST_NOFLUSH=1: dshm_flush skips the system call */
+
+int dshm_flush(int fd, bool data_only) {
+    if (test_noflush)
+        return 0;
+    int r = data_only ? fdatasync(fd) : fsync(fd);
+    return r != 0 && errno != EINVAL ? -errno : 0;   /* EINVAL: a file that cannot be flushed */
+}
+
 static void hooks_init(void) {
+    const char *f = getenv("DSHM_TEST_NOFLUSH");
+    test_noflush = f && *f && strcmp(f, "0") != 0;
     const char *c = getenv("DSHM_TEST_COLLIDE");
     if (c && *c) {
         long n = strtol(c, NULL, 10);

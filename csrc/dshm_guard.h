@@ -23,6 +23,11 @@ void dshm_crash_hit(const char *point);
 /** Test hook DSHM_TEST_COLLIDE=n: dshm_key_hash clears the top n bits of
  *  every key hash (64: all keys collide), to exercise hostile keys. */
 extern int dshm_test_collide;
+/** Flush @p fd to the disk: fdatasync (@p data_only) or fsync. 0, or
+ *  -errno (EINVAL, a file that cannot be flushed, counts as done). The
+ *  test hook DSHM_TEST_NOFLUSH=1 makes it do nothing: the test suite sets
+ *  it so that its time does not depend on how fast the disk flushes. */
+int dshm_flush(int fd, bool data_only);
 /** Read the test hooks and install the SIGBUS handler (once a process). */
 void dshm_hooks_init(void);
 /** The binding's interrupt hook (dshm_set_interrupt_hook). */

@@ -113,7 +113,7 @@ static int reorganize_unguarded(dshm_db *db) {
     nhd->hd_alloc_sum = dshm_alloc_checksum(nhd);   /* copy_all filled it without the lock */
     /* The copy's commit, then its flush even on tmpfs: on disk before the
      * rename makes it the store. */
-    if ((rc = dshm_commit_held(nenv)) || (fsync(nenv->ev_fd) != 0 && errno != EINVAL && (rc = -errno)))
+    if ((rc = dshm_commit_held(nenv)) || (rc = dshm_flush(nenv->ev_fd, false)))
         goto out;
     DSHM_CRASH_POINT("reorganize");
     if ((rc = dshm_rename_over(env, tmp, db->db_path, "reorganize-renamed")))

@@ -178,10 +178,12 @@ static int replace_unguarded(dshm_db *db, const char *newpath) {
     }
     if (theirs > commit)
         commit = theirs;
-    if (pwrite(fd, &commit, sizeof commit, at) != (ssize_t)sizeof commit || fsync(fd) != 0) {
+    if (pwrite(fd, &commit, sizeof commit, at) != (ssize_t)sizeof commit) {
         rc = errno ? -errno : -EIO;
         goto out;
     }
+    if ((rc = dshm_flush(fd, false)))
+        goto out;
     rc = dshm_rename_over(env, newpath, db->db_path, "txn-replace-renamed");
 out:
     if (fd >= 0)
