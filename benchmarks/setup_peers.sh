@@ -5,7 +5,8 @@
 # GNU gdbm reaches Python only through Debian's python3-gdbm package, which
 # serves the system interpreter (/usr/bin/python3). The venv is therefore made
 # from that interpreter with --system-site-packages (so `dbm.gnu` is visible)
-# and holds the PyPI peers (lmdb, sqlitedict, UltraDict, diskcache), cffi,
+# and holds the PyPI peers (lmdb, sqlitedict, UltraDict, diskcache, django,
+# redis, pymemcache), cffi,
 # and what benchmarks/report.py draws and shows progress with (matplotlib,
 # tqdm). When the repo has a setup.py, dbm_shm itself is (re)built and
 # installed into the venv too.
@@ -71,6 +72,19 @@ log "installing peers into $venv"
 # diskcache: the peer of bench_rmw.py's counters (its Cache.incr).
 "$venv/bin/python" -m pip install --quiet diskcache \
     || log "diskcache not installed (bench_rmw.py will skip it)"
+# bench_cache.py's peers: Django (its LocMemCache), redis-py and pymemcache
+# (clients of the redis-server and memcached the benchmark starts on
+# loopback; Debian's packages, installed below if missing).
+"$venv/bin/python" -m pip install --quiet django redis pymemcache \
+    || log "django/redis/pymemcache not all installed (bench_cache.py skips what is missing)"
+if ! command -v redis-server >/dev/null 2>&1; then
+    log "redis-server missing; installing Debian's redis-server"
+    apt_install redis-server || log "no redis-server (bench_cache.py will skip Redis)"
+fi
+if ! command -v memcached >/dev/null 2>&1 && [ ! -x /usr/bin/memcached ]; then
+    log "memcached missing; installing Debian's memcached"
+    apt_install memcached || log "no memcached (bench_cache.py will skip it)"
+fi
 "$venv/bin/python" -m pip install --quiet matplotlib tqdm \
     || log "matplotlib/tqdm not installed (report.py: no plots, plain progress)"
 
