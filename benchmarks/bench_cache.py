@@ -12,9 +12,7 @@ backend            how it is driven
 =================  ===========================================================
 dbm_shm            ``dbm_shm.Cache(path)`` on ``--dir`` (default /dev/shm):
                    ``c.get(k)``, ``c.set(k, v)``; one store, every worker maps
-                   it. Until the Cache exists in the build, a stand-in
-                   (``dbm_shm.open(path, 'c')``: ``db.get``, ``db[k] = v``)
-                   takes its place and the output says so
+                   it; no ``max_bytes``, no ``default_ttl``
 dbm_shm-disk       the same on ``--disk-dir`` (default /var/tmp; nothing syncs,
                    so this is the page cache of a disk file system)
 diskcache          ``diskcache.Cache(dir)`` on ``--dir``, default settings
@@ -127,22 +125,10 @@ def proc_mem(pid: Any = "self") -> Tuple[int, int]:
 # server, prefill; size; teardown) and a worker side (open_client(params) ->
 # get, set, close), the latter run in the spawned worker processes.
 
-def _has_cache() -> bool:
-    import dbm_shm
-    return hasattr(dbm_shm, "Cache")
-
-
 def open_dbm_shm(params: Dict[str, Any]) -> Tuple[Get, Set, Callable[[], None]]:
     import dbm_shm
-    if hasattr(dbm_shm, "Cache"):
-        c = dbm_shm.Cache(params["path"])
-        return c.get, c.set, c.close
-    db = dbm_shm.open(params["path"], "c")       # the stand-in: dbm_shm.open
-
-    def dbset(k: Any, v: bytes) -> None:
-        db[k] = v
-
-    return db.get, dbset, db.close
+    c = dbm_shm.Cache(params["path"])
+    return c.get, c.set, c.close
 
 
 def open_diskcache(params: Dict[str, Any]) -> Tuple[Get, Set, Callable[[], None]]:
@@ -210,19 +196,18 @@ class Setup:
         keys = _keys(a.keys)
         value = os.urandom(a.value_size)
         if name in ("dbm_shm", "dbm_shm-disk"):
-            import dbm_shm  # noqa: F401  (ImportError -> the caller's skip)
+            import dbm_shm  # (ImportError -> the caller's skip)
+            if not hasattr(dbm_shm, "Cache"):
+                raise Unavailable(f"this dbm_shm ({dbm_shm.__file__}) has no Cache")
             base = root if name == "dbm_shm" else a.disk_root
             self.path = os.path.join(base, "cache.db")
             self.params["path"] = self.path
-            if _has_cache():
-                c = dbm_shm.Cache(self.path)
-                for i in range(0, len(keys), 1000):
-                    c.set_many({k: value for k in keys[i:i + 1000]})
-                c.close()
-            else:
-                db = dbm_shm.open(self.path, "c")
-                db.update({k: value for k in keys})
-                db.close()
+            c = dbm_shm.Cache(self.path)
+            for i in range(0, len(keys), 1000):
+                c.set_many({k: value for k in keys[i:i + 1000]})
+            if len(c) != len(keys):
+                raise RuntimeError(f"the cache holds {len(c)} keys after the prefill")
+            c.close()
         elif name == "diskcache":
             try:
                 import diskcache
@@ -330,7 +315,7 @@ class Setup:
 # ---------------------------------------------------------------------------
 # The worker
 
-def _sequence(nkeys: int, set_share: float, dist: str, zipf_s: float, seed: int) -> Tuple[array, bytearray]:
+def _sequence(nkeys: int, set_share: float, dist: str, zipf_s: float, seed: int) -> Tuple["array[int]", bytearray]:
     rng = random.Random(seed)
     if dist == "zipf":
         # Zipf-like: key of rank r drawn with weight 1 / (r + 1) ** s; ranks
@@ -544,12 +529,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     notes: List[str] = []
     skipped: Dict[str, str] = {}
     failed = False
-    standin = False
     try:
-        try:
-            standin = not _has_cache()
-        except ImportError:
-            pass
         for rnd in range(a.repeat):
             for name in names:
                 if name in skipped:
@@ -585,9 +565,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ImportError:
         where = "not importable"
     label = {b: b for b in BACKENDS}
-    if standin:
-        for b in ("dbm_shm", "dbm_shm-disk"):
-            label[b] = b + " (stand-in)"
     print(f"# Shared cache: {100 - round(a.set_share * 100)}/{round(a.set_share * 100)} get/set, "
           f"{a.value_size:,} B values, {a.keys:,} keys (prefilled), {a.dist} key choice"
           + (f" (s = {a.zipf_s})" if a.dist == "zipf" else "") + "\n")
@@ -595,9 +572,6 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"{a.repeat} round(s), each on a fresh store/server. Python {platform.python_version()}, "
           f"{os.cpu_count()} CPUs, load average {load_before} before, {load_after} after; "
           f"dbm_shm from {where}; stores in {a.dir}.")
-    if standin:
-        print("\n**dbm_shm.Cache is not in this build: the dbm_shm rows are a stand-in, "
-              "`dbm_shm.open(path, 'c')` with `db.get` and `db[k] = v`.**")
     print("\nRatios are dbm_shm's figure divided by the row's (above 1×: dbm_shm is faster). "
           "Latencies in µs. locmem is per process, NOT shared (each worker has its own copy).")
     for n in procs:
@@ -617,7 +591,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             spread = f"{(max(gs) - min(gs)) / max(gs) * 100:.0f} %" if len(gs) > 1 else "—"
             cells = [label[name], f_rate(r["gets_s"]), f_rate(r["sets_s"]), f_us(r["g50"]), f_us(r["g99"]),
                      f_us(r["s50"]), f_us(r["s99"]),
-                     f_ratio(ref and ref["gets_s"], r["gets_s"]), f_ratio(ref and ref["sets_s"], r["sets_s"]),
+                     f_ratio(ref["gets_s"] if ref else None, r["gets_s"]),
+                     f_ratio(ref["sets_s"] if ref else None, r["sets_s"]),
                      spread]
             print("| " + " | ".join(cells) + " |")
             if r["misses"]:
@@ -644,10 +619,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if name in skipped:
             print(f"- {name}: skipped ({skipped[name]})")
         elif any(results.get((name, n)) for n in procs):
-            note = NOTES[name].format_map(_dd(info, dir=a.dir, disk_dir=a.disk_dir))
-            if standin and name.startswith("dbm_shm"):
-                note = note.replace("dbm_shm.Cache", "stand-in dbm_shm.open(path, 'c')", 1)
-            print(f"- {name}: {note}")
+            print(f"- {name}: " + NOTES[name].format_map(_dd(info, dir=a.dir, disk_dir=a.disk_dir)))
     if base:
         print(f"- A worker's RSS before it opens its backend (interpreter, keys, op sequence): "
               f"{min(base) / 2**20:,.1f} MiB. Worker RSS/PSS exclude the latency sample buffers. "

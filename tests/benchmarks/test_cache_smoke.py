@@ -41,7 +41,7 @@ def _table_rows(text: str) -> dict[str, list[str]]:
     for line in text.splitlines():
         if line.startswith("| ") and not line.startswith("| backend"):
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            rows[cells[0].replace(" (stand-in)", "")] = cells[1:]
+            rows[cells[0]] = cells[1:]
     return rows
 
 
