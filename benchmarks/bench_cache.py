@@ -120,6 +120,32 @@ def proc_mem(pid: Any = "self") -> Tuple[int, int]:
     return rss, pss
 
 
+HZ = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all CPUs), from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:8]]
+    except (OSError, ValueError):
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq = v
+    return (user + nice + system + irq + softirq) / HZ
+
+
+def proc_cpu_seconds(pid: Optional[int]) -> float:
+    """CPU seconds (user + system) of process `pid`, 0 if unknown."""
+    if not pid:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / HZ
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 # ---------------------------------------------------------------------------
 # Backends. Each has a parent side (setup: create the store or start the
 # server, prefill; size; teardown) and a worker side (open_client(params) ->
@@ -239,6 +265,7 @@ class Setup:
                 [exe, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
                  "--daemonize", "no", "--protected-mode", "yes", "--logfile", ""],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.params["server_pid"] = self.proc.pid
             r = redis.Redis(host="127.0.0.1", port=port)
             self._wait(lambda: r.ping())
             info["redis_version"] = str(r.info("server").get("redis_version", "?"))
@@ -265,6 +292,7 @@ class Setup:
             if os.geteuid() == 0:
                 cmd += ["-u", "root"]       # memcached refuses to run as root without it
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.params["server_pid"] = self.proc.pid
             c = Client(("127.0.0.1", port), no_delay=True, connect_timeout=2, timeout=60)
             self._wait(lambda: c.version())
             info["memcached_version"] = c.version().decode()
@@ -358,6 +386,9 @@ def _worker(name: str, params: Dict[str, Any], wid: int, cfg: Dict[str, Any], ba
         gc.collect()
         gc.disable()
         barrier.wait()
+        if wid == 0:
+            busy0, srv0 = busy_seconds(), proc_cpu_seconds(params.get("server_pid"))
+        cpu0 = time.process_time()
         start = t1 = pc()
         deadline = start + cfg["seconds_ns"]
         ng = ns = miss = 0
@@ -367,7 +398,7 @@ def _worker(name: str, params: Dict[str, Any], wid: int, cfg: Dict[str, Any], ba
             k = keys[idx[j]]
             if ops[j]:
                 t0 = pc()
-                cset(k, vals[i & 15])
+                cset(k, vals[i & (VALUE_POOL - 1)])
                 t1 = pc()
                 slat[ns] = t1 - t0
                 ns += 1
@@ -383,13 +414,19 @@ def _worker(name: str, params: Dict[str, Any], wid: int, cfg: Dict[str, Any], ba
             if t1 >= deadline:
                 break
         elapsed = t1 - start
+        cpu = time.process_time() - cpu0
+        busy = server = 0.0
+        if wid == 0:
+            busy = busy_seconds() - busy0
+            server = proc_cpu_seconds(params.get("server_pid")) - srv0
         gc.enable()
         rss, pss = proc_mem()
         buf_pages = ((ng * 8 + 4095) // 4096 + (ns * 8 + 4095) // 4096) * 4096
         close()
         q.put({"wid": wid, "gets": ng, "sets": ns, "misses": miss, "elapsed_ns": elapsed,
                "start": start, "glat": bytes(glat[:ng].cast("B")), "slat": bytes(slat[:ns].cast("B")),
-               "rss": rss - buf_pages, "pss": pss - buf_pages, "base_rss": base_rss, "err": None})
+               "rss": rss - buf_pages, "pss": pss - buf_pages, "base_rss": base_rss,
+               "cpu": cpu, "busy": busy, "server_cpu": server, "err": None})
         glat.release()
         slat.release()
     except BaseException as e:   # reported to the parent
@@ -436,6 +473,9 @@ def run_once(name: str, setup: Setup, nproc: int, cfg: Dict[str, Any]) -> Dict[s
     if errs:
         raise RuntimeError("; ".join(errs))
     server_rss = setup.server_rss()
+    w0 = next(r for r in res if r["wid"] == 0)
+    window = w0["elapsed_ns"] / 1e9
+    others = w0["busy"] - sum(r["cpu"] for r in res) - w0["server_cpu"]
     g50, g99 = percentiles([r["glat"] for r in res], (50, 99))
     s50, s99 = percentiles([r["slat"] for r in res], (50, 99))
     return {
@@ -447,6 +487,11 @@ def run_once(name: str, setup: Setup, nproc: int, cfg: Dict[str, Any]) -> Dict[s
         "rss_max": max(r["rss"] for r in res), "pss_sum": sum(r["pss"] for r in res),
         "base_rss": max(r["base_rss"] for r in res),
         "server_rss": server_rss, "store": setup.store_bytes(),
+        # CPUs kept busy, during the timed window, by everything but the
+        # workers and the server: other processes, kernel threads (the
+        # loopback's softirq work among them). 1 = one CPU.
+        "others": max(0.0, others / window) if window > 0 else None,
+        "server_cpus": w0["server_cpu"] / window if window > 0 else None,
     }
 
 
@@ -462,6 +507,10 @@ def f_us(ns: Optional[float]) -> str:
         return "—"
     us = ns / 1000
     return f"{us:,.1f}" if us < 100 else f"{us:,.0f}"
+
+
+def f_cpu(x: Optional[float]) -> str:
+    return "—" if x is None else f"{x:.2f}"
 
 
 def f_mib(b: Optional[int]) -> str:
@@ -573,7 +622,11 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"{os.cpu_count()} CPUs, load average {load_before} before, {load_after} after; "
           f"dbm_shm from {where}; stores in {a.dir}.")
     print("\nRatios are dbm_shm's figure divided by the row's (above 1×: dbm_shm is faster). "
-          "Latencies in µs. locmem is per process, NOT shared (each worker has its own copy).")
+          "Latencies in µs. locmem is per process, NOT shared (each worker has its own copy). "
+          "spread: (best − worst) / best of gets/s over the rounds. server CPU: CPUs the server "
+          "process kept busy during the timed window; other CPU: CPUs kept busy by everything else "
+          "but the workers (other processes, kernel threads such as the loopback's softirq work), "
+          "from /proc/stat: a figure well above 0 for dbm_shm or diskcache means something else ran.")
     for n in procs:
         rows = {name: best(results[(name, n)]) for name in names if results.get((name, n))}
         if not rows:
@@ -582,7 +635,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"\n## {n} worker process{'es' if n > 1 else ''}"
               + (f" (more than the {os.cpu_count()} CPUs)" if n > (os.cpu_count() or 1) else "") + "\n")
         head = ["backend", "gets/s", "sets/s", "get p50", "get p99", "set p50", "set p99",
-                "dbm_shm/peer gets", "dbm_shm/peer sets", "spread gets/s"]
+                "dbm_shm/peer gets", "dbm_shm/peer sets", "spread gets/s", "server CPU", "other CPU"]
         print("| " + " | ".join(head) + " |")
         print("|---|" + "---:|" * (len(head) - 1))
         for name, r in rows.items():
@@ -593,7 +646,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                      f_us(r["s50"]), f_us(r["s99"]),
                      f_ratio(ref["gets_s"] if ref else None, r["gets_s"]),
                      f_ratio(ref["sets_s"] if ref else None, r["sets_s"]),
-                     spread]
+                     spread, f_cpu(r["server_cpus"]) if r["server_rss"] is not None else "—", f_cpu(r["others"])]
             print("| " + " | ".join(cells) + " |")
             if r["misses"]:
                 notes.append(f"{name} ×{n}: {r['misses']:,} gets found no value (of {r['gets']:,})")
