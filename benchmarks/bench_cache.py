@@ -359,6 +359,62 @@ def _sequence(nkeys: int, set_share: float, dist: str, zipf_s: float, seed: int)
     return idx, ops
 
 
+def timed_loop(keys: List[Any], idx: "array[int]", ops: bytearray, vals: List[bytes], cget: Get, cset: Set,
+               cap: int, seconds_ns: int, glat: Any, slat: Any) -> Tuple[int, int, int, int, int]:
+    """Run the mix until `seconds_ns` have passed (or `cap` operations),
+    timing each operation into `glat` (gets) and `slat` (sets). Returns
+    (start, end, gets, sets, gets that found no value)."""
+    pc = time.perf_counter_ns
+    mask = CYCLE - 1
+    vmask = VALUE_POOL - 1
+    start = t1 = pc()
+    deadline = start + seconds_ns
+    ng = ns = miss = 0
+    i = 0
+    while i < cap:
+        j = i & mask
+        k = keys[idx[j]]
+        if ops[j]:
+            t0 = pc()
+            cset(k, vals[i & vmask])
+            t1 = pc()
+            slat[ns] = t1 - t0
+            ns += 1
+        else:
+            t0 = pc()
+            v = cget(k)
+            t1 = pc()
+            glat[ng] = t1 - t0
+            ng += 1
+            if v is None:
+                miss += 1
+        i += 1
+        if t1 >= deadline:
+            break
+    return start, t1, ng, ns, miss
+
+
+def harness_cost(nkeys: int, value_size: int, cfg: Dict[str, Any]) -> float:
+    """Operations per second of the timed loop with a dict's get and set in
+    place of a backend, in this process for up to 1 s: the harness's own
+    ceiling (two clock reads, the indexing and the sample store per op)."""
+    keys = _keys(nkeys)
+    idx, ops = _sequence(nkeys, cfg["set_share"], cfg["dist"], cfg["zipf_s"], cfg["seed"] * 1000)
+    vals = [os.urandom(value_size) for _ in range(VALUE_POOL)]
+    d = dict.fromkeys(keys, vals[0])
+    secs = min(1.0, cfg["seconds_ns"] / 1e9)
+    cap = int(5_000_000 * secs) + 1
+    glat = array("q", bytes(8 * cap))
+    slat = array("q", bytes(8 * cap))
+    gc.disable()
+    try:
+        start, end, ng, ns, _ = timed_loop(keys, idx, ops, vals, d.get, d.__setitem__, cap,
+                                           int(secs * 1e9), glat, slat)
+    finally:
+        gc.enable()
+    return (ng + ns) / ((end - start) / 1e9)
+
+
 def _worker(name: str, params: Dict[str, Any], wid: int, cfg: Dict[str, Any], barrier: Any, q: Any) -> None:
     try:
         keys = _keys(params["keys"], KEYTYPE.get(name, bytes))
@@ -366,7 +422,6 @@ def _worker(name: str, params: Dict[str, Any], wid: int, cfg: Dict[str, Any], ba
         vals = [os.urandom(params["value_size"]) for _ in range(VALUE_POOL)]
         base_rss, base_pss = proc_mem()
         cget, cset, close = OPENERS[name](params)
-        mask = CYCLE - 1
         for i in range(min(2000, CYCLE)):           # warm up, untimed
             k = keys[idx[i]]
             if ops[i]:
@@ -382,37 +437,13 @@ def _worker(name: str, params: Dict[str, Any], wid: int, cfg: Dict[str, Any], ba
         sbuf = mmap.mmap(-1, 8 * nset_cap)
         glat = memoryview(gbuf).cast("q")
         slat = memoryview(sbuf).cast("q")
-        pc = time.perf_counter_ns
         gc.collect()
         gc.disable()
         barrier.wait()
         if wid == 0:
             busy0, srv0 = busy_seconds(), proc_cpu_seconds(params.get("server_pid"))
         cpu0 = time.process_time()
-        start = t1 = pc()
-        deadline = start + cfg["seconds_ns"]
-        ng = ns = miss = 0
-        i = 0
-        while i < cap:
-            j = i & mask
-            k = keys[idx[j]]
-            if ops[j]:
-                t0 = pc()
-                cset(k, vals[i & (VALUE_POOL - 1)])
-                t1 = pc()
-                slat[ns] = t1 - t0
-                ns += 1
-            else:
-                t0 = pc()
-                v = cget(k)
-                t1 = pc()
-                glat[ng] = t1 - t0
-                ng += 1
-                if v is None:
-                    miss += 1
-            i += 1
-            if t1 >= deadline:
-                break
+        start, t1, ng, ns, miss = timed_loop(keys, idx, ops, vals, cget, cset, cap, cfg["seconds_ns"], glat, slat)
         elapsed = t1 - start
         cpu = time.process_time() - cpu0
         busy = server = 0.0
@@ -521,6 +552,19 @@ def f_ratio(ref: Optional[float], x: Optional[float]) -> str:
     return f"{ref / x:,.1f}×" if ref and x else "—"
 
 
+def git_commit() -> str:
+    """The checkout's commit (+ "-dirty" with uncommitted changes), or "?"."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        rev = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return (rev + ("-dirty" if dirty else "")) if rev else "?"
+
+
 def loadavg() -> str:
     try:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -572,6 +616,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     info: Dict[str, str] = {}
     versions(info)
     load_before = loadavg()
+    harness = harness_cost(a.keys, a.value_size, cfg)
     root = tempfile.mkdtemp(prefix="bench-cache-", dir=a.dir)
     a.disk_root = tempfile.mkdtemp(prefix="bench-cache-", dir=a.disk_dir) if "dbm_shm-disk" in names else ""
     results: Dict[Tuple[str, int], List[Dict[str, Any]]] = {}
@@ -620,7 +665,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"{a.seconds:g} s per worker and run, every operation timed (perf_counter_ns); best of "
           f"{a.repeat} round(s), each on a fresh store/server. Python {platform.python_version()}, "
           f"{os.cpu_count()} CPUs, load average {load_before} before, {load_after} after; "
-          f"dbm_shm from {where}; stores in {a.dir}.")
+          f"dbm_shm from {where}; stores in {a.dir}; commit {git_commit()}.")
     print("\nRatios are dbm_shm's figure divided by the row's (above 1×: dbm_shm is faster). "
           "Latencies in µs. locmem is per process, NOT shared (each worker has its own copy). "
           "spread: (best − worst) / best of gets/s over the rounds. server CPU: CPUs the server "
@@ -673,6 +718,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"- {name}: skipped ({skipped[name]})")
         elif any(results.get((name, n)) for n in procs):
             print(f"- {name}: " + NOTES[name].format_map(_dd(info, dir=a.dir, disk_dir=a.disk_dir)))
+    print(f"- The harness alone (the same timed loop over a dict's get and set, one process): "
+          f"{harness:,.0f} operations/s, {1e9 / harness:,.0f} ns per operation; every row's figures "
+          "include this cost.")
     if base:
         print(f"- A worker's RSS before it opens its backend (interpreter, keys, op sequence): "
               f"{min(base) / 2**20:,.1f} MiB. Worker RSS/PSS exclude the latency sample buffers. "
