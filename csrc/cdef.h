@@ -58,6 +58,9 @@ typedef struct dshm_stat_t {
     uint64_t st_waits;
     uint64_t st_wakeups;
     uint64_t st_multi_retries;
+    uint64_t st_max_bytes;
+    uint64_t st_evictions;
+    uint64_t st_expired;
 } dshm_stat_t;
 
 int dshm_open(const char *path, int flags, int mode, dshm_db **out);
@@ -95,6 +98,11 @@ const char *dshm_errhint(int rc);
 int64_t dshm_pop(dshm_db *db, const char *key, size_t klen, char *buf, size_t cap);
 int64_t dshm_popitem(dshm_db *db, char *buf, size_t cap, uint64_t *klen);
 int dshm_incr(dshm_db *db, const char *key, size_t klen, int64_t delta, int64_t dflt, int64_t *out);
+int dshm_incr_ttl(dshm_db *db, const char *key, size_t klen, int64_t delta, int64_t dflt, uint64_t deadline, int64_t *out);
+int dshm_put_ttl(dshm_db *db, const char *key, size_t klen, const char *val, size_t vlen, int flags, uint64_t deadline);
+int dshm_touch(dshm_db *db, const char *key, size_t klen, uint64_t deadline);
+int64_t dshm_expire(dshm_db *db);
+int dshm_set_max_bytes(dshm_db *db, uint64_t max_bytes);
 int dshm_cas(dshm_db *db, const char *key, size_t klen, const char *exp, int64_t explen,
              const char *val, int64_t vlen);
 int dshm_txn_begin(dshm_db *db, int64_t timeout_ns);

@@ -117,6 +117,9 @@ typedef struct dshm_stat_t {
     uint64_t st_waits;        /**< this handle: dshm_wait() calls */
     uint64_t st_wakeups;      /**< this handle: times a waiter was woken */
     uint64_t st_multi_retries; /**< this handle: consistent multi-key reads retried */
+    uint64_t st_max_bytes;    /**< the cap on st_live_bytes (dshm_set_max_bytes), 0 = none */
+    uint64_t st_evictions;    /**< records evicted to stay under the cap, by every process */
+    uint64_t st_expired;      /**< expired records dropped by writers, by every process */
 } dshm_stat_t;
 
 /** Open or create a store.
@@ -158,7 +161,30 @@ int64_t dshm_get_try(dshm_db *db, const char *key, size_t klen, char *buf, size_
 int dshm_put(dshm_db *db, const char *key, size_t klen,
              const char *val, size_t vlen, int flags);
 
-/** Delete @p key. @return 0, DSHM_NOTFOUND, DSHM_READONLY or an error. */
+/** dshm_put() with a deadline: from @p deadline on (ns since the epoch,
+ *  CLOCK_REALTIME; 0 = never) every process reads the key as absent. A
+ *  write to a store with a cap (dshm_set_max_bytes) evicts first.
+ * @return as dshm_put(); DSHM_TOOBIG also for a record larger than the cap. */
+int dshm_put_ttl(dshm_db *db, const char *key, size_t klen,
+                 const char *val, size_t vlen, int flags, uint64_t deadline);
+
+/** Give the live @p key a new deadline (0 = never), storing it anew.
+ * @return 0, DSHM_NOTFOUND (absent or expired), or an error. */
+int dshm_touch(dshm_db *db, const char *key, size_t klen, uint64_t deadline);
+
+/** Drop every expired record now (writers otherwise drop them as they
+ *  meet them: an overwrite, an eviction, reorganize).
+ * @return how many were dropped, or a negative error. */
+int64_t dshm_expire(dshm_db *db);
+
+/** Set the store's cap on the bytes of its records (keys, values and a
+ *  40-byte header each, rounded up to 16; st_live_bytes), 0 = none. Kept
+ *  in the file, for every process. Evicts down to the cap at once.
+ * @return 0, DSHM_READONLY or an error. */
+int dshm_set_max_bytes(dshm_db *db, uint64_t max_bytes);
+
+/** Delete @p key. @return 0, DSHM_NOTFOUND (also for an expired key,
+ *  which is dropped), DSHM_READONLY or an error. */
 int dshm_del(dshm_db *db, const char *key, size_t klen);
 
 /** Number of keys. @return the count, or a negative error. */
@@ -345,6 +371,10 @@ int64_t dshm_popitem(dshm_db *db, char *buf, size_t cap, uint64_t *klen);
  *         DSHM_TOOBIG, DSHM_FULL, -EDEADLK (this thread holds the lock for
  *         the handle's transaction), or another negative error. */
 int dshm_incr(dshm_db *db, const char *key, size_t klen, int64_t delta, int64_t dflt, int64_t *out);
+/** dshm_incr() whose new key gets @p deadline (0 = never); a live key
+ *  keeps its own. An expired key counts as absent. */
+int dshm_incr_ttl(dshm_db *db, const char *key, size_t klen, int64_t delta, int64_t dflt, uint64_t deadline,
+                  int64_t *out);
 /** Compare and set: if the value of @p key is @p exp (@p explen bytes;
  *  @p explen < 0: the key is absent), store @p val (@p vlen bytes; @p vlen
  *  < 0: delete the key). Atomic across processes.

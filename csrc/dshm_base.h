@@ -28,6 +28,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <pthread.h>
 #include <time.h>
 #include <unistd.h>
@@ -169,6 +170,48 @@ static inline uint64_t dshm_now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/** Wall-clock time, ns since the epoch: what record deadlines count in
+ *  (every process on the host shares the clock; it outlives a reboot). */
+static inline uint64_t dshm_realtime_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/** Has the record's deadline passed? *now is read from the clock on the
+ *  first record that has a deadline (0 = not yet read), so records
+ *  without one cost no clock read. */
+static inline bool dshm_rec_expired(const volatile dshm_rec *rec, uint64_t *now) {
+    uint64_t d = rec->rc_deadline;
+    if (!d)
+        return false;
+    if (!*now)
+        *now = dshm_realtime_ns();
+    return d <= *now;
+}
+
+/** Fill a new record (the writer's, before it is published): the header,
+ *  the next store stamp (or @p stamp if nonzero: a copy keeps its order),
+ *  the key and the value. The one record writer for puts, batches and
+ *  copies. */
+static inline void dshm_rec_fill(dshm_header *hd, dshm_rec *rec, uint64_t h, const char *key, size_t klen,
+                                 const char *val, size_t vlen, uint64_t deadline, uint64_t stamp) {
+    rec->rc_klen = (uint32_t)klen;
+    rec->rc_check = (uint32_t)h;
+    rec->rc_vlen = vlen;
+    rec->rc_gen = hd->hd_gen;
+    rec->rc_deadline = deadline;
+    if (!stamp)
+        stamp = ++hd->hd_stamp;
+    else if (stamp > hd->hd_stamp)
+        hd->hd_stamp = stamp;
+    rec->rc_stamp = stamp;
+    if (klen)
+        memcpy((char *)rec + DSHM_REC_HDR, key, klen);
+    if (vlen)
+        memcpy((char *)rec + DSHM_REC_HDR + klen, val, vlen);
 }
 
 /* ---- bucket pages and records: soundness (inline, pure) ---- */

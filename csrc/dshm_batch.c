@@ -151,16 +151,7 @@ static int stage(dshm_env *env, const bop *ops, size_t m, uint64_t total) {
     for (size_t i = 0; i < m; i++) {
         const bop *op = &ops[i];
         uint64_t vlen = op->vlen < 0 ? 0 : (uint64_t)op->vlen;
-        dshm_rec *rec = DSHM_AT(env, off);
-        rec->rc_klen = (uint32_t)op->klen;
-        rec->rc_check = (uint32_t)op->h;
-        rec->rc_vlen = vlen;
-        rec->rc_gen = hd->hd_gen;
-        rec->rc_deadline = 0;
-        if (op->klen)
-            memcpy((char *)rec + DSHM_REC_HDR, op->key, op->klen);
-        if (vlen)
-            memcpy((char *)rec + DSHM_REC_HDR + op->klen, op->val, vlen);
+        dshm_rec_fill(hd, DSHM_AT(env, off), op->h, op->key, op->klen, op->val, vlen, 0, 0);
         jr->jr_ent[jr->jr_n++] = off | (op->vlen < 0 ? DSHM_JR_DEL : 0);
         off += dshm_rec_size(op->klen, vlen);
     }

@@ -41,6 +41,9 @@ static int stat_unguarded(dshm_db *db, dshm_stat_t *st) {
     st->st_buckets = *(volatile uint64_t *)&hd->hd_buckets;
     st->st_overflow = *(volatile uint64_t *)&hd->hd_overflow;
     st->st_recoveries = *(volatile uint64_t *)&hd->hd_recoveries;
+    st->st_max_bytes = *(volatile uint64_t *)&hd->hd_max_bytes;
+    st->st_evictions = *(volatile uint64_t *)&hd->hd_evictions;
+    st->st_expired = *(volatile uint64_t *)&hd->hd_expired;
     st->st_depth = DSHM_DIR_DEPTH(atomic_load_explicit(&hd->hd_dir, memory_order_acquire));
     st->st_slots = DSHM_SLOTS;
     st->st_commit = atomic_load_explicit(&hd->hd_commit, memory_order_acquire);

@@ -163,6 +163,13 @@ int64_t dshm_index_read(dshm_env *env, uint64_t h, const char *key, size_t klen,
         int64_t vlen;
         uint64_t voff;
         if (page_search(env, page_at(env, page), h, key, klen, v.rv_limit, &vlen, &voff) >= 0) {
+            /* An expired record reads as absent (its header is in bounds:
+             * rec_match checked the whole record). */
+            uint64_t now = 0;
+            if (dshm_rec_expired(DSHM_AT(env, voff - klen - DSHM_REC_HDR), &now)) {
+                result = DSHM_NOTFOUND;
+                break;
+            }
             if ((uint64_t)vlen <= cap && vlen > 0)
                 memcpy(buf, DSHM_AT(env, voff), (size_t)vlen);
             result = vlen;

@@ -39,7 +39,7 @@ int dshm_snap_read(dshm_env *env, uint64_t cursor, uint64_t from, bool values, b
     if (!bk || !dshm_bucket_covers(bk, cursor))   /* reused for another bucket, or damaged */
         goto validate;
     dshm_chain ch;
-    uint64_t page;
+    uint64_t page, now = 0;
     int more = 0;
     rc = 0;
     dshm_chain_start(&ch, env, v.rv_b, v.rv_limit);
@@ -55,6 +55,8 @@ int dshm_snap_read(dshm_env *env, uint64_t cursor, uint64_t from, bool values, b
                 break;
             }
             const volatile dshm_rec *rec = DSHM_AT(env, r);
+            if (dshm_rec_expired(rec, &now))
+                continue;   /* absent, as for a get */
             uint64_t kl = rec->rc_klen, vl = values ? rec->rc_vlen : 0;
             if (vl > DSHM_MAX_VALUE || !dshm_in(r, DSHM_REC_HDR + kl + vl, v.rv_limit)) {
                 rc = DSHM_CORRUPT;

@@ -87,10 +87,14 @@ typedef struct dshm_rec {
                                 one older than the current period may be part of
                                 the last committed image, and is only freed after
                                 the next commit (dshm_retire_block) */
-    uint64_t rc_deadline;  /**< reserved for expiry (0 = none): in the format now so
-                                that it changes once; not read yet */
+    uint64_t rc_deadline;  /**< expiry, ns since the epoch (CLOCK_REALTIME), 0 = none:
+                                from then on every reader takes the record for
+                                absent (dshm_rec_expired); writers drop it */
+    uint64_t rc_stamp;     /**< store stamp (hd_stamp at the write): the order in
+                                which records were stored, for eviction */
     /* key bytes, then value bytes, then padding to DSHM_ALIGN */
 } dshm_rec;
+_Static_assert(sizeof(dshm_rec) == 40, "record header size (file format)");
 #define DSHM_REC_HDR  ((uint64_t)sizeof(dshm_rec))
 
 /** A free block on a free list. Written and read only by the lock holder. */
@@ -238,6 +242,14 @@ typedef struct dshm_header {
                                          was last known to be whole: another boot means a
                                          power loss or a kernel crash may have torn the
                                          file, which then opens at its newest valid meta */
+
+    /* ---- the cache: a byte cap and eviction (dshm_evict.c, dshm_write.c).
+     *      Written by lock holders; dshm_stat reads them relaxed ---- */
+    uint64_t hd_max_bytes;          /**< cap on hd_live_bytes, 0 = none: a write that
+                                         would pass it evicts records first */
+    uint64_t hd_stamp;              /**< the last store stamp given (rc_stamp) */
+    uint64_t hd_evictions;          /**< records evicted to stay under the cap */
+    uint64_t hd_expired;            /**< expired records dropped by writers */
 } dshm_header;
 _Static_assert(sizeof(dshm_header) <= DSHM_META_AT, "header fits before the metas");
 _Static_assert(sizeof(pthread_mutex_t) <= 48, "the mutex shares its line with hd_lock_pid and hd_repair");

@@ -29,7 +29,7 @@
  * reorganize fail with DSHM_CORRUPT (run check()), never copy garbage. */
 static int copy_all(dshm_env *env, dshm_env *nenv) {
     dshm_header *hd = DSHM_HDR(env);
-    uint64_t top = hd->hd_top, page;
+    uint64_t top = hd->hd_top, page, now = 0;
     dshm_dirwalk w;
     dshm_chain ch;
     int rc = dshm_dir_start(&w, env, atomic_load_explicit(&hd->hd_dir, memory_order_relaxed), top), more;
@@ -48,9 +48,12 @@ static int copy_all(dshm_env *env, dshm_env *nenv) {
                 dshm_rec *rec = DSHM_AT(env, r);   /* formed only once r is inside the file */
                 if (rec->rc_vlen > DSHM_MAX_VALUE || !dshm_in(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), top))
                     return DSHM_CORRUPT;
+                if (dshm_rec_expired(rec, &now))
+                    continue;   /* absent already: the copy leaves it behind */
                 const char *k = (const char *)rec + DSHM_REC_HDR;
                 uint64_t h = atomic_load_explicit(&pg->bk_slots[s].sl_hash, memory_order_relaxed);
-                if ((rc = dshm_put_locked(nenv, h, k, rec->rc_klen, k + rec->rc_klen, rec->rc_vlen, 0)))
+                dshm_putx x = {rec->rc_deadline, rec->rc_stamp, false, true};
+                if ((rc = dshm_put_locked(nenv, h, k, rec->rc_klen, k + rec->rc_klen, rec->rc_vlen, 0, &x)))
                     return rc;
             }
         }
@@ -103,6 +106,9 @@ static int reorganize_unguarded(dshm_db *db) {
         goto out;
     /* Give back what the growth steps reserved beyond the data. */
     dshm_header *nhd = DSHM_HDR(nenv);
+    nhd->hd_max_bytes = hd->hd_max_bytes;   /* the cache's cap and figures go with the data */
+    nhd->hd_evictions = hd->hd_evictions;
+    nhd->hd_expired = hd->hd_expired;
     uint64_t fit = (nhd->hd_top + 65535) & ~(uint64_t)65535;
     if (fit < atomic_load_explicit(&nhd->hd_file_size, memory_order_relaxed) &&
         ftruncate(nenv->ev_fd, (off_t)fit) == 0)

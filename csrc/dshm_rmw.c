@@ -49,7 +49,7 @@ static int parse_i64(const char *s, size_t n, int64_t *out) {
 }
 
 static int incr_unguarded(dshm_db *db, const char *key, size_t klen, int64_t delta, int64_t dflt,
-                          int64_t *out) {
+                          uint64_t deadline, int64_t *out) {
     dshm_env *env;
     int arg = (!key && klen) || !out ? DSHM_INVALID : klen > DSHM_MAX_KEY ? DSHM_TOOBIG : 0;
     int rc = dshm_write_enter(db, &env, arg, arg ? 0 : dshm_rec_size(klen, NUM_CAP), DSHM_ROOM_PUT, true);
@@ -79,7 +79,8 @@ static int incr_unguarded(dshm_db *db, const char *key, size_t klen, int64_t del
     } while (u);
     if (cur < 0)
         *--p = '-';
-    rc = dshm_put_locked(env, h, key, klen, p, (size_t)(e - p), 0);
+    dshm_putx x = {deadline, 0, true, false};   /* a live counter keeps its deadline */
+    rc = dshm_put_locked(env, h, key, klen, p, (size_t)(e - p), 0, &x);
     if (!rc)
         *out = cur;
     return dshm_finish_write(db, env, rc);
@@ -122,7 +123,7 @@ static int cas_unguarded(dshm_db *db, const char *key, size_t klen, const char *
         return m;
     }
     if (vlen >= 0) {
-        rc = dshm_put_locked(env, h, key, klen, val, (size_t)vlen, 0);
+        rc = dshm_put_locked(env, h, key, klen, val, (size_t)vlen, 0, NULL);
     } else {
         dshm_pos pos;
         rc = dshm_index_find(env, h, key, klen, &pos);
@@ -136,7 +137,12 @@ static int cas_unguarded(dshm_db *db, const char *key, size_t klen, const char *
 }
 
 int dshm_incr(dshm_db *db, const char *key, size_t klen, int64_t delta, int64_t dflt, int64_t *out) {
-    GUARDED(int, incr_unguarded(db, key, klen, delta, dflt, out));
+    GUARDED(int, incr_unguarded(db, key, klen, delta, dflt, 0, out));
+}
+
+int dshm_incr_ttl(dshm_db *db, const char *key, size_t klen, int64_t delta, int64_t dflt, uint64_t deadline,
+                  int64_t *out) {
+    GUARDED(int, incr_unguarded(db, key, klen, delta, dflt, deadline, out));
 }
 
 int dshm_cas(dshm_db *db, const char *key, size_t klen, const char *exp, int64_t explen,

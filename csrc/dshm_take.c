@@ -44,9 +44,11 @@ static int64_t take_locked(dshm_env *env, const dshm_pos *pos, bool with_key, ch
     if (rc)
         return rc;
     const dshm_rec *orec = DSHM_AT(env, old);
-    uint64_t klen = orec->rc_klen, vlen = orec->rc_vlen;
+    uint64_t klen = orec->rc_klen, vlen = orec->rc_vlen, now = 0;
     if (vlen > DSHM_MAX_VALUE || dshm_rec_size(klen, vlen) != osize)
         return DSHM_CORRUPT;
+    if (dshm_rec_expired(orec, &now))
+        return DSHM_NOTFOUND;   /* absent for every reader already */
     uint64_t n = (with_key ? klen : 0) + vlen;
     if (n > cap)
         return (int64_t)n;

@@ -21,6 +21,7 @@
 #include "dshm_hash.h"
 #include "dshm_space.h"
 #include "dshm_index.h"
+#include "dshm_evict.h"
 #include "dshm_lock.h"
 #include "dshm_handle.h"
 #include "dshm_commit.h"
@@ -28,18 +29,72 @@
 #include "dshm_write.h"
 
 
+/* Evict while storing need more bytes would pass the cap: expired records
+ * first, then the least recently stored of a sample (dshm_evict_pick),
+ * each through the one delete protocol. Never the key at avoid_h being
+ * written. *evicted: whether anything was (slots may have moved). */
+int dshm_make_room(dshm_env *env, uint64_t need, uint64_t avoid_h, bool *evicted) {
+    dshm_header *hd = DSHM_HDR(env);
+    uint64_t cap = hd->hd_max_bytes;
+    if (need > cap)
+        return DSHM_TOOBIG;
+    while (hd->hd_live_bytes + need > cap) {
+        uint64_t r, h;
+        bool expired;
+        int rc = dshm_evict_pick(env, avoid_h, &r, &h, &expired);
+        if (rc)
+            return rc == DSHM_NOTFOUND ? DSHM_FULL : rc;
+        const dshm_rec *rec = DSHM_AT(env, r);
+        if (!dshm_in(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), hd->hd_top))
+            return DSHM_CORRUPT;
+        dshm_pos pos;
+        if ((rc = dshm_index_find(env, h, (const char *)rec + DSHM_REC_HDR, rec->rc_klen, &pos)))
+            return rc == DSHM_NOTFOUND ? DSHM_CORRUPT : rc;   /* a slot naming a record of another key */
+        if ((rc = dshm_del_locked(env, &pos, "evict-removed")))
+            return rc;
+        if (expired)
+            hd->hd_expired++;
+        else
+            hd->hd_evictions++;
+        *evicted = true;
+    }
+    return 0;
+}
+
 /* Store under the lock: write the record into free space, then publish. */
 int dshm_put_locked(dshm_env *env, uint64_t h, const char *key, size_t klen,
-                      const char *val, size_t vlen, int flags) {
+                      const char *val, size_t vlen, int flags, const dshm_putx *x) {
+    static const dshm_putx none = {0, 0, false, false};
+    if (!x)
+        x = &none;
     dshm_header *hd = DSHM_HDR(env);
     dshm_pos pos;
     int rc = dshm_index_find(env, h, key, klen, &pos);
     if (rc && rc != DSHM_NOTFOUND)
         return rc;
-    bool found = rc == 0;
-    if (found && (flags & DSHM_NOOVERWRITE))
+    bool found = rc == 0, expired = false;
+    uint64_t old = 0, osize = 0, deadline = x->px_deadline, now = 0;
+    if (found) {
+        if ((rc = dshm_index_slot_rec(env, &pos, hd->hd_top, &old, &osize)))
+            return rc;
+        const dshm_rec *orec = DSHM_AT(env, old);
+        expired = dshm_rec_expired(orec, &now);
+        if (x->px_keep_deadline && !expired)
+            deadline = orec->rc_deadline;
+    }
+    if (found && !expired && (flags & DSHM_NOOVERWRITE))
         return DSHM_KEYEXIST;
     uint64_t rsize = dshm_rec_size(klen, vlen), off;
+    if (hd->hd_max_bytes && !x->px_no_evict && rsize > hd->hd_max_bytes)
+        return DSHM_TOOBIG;   /* would never fit under the cap */
+    if (hd->hd_max_bytes && !x->px_no_evict && rsize > osize) {
+        bool evicted = false;
+        rc = dshm_make_room(env, rsize - osize, h, &evicted);
+        if (!rc && evicted && found)
+            rc = dshm_index_find(env, h, key, klen, &pos);   /* its slot may have moved */
+        if (rc)
+            return rc;
+    }
     uint64_t ss = atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed);
     if ((rc = dshm_alloc_record(env, rsize, &off)))
         return rc;
@@ -50,24 +105,14 @@ int dshm_put_locked(dshm_env *env, uint64_t h, const char *key, size_t klen,
          * key now. Look again. */
         rc = dshm_index_find(env, h, key, klen, &pos);
         found = rc == 0;
-        if ((rc && rc != DSHM_NOTFOUND) || (found && (flags & DSHM_NOOVERWRITE))) {
+        if ((rc && rc != DSHM_NOTFOUND) || (found && !expired && (flags & DSHM_NOOVERWRITE))) {
             dshm_free_block(env, off, rsize);
             return found ? DSHM_KEYEXIST : rc;
         }
     }
-    dshm_rec *rec = DSHM_AT(env, off);
-    rec->rc_klen = (uint32_t)klen;
-    rec->rc_check = (uint32_t)h;
-    rec->rc_vlen = vlen;
-    rec->rc_gen = hd->hd_gen;
-    rec->rc_deadline = 0;
-    if (klen)
-        memcpy((char *)rec + DSHM_REC_HDR, key, klen);
-    if (vlen)
-        memcpy((char *)rec + DSHM_REC_HDR + klen, val, vlen);
+    dshm_rec_fill(hd, DSHM_AT(env, off), h, key, klen, val, vlen, deadline, x->px_stamp);
     DSHM_CRASH_POINT("put-written");
     if (found) {
-        uint64_t old, osize;
         if ((rc = dshm_index_slot_rec(env, &pos, hd->hd_top, &old, &osize))) {
             dshm_free_block(env, off, rsize);
             return rc;
@@ -79,6 +124,8 @@ int dshm_put_locked(dshm_env *env, uint64_t h, const char *key, size_t klen,
         DSHM_CRASH_POINT("put-replaced");
         dshm_retire_record(env, old, osize);
         hd->hd_live_bytes += rsize - osize;
+        if (expired)
+            hd->hd_expired++;
     } else {
         if ((rc = dshm_index_insert(env, h, off))) {
             dshm_free_block(env, off, rsize);
@@ -124,7 +171,8 @@ int dshm_finish_write(dshm_db *db, dshm_env *env, int rc) {
     return rc;
 }
 
-static int put_unguarded(dshm_db *db, const char *key, size_t klen, const char *val, size_t vlen, int flags) {
+static int put_unguarded(dshm_db *db, const char *key, size_t klen, const char *val, size_t vlen, int flags,
+                         uint64_t deadline) {
     dshm_env *env;
     int arg = (!key && klen) || (!val && vlen) || (flags & ~(DSHM_NOOVERWRITE | DSHM_TRY)) ? DSHM_INVALID
             : klen > DSHM_MAX_KEY || vlen > DSHM_MAX_VALUE ? DSHM_TOOBIG : 0;
@@ -136,7 +184,8 @@ static int put_unguarded(dshm_db *db, const char *key, size_t klen, const char *
     if (rc)
         return rc;
     uint64_t h = dshm_key_hash(DSHM_HDR(env), key, klen);
-    return dshm_finish_write(db, env, dshm_put_locked(env, h, key, klen, val, vlen, flags));
+    dshm_putx x = {deadline, 0, false, false};
+    return dshm_finish_write(db, env, dshm_put_locked(env, h, key, klen, val, vlen, flags, &x));
 }
 
 static int del_unguarded(dshm_db *db, const char *key, size_t klen) {
@@ -147,8 +196,18 @@ static int del_unguarded(dshm_db *db, const char *key, size_t klen) {
     uint64_t h = dshm_key_hash(DSHM_HDR(env), key, klen);
     dshm_pos pos;
     rc = dshm_index_find(env, h, key, klen, &pos);
+    bool expired = false;
+    if (rc == 0) {
+        uint64_t off, size, now = 0;
+        if (!(rc = dshm_index_slot_rec(env, &pos, DSHM_HDR(env)->hd_top, &off, &size)))
+            expired = dshm_rec_expired((const dshm_rec *)DSHM_AT(env, off), &now);
+    }
     if (rc == 0)
         rc = dshm_del_locked(env, &pos, "del-removed");
+    if (rc == 0 && expired) {   /* dropped, but it was absent already */
+        DSHM_HDR(env)->hd_expired++;
+        rc = DSHM_NOTFOUND;
+    }
     return dshm_finish_write(db, env, rc);
 }
 
@@ -207,7 +266,12 @@ static int clear_unguarded(dshm_db *db) {
 /* Public entry points                                                     */
 
 int dshm_put(dshm_db *db, const char *key, size_t klen, const char *val, size_t vlen, int flags) {
-    GUARDED(int, put_unguarded(db, key, klen, val, vlen, flags));
+    GUARDED(int, put_unguarded(db, key, klen, val, vlen, flags, 0));
+}
+
+int dshm_put_ttl(dshm_db *db, const char *key, size_t klen, const char *val, size_t vlen, int flags,
+                 uint64_t deadline) {
+    GUARDED(int, put_unguarded(db, key, klen, val, vlen, flags, deadline));
 }
 
 int dshm_del(dshm_db *db, const char *key, size_t klen) { GUARDED(int, del_unguarded(db, key, klen)); }

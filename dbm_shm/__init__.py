@@ -16,6 +16,7 @@ _loader.use_compiled_core(_sys.modules[__name__])
 del _sys
 # -- end of import logic
 
+from ._cache import Cache
 from ._compat import Shelf, ShelfTransaction, convert, open_shelf
 from ._db import Database, Snapshot, open, open_flags
 from ._errors import error
@@ -29,6 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncTransaction",
+    "Cache",
     "Database",
     "Snapshot",
     "convert",

@@ -65,7 +65,7 @@ _STAT_FIELDS = (
     "overflow", "slots", "commit", "format", "page_size", "lock_pid", "recoveries",
     "read_retries", "read_fallbacks", "reopens", "map_size", "lock_held_ns", "waiters",
     "writes", "batches", "batch_ops", "lock_waits", "lock_wait_ns", "waits", "wakeups",
-    "multi_retries",
+    "multi_retries", "max_bytes", "evictions", "expired",
 )
 _get_ident = threading.get_ident
 _T = TypeVar("_T")

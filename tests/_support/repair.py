@@ -425,7 +425,7 @@ if __name__ == "__main__":
 # Finding slots in a file
 
 SLOTS = 252               # slots of a bucket page
-REC_HDR = 32              # record header: u32 klen, u32 tag, u64 vlen, u64 gen, u64 deadline
+REC_HDR = 40              # record header: u32 klen, u32 tag, u64 vlen, u64 gen, u64 deadline, u64 stamp
 
 
 def _key_at(f: Any, rec: int) -> bytes:

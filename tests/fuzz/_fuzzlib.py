@@ -78,7 +78,7 @@ CHECKSUMMED = 48            # the checksum covers bytes [0, 48)
 BK = {"seq": (0, 8), "next": (8, 8), "prefix": (16, 8), "depth": (24, 4),
       "count": (28, 4), "kind": (32, 4)}
 BK_PRIMARY, BK_OVERFLOW, BK_FREE = 0x504B, 0x4F4B, 0x464B
-REC_HDR = 32                # u32 klen, u32 check, u64 vlen, u64 gen, u64 deadline
+REC_HDR = 40                # u32 klen, u32 check, u64 vlen, u64 gen, u64 deadline, u64 stamp
 
 
 def rd(b: bytes, off: int, size: int = 8) -> int:

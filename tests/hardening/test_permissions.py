@@ -264,7 +264,7 @@ def test_reader_without_write_permission_on_store_left_mid_change(shared_dir):
             rec = struct.unpack_from("<Q", raw, page + 64 + 16 * s + 8)[0]
             if rec and len(out) < n:
                 klen = struct.unpack_from("<I", raw, rec)[0]
-                out.append(bytes(raw[rec + 32:rec + 32 + klen]).hex())   # 32-byte record header
+                out.append(bytes(raw[rec + 40:rec + 40 + klen]).hex())   # 40-byte record header
         return out
 
     stuck, fine = keys_of(bucket, 1), keys_of(other, 20)
