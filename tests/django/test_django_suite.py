@@ -91,6 +91,20 @@ class DbmShmCacheTests(BaseCacheTests, TestCase):
         super().tearDown()
         shutil.rmtree(self.dirname)
 
+    def test_zz_backend_under_test(self):
+        """Not Django's: every alias of this class is a dbm_shm.DjangoCache
+        on this test's store file (so the tests above tested it)."""
+        from django.core.cache import caches
+        path = os.path.join(self.dirname, "cache.dshm")
+        aliases = ("default", "prefix", "v2", "custom_key", "custom_key2")
+        for alias in aliases:
+            self.assertIs(type(caches[alias]), dbm_shm.DjangoCache)
+            caches[alias].set("probe-" + alias, alias)
+        with dbm_shm.Cache(path, serializer="pickle") as raw:
+            for alias in aliases:
+                self.assertEqual(raw.get(caches[alias].make_key("probe-" + alias)), alias)
+        self.assertEqual(sorted(caches.settings), ["custom_key", "custom_key2", "default", "prefix", "v2"])
+
 
 for _name, _reason in EXCLUDED.items():
     assert hasattr(BaseCacheTests, _name), _name
