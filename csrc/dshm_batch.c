@@ -137,8 +137,14 @@ static int dedup(bop *ops, size_t n, size_t *kept) {
 static int stage(dshm_env *env, const bop *ops, size_t m, uint64_t total) {
     dshm_header *hd = DSHM_HDR(env);
     uint64_t joff, off;
-    int rc = dshm_alloc(env, dshm_journal_size(m), &joff);
-    if (rc)
+    int rc;
+    /* A store with a cap: room for all of the batch's records first (as if
+     * every key were new: an overwrite frees its old record only as the
+     * batch applies), through the put's eviction. */
+    bool evicted = false;
+    if (hd->hd_max_bytes && (rc = dshm_make_room(env, total, 0, &evicted)))
+        return rc;
+    if ((rc = dshm_alloc(env, dshm_journal_size(m), &joff)))
         return rc;
     dshm_journal *jr = DSHM_AT(env, joff);
     jr->jr_magic = DSHM_JR_MAGIC;

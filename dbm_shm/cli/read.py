@@ -7,7 +7,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Dict, Iterable, Tuple
+from typing import Dict, Iterable, Tuple, cast
 
 from .. import _fastglue
 from .._salvage import salvage
@@ -23,10 +23,16 @@ def cmd_info(args: argparse.Namespace) -> int:
         stats: Dict[str, object] = {"path": os.path.abspath(args.db), "type": "dbm.shm",
                                     **db.stats()}
     stats["fast_path"] = _fastglue.ENABLED
+    cap = int(cast(int, stats["max_bytes"]))
+    if cap or stats["evictions"] or stats["expired"]:
+        # A cache's figures (dbm_shm.Cache): the cap and how full it is.
+        stats["cache"] = (f"{stats['live_bytes']} of {cap} bytes ({100 * int(cast(int, stats['live_bytes'])) / cap:.1f}%)"
+                          if cap else "no cap") + \
+            f", {stats['evictions']} evicted, {stats['expired']} expired dropped"
     if args.json:
         _line(json.dumps(stats, indent=2, sort_keys=False, default=str))
         return EXIT_OK
-    sizes = {"file_size", "top", "live_bytes", "free_bytes", "map_size", "page_size"}
+    sizes = {"file_size", "top", "live_bytes", "free_bytes", "map_size", "page_size", "max_bytes"}
     width = max(len(k) for k in stats)
     for key, value in stats.items():
         shown = str(value)

@@ -261,7 +261,7 @@ def test_stats(db):
                 "overflow", "slots", "commit", "format", "page_size", "lock_pid", "recoveries",
                 "read_retries", "read_fallbacks", "reopens", "map_size", "lock_held_ns", "waiters",
                 "writes", "batches", "batch_ops", "lock_waits", "lock_wait_ns", "waits", "wakeups",
-                "multi_retries",
+                "multi_retries", "max_bytes", "evictions", "expired",
                 "fast_gets", "fast_sets", "fast_fallbacks"}   # the C fast path's (dbm_shm/_fastglue.py)
     assert set(st) == expected
     assert all(type(v) is int and v >= 0 for v in st.values())
