@@ -11,6 +11,9 @@ import pickle
 import threading
 
 import pytest
+
+pytest.importorskip("django.core.cache.backends.base", reason="Django is not installed")
+
 from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings

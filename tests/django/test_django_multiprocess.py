@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+pytest.importorskip("django.core.cache.backends.base", reason="Django is not installed")
+
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_djworker.py")
 
 

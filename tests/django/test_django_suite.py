@@ -20,6 +20,9 @@ import shutil
 import tempfile
 
 import pytest
+
+pytest.importorskip("django.core.cache.backends.base", reason="Django is not installed")
+
 from django.test import TestCase, override_settings
 from django.test.signals import setting_changed
 from django.test.utils import setup_databases, setup_test_environment, teardown_databases, \
