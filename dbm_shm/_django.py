@@ -48,6 +48,10 @@ _IGNORED_OPTIONS = {"MAX_ENTRIES", "CULL_FREQUENCY"}
 _INT64_MIN = -(2**63)
 _INT64_MAX = 2**63 - 1
 
+#: Timeouts longer than this many seconds (317 years) never expire: the
+#: store's deadlines (ns since the epoch, 64 bits) end in the year 2554.
+_FOREVER = 10**10
+
 # One Cache per (store file, MAX_BYTES) per process, shared by every
 # DjangoCache of that process: Django makes one backend object per thread
 # (and a thread-per-request server a new thread per request), and opening a
@@ -131,7 +135,9 @@ class DjangoCache(BaseCache):  # type: ignore[misc,unused-ignore]
 
     def _ttl(self, timeout: Any) -> float:
         t = self.get_backend_timeout(timeout)
-        return math.inf if t is None else t
+        # A deadline is ns since the epoch in 64 bits (to the year 2554):
+        # a timeout of more than _FOREVER seconds (317 years) is "never".
+        return math.inf if t is None or t > _FOREVER else t
 
     # -- reads -------------------------------------------------------------
 

@@ -105,6 +105,17 @@ def test_backend_timeout(cache):
     assert cache.get_backend_timeout(2.5) == 2.5
 
 
+def test_timeouts_past_the_deadline_range_are_forever(cache):
+    """A deadline is 64-bit ns since the epoch (to the year 2554): a longer
+    timeout is stored as never expiring instead of failing."""
+    for timeout in (10**10, 10**11, 1e300, float("inf")):
+        cache.set("k", timeout, timeout)
+        assert cache.get("k") == timeout
+        assert cache.add("a", 1, timeout) is True
+        assert cache.touch("a", timeout) is True
+        cache.delete("a")
+
+
 def test_touch_zero_drops_and_none_keeps(cache):
     cache.set("a", 1, 5)
     assert cache.touch("a", None) is True
