@@ -83,7 +83,7 @@ class Cache:
         self._h = self.db._h
         self._path = self.db._path
         self._dbget = self.db.get
-        if max_bytes is not None:
+        if max_bytes is not None and self.db.stats()["max_bytes"] != max_bytes:
             rc = lib.dshm_set_max_bytes(self._h, max_bytes)
             if rc:
                 raise_for(rc, "set max_bytes of", self._path)
