@@ -129,6 +129,15 @@ def setup() -> Path:
     path = suite_dir()
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
+    # "cache" must be Django's test package: not this suite's tests/cache/
+    # folder (a namespace package, were it imported first through tests/).
+    mod = sys.modules.get("cache")
+    if mod is not None and getattr(mod, "__file__", None) is None:
+        del sys.modules["cache"]
+    import cache
+
+    if Path(cache.__file__).resolve().parent != (path / "cache").resolve():
+        raise RuntimeError(f"'import cache' found {cache.__file__}, not Django's tests in {path}")
     if not settings.configured:
         settings.configure(**SETTINGS)
         django.setup()
