@@ -56,20 +56,33 @@ _FOREVER = 10**10
 # DjangoCache of that process: Django makes one backend object per thread
 # (and a thread-per-request server a new thread per request), and opening
 # a store maps the file and checks it: some 40 to 60 us with the close, a
-# hundred gets. A dbm_shm handle is thread-safe and survives fork().
-_shared: Dict[Tuple[str, Optional[int]], Cache] = {}
+# hundred gets. A dbm_shm handle is thread-safe and survives fork(). Each
+# entry keeps the (device, inode) of the file it opened: a new backend
+# object whose path now names another file (the store was deleted or
+# replaced) opens that file instead of sharing the old handle.
+_shared: Dict[Tuple[str, Optional[int]], Tuple[Cache, Tuple[int, int]]] = {}
 _shared_lock = threading.Lock()
+
+
+def _file_id(path: str) -> Optional[Tuple[int, int]]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _open_shared(path: str, max_bytes: Optional[int]) -> Cache:
     key = (path, max_bytes)
-    c = _shared.get(key)
-    if c is None:
-        with _shared_lock:
-            c = _shared.get(key)
-            if c is None:
-                c = _shared[key] = Cache(path, max_bytes=max_bytes, serializer="pickle")
-    return c
+    with _shared_lock:
+        entry = _shared.get(key)
+        if entry is not None and entry[1] == _file_id(path):
+            return entry[0]
+        c = Cache(path, max_bytes=max_bytes, serializer="pickle")
+        fid = _file_id(path)
+        if fid is not None:
+            _shared[key] = (c, fid)
+        return c
 
 
 class DjangoCache(BaseCache):  # type: ignore[misc,unused-ignore]

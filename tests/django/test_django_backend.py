@@ -242,6 +242,19 @@ def test_prefixes_share_the_store_and_clear_empties_it(location):
         assert a.get("k") is None
 
 
+def test_a_new_backend_opens_the_file_now_at_location(location):
+    a = DjangoCache(str(location), {})
+    a.set("k", 1)
+    assert DjangoCache(str(location), {}).cache is a.cache      # shared
+    location.unlink()                          # deleted while open (don't, in production)
+    b = DjangoCache(str(location), {})
+    assert b.cache is not a.cache
+    assert b.get("k") is None
+    b.set("k", 2)
+    assert a.get("k") == 1                     # an older backend keeps the file it opened
+    assert DjangoCache(str(location), {}).get("k") == 2
+
+
 def test_close_keeps_the_backend_usable(cache):
     cache.set("k", 1)
     cache.close()
