@@ -307,3 +307,11 @@ def test_check_reports_records_over_the_cap(tmp_path):
     with dbm_shm.open(tmp_path / "c", "r") as db:
         problems = db.check()
     assert any("over the cap of 5000" in p for p in problems), problems
+
+
+def test_a_ttl_beyond_the_clock_never_expires(cache):
+    for ttl in (1e10, 2e10, 1e300):
+        cache.set("far", b"v", ttl=ttl)
+        assert cache.get("far") == b"v"
+        assert cache.touch("far", ttl=ttl)
+    assert cache.incr("n", ttl=1e300) == 1 and cache.get("n") == b"1"
