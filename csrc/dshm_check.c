@@ -256,7 +256,7 @@ static int64_t check_locked(dshm_env *env, report *rp) {
         problem(rp, "header: an unfinished split is recorded (a writer died; the next writer repairs it)");
     if (atomic_load_explicit(&hd->hd_struct_seq, memory_order_relaxed) & 1)
         problem(rp, "header: directory change in progress (a writer died; the next writer repairs it)");
-    uint64_t count = 0;
+    uint64_t count = 0, live = 0;
     int more;
     while ((more = dshm_dir_next(&w)) != 0) {
         uint64_t i = w.dw_i, b = w.dw_bucket;
@@ -316,6 +316,7 @@ static int64_t check_locked(dshm_env *env, report *rp) {
                     continue;
                 }
                 ADD(r, dshm_rec_size(rec->rc_klen, rec->rc_vlen), "record");
+                live += dshm_rec_size(rec->rc_klen, rec->rc_vlen);
                 if (nk == kcap) {
                     kcap = kcap ? kcap * 2 : DSHM_SLOTS;
                     ckey *v = realloc(keys, kcap * sizeof *v);
@@ -345,6 +346,9 @@ static int64_t check_locked(dshm_env *env, report *rp) {
     keys = NULL;
     if (count != atomic_load_explicit(&hd->hd_count, memory_order_relaxed))
         problem(rp, "header: count says %" PRIu64 ", %" PRIu64 " keys found", atomic_load_explicit(&hd->hd_count, memory_order_relaxed), count);
+    uint64_t max = *(volatile uint64_t *)&hd->hd_max_bytes;
+    if (max && live > max)
+        problem(rp, "cache: the records hold %" PRIu64 " bytes, over the cap of %" PRIu64, live, max);
     /* Free lists: every block inside the allocated space, bounded walks. */
     uint64_t free_bytes = 0;
     for (unsigned c = 0; c < DSHM_NSMALL + DSHM_NLARGE; c++) {

@@ -151,6 +151,9 @@ static int take_slot(salv *s, const dshm_slot *sl, const _Atomic uint64_t *dir, 
     uint32_t tag = rec->rc_check;
     if (kl > DSHM_MAX_KEY || vl > DSHM_MAX_VALUE || !dshm_in(r, dshm_rec_size(kl, vl), s->limit))
         goto bad;
+    uint64_t now = 0;
+    if (dshm_rec_expired(rec, &now))
+        return 1;   /* absent already: not brought back (the copy has no deadlines) */
     size_t sz = 4 + 8 + 8 + kl + vl;
     if (sz > s->cap - s->used) {
         if (s->used == 0 && s->need)

@@ -624,6 +624,8 @@ int dshm_space_rebuild(dshm_env *env, bool compact) {
                     goto out;
                 used++;
                 live += rs;
+                if (rec->rc_stamp > hd->hd_stamp)   /* a header restored from an older image */
+                    hd->hd_stamp = rec->rc_stamp;
             }
             if (!compact)
                 atomic_store_explicit(&pg->bk_count, used, memory_order_relaxed);

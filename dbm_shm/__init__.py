@@ -3,6 +3,8 @@
 ``import dbm_shm as gdbm`` is a drop-in swap for ``dbm.gnu``; many processes
 may open one file at once: one writer at a time, and readers that never wait.
 ``dbm_shm.register()`` makes it the stdlib backend ``dbm.shm``.
+``dbm_shm.DjangoCache`` is a Django cache backend (imported, with Django,
+only when first looked up).
 """
 
 # -- Import logic (dbm_shm/_loader.py; keep this block first): where Python
@@ -16,6 +18,8 @@ _loader.use_compiled_core(_sys.modules[__name__])
 del _sys
 # -- end of import logic
 
+from typing import Any as _Any
+
 from ._cache import Cache
 from ._compat import Shelf, ShelfTransaction, convert, open_shelf
 from ._db import Database, Snapshot, open, open_flags
@@ -27,6 +31,18 @@ from ._txn import AsyncTransaction, Transaction
 from ._upgrade import UpgradeResult, upgrade
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> _Any:
+    """``dbm_shm.DjangoCache``, imported on first use: the rest of the
+    package never imports Django."""
+    if name == "DjangoCache":
+        from ._django import DjangoCache
+
+        globals()["DjangoCache"] = DjangoCache
+        return DjangoCache
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AsyncTransaction",

@@ -43,6 +43,7 @@ Key = Union[bytes, str]
 LOCK_PREFIX = b"\0dbm_shm.lock\0"
 _NOTFOUND = lib.DSHM_NOTFOUND
 _MISSING = object()
+_FAR = (1 << 64) - 1   # a deadline that never comes
 _tls = threading.local()
 
 
@@ -83,7 +84,7 @@ class Cache:
         self._h = self.db._h
         self._path = self.db._path
         self._dbget = self.db.get
-        if max_bytes is not None:
+        if max_bytes is not None and self.db.stats()["max_bytes"] != max_bytes:
             rc = lib.dshm_set_max_bytes(self._h, max_bytes)
             if rc:
                 raise_for(rc, "set max_bytes of", self._path)
@@ -107,7 +108,8 @@ class Cache:
             return 0
         if ttl <= 0:
             return 1   # long past: absent at once
-        return time.time_ns() + max(1, int(ttl * 1e9))
+        # A deadline past what 64 bits of ns hold (the year 2554) never comes.
+        return min(time.time_ns() + max(1, int(min(ttl, 1e12) * 1e9)), _FAR)
 
     # -- values ------------------------------------------------------------
 

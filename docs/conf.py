@@ -41,7 +41,7 @@ autodoc_typehints = "signature"
 autodoc_typehints_format = "short"
 # The type variable of the get()/pop() overloads (a default of any type):
 # private, so it has no page to link to.
-nitpick_ignore = [("py:class", "dbm_shm._db._T")]
+nitpick_ignore = [("py:class", "dbm_shm._db._T"), ("py:class", "dbm_shm._cache._F")]
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 

@@ -280,3 +280,38 @@ def test_a_batch_on_a_capped_store_evicts_room_first(tmp_path):
         assert c.db.check() == []
         with pytest.raises(dbm_shm.error):
             c.db.update({b"huge%d" % i: b"h" * 1000 for i in range(200)})
+
+
+def test_salvage_and_dump_leave_expired_records_behind(tmp_path):
+    with dbm_shm.Cache(tmp_path / "c") as c:
+        c.set("live", b"1")
+        c.set("gone", b"2", ttl=0.1)
+        wait_past(0.1)
+    dbm_shm.salvage(tmp_path / "c", tmp_path / "copy")
+    with dbm_shm.open(tmp_path / "copy", "r") as db:
+        assert db.keys() == [b"live"]
+
+
+def test_check_reports_records_over_the_cap(tmp_path):
+    import struct
+    with dbm_shm.Cache(tmp_path / "c", max_bytes=100_000) as c:
+        for i in range(20):
+            c.set(b"k%d" % i, b"x" * 1000)
+        assert c.db.check() == []
+    # hd_max_bytes: the first field after hd_boot (docs/file-format.md)
+    with open(tmp_path / "c", "r+b") as f:
+        f.seek(1880)
+        assert struct.unpack("<Q", f.read(8))[0] == 100_000
+        f.seek(1880)
+        f.write(struct.pack("<Q", 5_000))
+    with dbm_shm.open(tmp_path / "c", "r") as db:
+        problems = db.check()
+    assert any("over the cap of 5000" in p for p in problems), problems
+
+
+def test_a_ttl_beyond_the_clock_never_expires(cache):
+    for ttl in (1e10, 2e10, 1e300):
+        cache.set("far", b"v", ttl=ttl)
+        assert cache.get("far") == b"v"
+        assert cache.touch("far", ttl=ttl)
+    assert cache.incr("n", ttl=1e300) == 1 and cache.get("n") == b"1"

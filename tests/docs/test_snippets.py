@@ -38,8 +38,8 @@ Skipping
     ``<!-- snippet: skip (reason) -->`` on the line right before the opening
     fence (in ``.rst``: a comment ``.. snippet: skip (reason)`` as the last
     non-blank line before the ``.. code-block::``). Blocks that need
-    ``dbm.gnu``, ``gdbm_dump``/``gdbm_load``/``gdbmtool`` or ``jq`` are
-    skipped at run time when this machine lacks them.
+    ``dbm.gnu``, ``gdbm_dump``/``gdbm_load``/``gdbmtool``, ``jq`` or Django
+    are skipped at run time when this machine lacks them.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ OUTPUT_LANGS = {"text", "output"}
 # Tools a block may need; it is skipped at run time where they are missing.
 TOOLS = ("gdbm_dump", "gdbm_load", "gdbmtool", "jq")
 NEEDS_GNU = re.compile(r"import\s+dbm\.gnu|from\s+dbm\s+import\s+gnu|dbm\.gnu\.open")
+NEEDS_DJANGO = re.compile(r"^\s*(?:import\s+django\b|from\s+django[\s.])", re.M)
 
 
 @dataclass
@@ -304,6 +305,11 @@ def _need(s: Snippet) -> None:
             import dbm.gnu  # noqa: F401
         except ImportError:
             pytest.skip(f"{s.id}: needs dbm.gnu, which this interpreter lacks")
+    if NEEDS_DJANGO.search(s.code):
+        try:
+            import django.core.cache  # noqa: F401
+        except ImportError:
+            pytest.skip(f"{s.id}: needs Django, not installed here (tox -e django runs it)")
 
 
 def _fail(s: Snippet, what: str, expected: str, actual: str) -> None:

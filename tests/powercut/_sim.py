@@ -363,6 +363,52 @@ for i in range(5):
     image("sync")
 db.close()
 ''', None),
+    # A cache (dbm_shm.Cache): puts with deadlines under a byte cap, so
+    # that puts evict (each eviction a step, logged after the put from the
+    # keys it took), touch, delete, keys that expire (a step once past
+    # their deadline: absent for every reader from then on), expire().
+    "cache": ('''
+import time
+c = dbm_shm.Cache(path, max_bytes=300_000)
+db = c.db
+
+def cset(k, v, ttl=3600.0):
+    step("put", {k: v}); c.set(k, v, ttl=ttl)
+    gone = {x: None for x in sorted(model) if x != k and db.get(x) is None}
+    if gone:
+        step("evict", gone)
+
+for i in range(150):
+    k = b"key%05d" % i
+    cset(k, val(k, 0, (40, 1000, 5000)))
+sync(db)
+i = 0
+for period in range(periods):
+    for j in range(rng.choice([20, 60])):
+        i += 1
+        r = rng.random()
+        k = b"key%05d" % rng.randrange(600)
+        if r < 0.6:
+            cset(k, val(k, i, (40, 1000, 5000, 20000)))
+        elif r < 0.7 and model:
+            t = rng.choice(sorted(model))
+            step("touch", {t: model[t]}); c.touch(t, 3600)
+        elif r < 0.8 and model:
+            t = rng.choice(sorted(model))
+            step("del", {t: None}); c.delete(t)
+        elif r < 0.92:
+            cset(k, val(k, i, (40, 1000)), ttl=0.02)
+            time.sleep(0.03)
+            if k in model:
+                step("expired", {k: None})
+        else:
+            c.expire()
+        if rng.random() < 0.1:
+            image("between")
+    image("between")
+    sync(db)
+c.close()
+''', None),
     # The same with a transaction on the 's' store (its commit is a batch).
     "sflag-txn": ('''
 db = dbm_shm.open(path, "n")

@@ -118,6 +118,8 @@ FROZEN = {
     "batch-apply": (300, _BATCH),
     "txn-commit": (1, _TXN),
     "clear": (1, "clear()\n"),
+    # a cache's cap set at what the store holds: every put then evicts
+    "evict-removed": (20, "dbm_shm._dshm.lib.dshm_set_max_bytes(db._h, db.stats()['live_bytes'])\n" + _PUTS),
 }
 
 #: crash states per workload (each frozen point counts as one)
