@@ -84,6 +84,7 @@ class Cache:
         self._h = self.db._h
         self._path = self.db._path
         self._dbget = self.db.get
+        self._dbset = self.db.__setitem__
         if max_bytes is not None and self.db.stats()["max_bytes"] != max_bytes:
             rc = lib.dshm_set_max_bytes(self._h, max_bytes)
             if rc:
@@ -197,7 +198,17 @@ class Cache:
         """Store ``value`` at ``key``, expiring after ``ttl`` seconds (None:
         ``default_ttl``; ``math.inf``: never; 0 or less: at once). Evicts
         first if the cap would be passed. Returns True."""
-        self._put(_key(key), self._dumps(value), self._deadline(ttl), 0, "set")
+        k = _key(key)
+        v = self._dumps(value)
+        deadline = self._deadline(ttl)
+        if deadline == 0:
+            # No deadline: the store's own set, through the C fast path.
+            try:
+                self._dbset(k, v)
+            except error:
+                self._put(k, v, 0, 0, "set")   # the message that names the cap (or the same error)
+            return True
+        self._put(k, v, deadline, 0, "set")
         return True
 
     def add(self, key: Key, value: Any, ttl: Optional[float] = None) -> bool:
