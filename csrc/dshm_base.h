@@ -172,6 +172,13 @@ static inline uint64_t dshm_now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/** Was a structure stamped with period @p gen written in the current
+ *  commit period (may change in place, freed at once)? On a store that
+ *  keeps no periods (hd_volatile: tmpfs) everything is current. */
+static inline bool dshm_gen_current(const dshm_header *hd, uint64_t gen) {
+    return gen == hd->hd_gen || hd->hd_volatile;
+}
+
 /** Wall-clock time, ns since the epoch: what record deadlines count in
  *  (every process on the host shares the clock; it outlives a reboot). */
 static inline uint64_t dshm_realtime_ns(void) {

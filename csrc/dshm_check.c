@@ -143,6 +143,8 @@ static const cext *overlap(const cext *ex, size_t n, uint64_t off, uint64_t size
 static void check_commit(dshm_env *env, report *rp, uint64_t limit, const cext *free_ex, size_t nfree) {
     dshm_header *hd = DSHM_HDR(env);
     dshm_meta m;
+    if (hd->hd_volatile)
+        return;   /* a store on tmpfs keeps no commits (its metas are stale by design) */
     if (!dshm_meta_newest(hd, &m, NULL)) {
         problem(rp, "header: no valid commit meta (a power loss would leave the file unopenable)");
         return;

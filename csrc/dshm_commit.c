@@ -108,7 +108,9 @@ bool dshm_live_is(const dshm_header *hd, const dshm_meta *m) {
 bool dshm_commit_due(const dshm_env *env) {
     const dshm_header *hd = DSHM_HDR(env);
     dshm_meta m;
-    return !dshm_meta_newest(hd, &m, NULL) || !dshm_live_is(hd, &m);
+    if (env->ev_volatile)
+        return !hd->hd_volatile;   /* tmpfs: only to mark the store volatile */
+    return hd->hd_volatile || !dshm_meta_newest(hd, &m, NULL) || !dshm_live_is(hd, &m);
 }
 
 static int flush(int fd) { return dshm_flush(fd, true); }
@@ -119,7 +121,19 @@ static int flush(int fd) { return dshm_flush(fd, true); }
 int dshm_commit_held(dshm_env *env) {
     dshm_header *hd = DSHM_HDR(env);
     if (!env->ev_writable)
-        return flush(env->ev_fd);   /* what others committed; a meta needs a writable mapping */
+        return env->ev_volatile ? 0 : flush(env->ev_fd);   /* what others committed */
+    if (env->ev_volatile) {
+        /* tmpfs: nothing there outlives the kernel, so there is nothing to
+         * commit, and commit periods would only cost copies (copy on
+         * write) and space held for the next commit. The store keeps none
+         * from now on: what waited is free, every structure is current. */
+        if (!hd->hd_volatile) {
+            hd->hd_volatile = 1;
+            hd->hd_committing = 0;
+            dshm_pending_release(env);
+        }
+        return 0;
+    }
     dshm_meta newest, m;
     unsigned slot = 1;
     bool have = dshm_meta_newest(hd, &newest, &slot);
@@ -138,6 +152,12 @@ int dshm_commit_held(dshm_env *env) {
     if ((rc = flush(env->ev_fd)))
         return rc;
     COMMIT_POINT(env, "commit-synced");
+    if (hd->hd_volatile) {
+        /* The first commit of a store brought from tmpfs: its metas hold
+         * from now on, under this boot. */
+        dshm_boot_id(hd->hd_boot);
+        hd->hd_volatile = 0;
+    }
     hd->hd_committing = 0;
     dshm_pending_release(env);
     return 0;

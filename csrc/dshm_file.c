@@ -160,6 +160,7 @@ int dshm_init_file(int fd, const uint64_t *seed) {
     m.mt_sum = dshm_meta_sum(&m);
     memcpy(dshm_meta_slot(hd, 0), &m, sizeof m);
     hd->hd_gen = 1;
+    hd->hd_volatile = dshm_fs_volatile(fd);   /* tmpfs: no commit periods (dshm_commit_held) */
     if ((rc = dshm_index_init(&env)))
         goto out;
     dshm_boot_id(hd->hd_boot);
@@ -313,7 +314,8 @@ int dshm_env_open(const char *path, int flags, int mode, uint64_t want, dshm_env
          * may have torn the file, whose live header is then not to be
          * trusted; the newest valid meta is (dshm_restore). */
         bool torn = memcmp(hdr.hd_magic, DSHM_MAGIC, DSHM_MAGIC_LEN) == 0 &&
-                    hdr.hd_format == DSHM_FORMAT && dshm_boot_other(&hdr);
+                    hdr.hd_format == DSHM_FORMAT && dshm_boot_other(&hdr) &&
+                    !hdr.hd_volatile;   /* brought from tmpfs: its metas are stale, it is as copied */
         dshm_meta meta;
         bool live_is_meta = false;
         if (torn) {
@@ -375,6 +377,17 @@ int dshm_env_open(const char *path, int flags, int mode, uint64_t want, dshm_env
                     if ((rc = dshm_lock_repair(env, repaired, true)))
                         goto fail;
                     dshm_unlock_rw(env);
+                }
+                if (hd->hd_volatile && !env->ev_volatile) {
+                    /* A store brought from tmpfs to a disk: commit it
+                     * before anyone writes, so that the protocol against
+                     * power loss holds from the first write on. */
+                    if ((rc = dshm_lock_repair(env, repaired, true)))
+                        goto fail;
+                    rc = dshm_commit_held(env);
+                    dshm_unlock_rw(env);
+                    if (rc)
+                        goto fail;
                 }
             }
             if ((rc = flock_retry(env->ev_fd, shared)))

@@ -350,7 +350,7 @@ static int dir_double(dshm_env *env) {
  * copy published in its place. */
 static int dir_own(dshm_env *env) {
     dshm_header *hd = DSHM_HDR(env);
-    if (hd->hd_dir_gen == hd->hd_gen)
+    if (dshm_gen_current(hd, hd->hd_dir_gen))
         return 0;
     uint64_t dir = atomic_load_explicit(&hd->hd_dir, memory_order_relaxed), ogen = hd->hd_dir_gen, noff;
     unsigned depth = DSHM_DIR_DEPTH(dir);
@@ -491,7 +491,7 @@ static int chain_own(dshm_env *env, uint64_t b, uint64_t *nb, dshm_pos *pos) {
     bool own = true;
     unsigned pages = 0;
     for (uint64_t page = b; page; page = ld_rel(&page_at(env, page)->bk_next), pages++)
-        own = own && page_at(env, page)->bk_gen == hd->hd_gen;
+        own = own && dshm_gen_current(hd, page_at(env, page)->bk_gen);
     *nb = b;
     if (own)
         return 0;

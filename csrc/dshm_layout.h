@@ -250,6 +250,15 @@ typedef struct dshm_header {
     uint64_t hd_stamp;              /**< the last store stamp given (rc_stamp) */
     uint64_t hd_evictions;          /**< records evicted to stay under the cap */
     uint64_t hd_expired;            /**< expired records dropped by writers */
+
+    /* ---- set by lock holders (and dshm_init_file); read by openers ---- */
+    uint64_t hd_volatile;           /**< 1: the store was last written on tmpfs, where
+                                         nothing outlives the kernel: it keeps no commit
+                                         period (every structure counts as current, no
+                                         copy on write, no pending list) and its metas
+                                         are stale. Opened on a disk, it is committed
+                                         at once (dshm_commit_held clears it) and never
+                                         restored from a stale meta */
 } dshm_header;
 _Static_assert(sizeof(dshm_header) <= DSHM_META_AT, "header fits before the metas");
 _Static_assert(sizeof(pthread_mutex_t) <= 48, "the mutex shares its line with hd_lock_pid and hd_repair");

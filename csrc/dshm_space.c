@@ -413,7 +413,7 @@ static bool pending_add(dshm_env *env, uint64_t off, uint64_t size) {
 
 void dshm_retire_block(dshm_env *env, uint64_t off, uint64_t size, uint64_t gen) {
     dshm_header *hd = DSHM_HDR(env);
-    if (gen == hd->hd_gen)
+    if (dshm_gen_current(hd, gen))
         dshm_free_block(env, off, size);
     else if (size)
         pending_add(env, off, size);
@@ -426,7 +426,7 @@ void dshm_retire_record(dshm_env *env, uint64_t off, uint64_t size) {
 void dshm_retire_page(dshm_env *env, uint64_t off) {
     dshm_header *hd = DSHM_HDR(env);
     dshm_bucket *bk = DSHM_AT(env, off);
-    if (bk->bk_gen == hd->hd_gen) {
+    if (dshm_gen_current(hd, bk->bk_gen)) {
         dshm_page_free(env, off);
         return;
     }
@@ -639,7 +639,7 @@ int dshm_space_rebuild(dshm_env *env, bool compact) {
     /* What the newest commit references (and, while a commit is on its
      * way to the disk, the one before) is kept: see meta_extents. */
     dshm_meta metas[2];
-    unsigned nm = dshm_meta_valid(hd, metas);
+    unsigned nm = hd->hd_volatile ? 0 : dshm_meta_valid(hd, metas);   /* stale on a volatile store */
     for (unsigned i = 0; i < nm && (i == 0 || hd->hd_committing); i++)
         if ((rc = meta_extents(env, &metas[i], &e)))
             goto out;
