@@ -22,7 +22,10 @@ SCRIPT = REPO / "benchmarks" / "bench_cache.py"
 
 def _available() -> set[str]:
     def has(mod: str) -> bool:
-        return importlib.util.find_spec(mod) is not None
+        # A module, not a namespace package some folder of that name on
+        # sys.path would make (no origin).
+        spec = importlib.util.find_spec(mod)
+        return spec is not None and spec.origin not in (None, "namespace")
 
     names = {"dbm_shm", "dbm_shm-disk"}
     if has("diskcache"):

@@ -29,17 +29,21 @@ READER = """
 import sys, time, json, dbm_shm
 c = dbm_shm.Cache(sys.argv[1])
 first, last = int(sys.argv[2]), int(sys.argv[3])   # the stored deadline lies between
-seen = []   # (clock before the get, present)
+seen = []   # (clock before the get, clock after it, present)
 while True:
-    t = time.time_ns()
+    t0 = time.time_ns()
     v = c.get("k")
-    seen.append((t, v is not None))
-    if t > last + 200_000_000:
+    t1 = time.time_ns()
+    seen.append((t0, t1, v is not None))
+    if t0 > last + 200_000_000:
         break
-late = [t for t, present in seen if present and t > last]
-early = [t for t, present in seen if not present and t < first]
+# A get begun after the latest possible deadline must miss; one ended
+# before the earliest possible deadline must hit. (A get that spans the
+# deadline may do either.)
+late = [t0 for t0, t1, present in seen if present and t0 > last]
+early = [t0 for t0, t1, present in seen if not present and t1 < first]
 print(json.dumps({"n": len(seen), "late": len(late), "early": len(early),
-                  "absent_after": sum(1 for t, p in seen if not p and t > last)}))
+                  "absent_after": sum(1 for t0, t1, p in seen if not p and t0 > last)}))
 """
 
 

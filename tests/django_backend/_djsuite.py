@@ -129,8 +129,8 @@ def setup() -> Path:
     path = suite_dir()
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
-    # "cache" must be Django's test package: not this suite's tests/cache/
-    # folder (a namespace package, were it imported first through tests/).
+    # "cache" must be Django's test package, not a namespace package some
+    # folder named cache/ on sys.path would make.
     mod = sys.modules.get("cache")
     if mod is not None and getattr(mod, "__file__", None) is None:
         del sys.modules["cache"]

@@ -1,4 +1,4 @@
-"""A separate Django process for tests/django/test_django_multiprocess.py.
+"""A separate Django process for tests/django_backend/test_django_multiprocess.py.
 
 ``python _djworker.py LOCATION`` configures Django with one cache,
 ``{"BACKEND": "dbm_shm.DjangoCache", "LOCATION": LOCATION}``, as a site's
